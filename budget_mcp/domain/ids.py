@@ -1,0 +1,63 @@
+"""Budget ids: paths of lowercase segments joined by '/', at most 8 deep."""
+
+import re
+import secrets
+
+from budget_mcp.errors import InvalidInputError
+
+MAX_DEPTH = 8
+_SEGMENT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_RESERVATION = re.compile(r"res_[0-9a-f]{24}")
+
+
+def validate_budget_id(value: str) -> str:
+    """Return `value` if it is a valid budget id, else raise InvalidInputError saying why."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError("budget_id is empty; use a path such as 'acme' or 'acme/research'")
+    segments = value.split("/")
+    if len(segments) > MAX_DEPTH:
+        raise InvalidInputError(f"budget_id {value[:80]!r} is {len(segments)} levels deep; at most {MAX_DEPTH} allowed")
+    for segment in segments:
+        if not _SEGMENT.fullmatch(segment):
+            raise InvalidInputError(
+                f"budget_id {value[:80]!r} has an invalid segment {segment[:70]!r}; each segment is 1-64 characters "
+                "of a-z, 0-9, '_' or '-', starting with a letter or digit (e.g. 'acme/research')"
+            )
+    return value
+
+
+def parent_of(budget_id: str) -> str | None:
+    """The parent id ('a/b' for 'a/b/c'), or None for a root."""
+    head, sep, _ = budget_id.rpartition("/")
+    return head if sep else None
+
+
+def path_of(budget_id: str) -> list[str]:
+    """The ids from the root down to `budget_id`: ['a', 'a/b', 'a/b/c']."""
+    segments = budget_id.split("/")
+    return ["/".join(segments[: i + 1]) for i in range(len(segments))]
+
+
+def is_within(budget_id: str, prefix: str) -> bool:
+    """True when `budget_id` is `prefix` or one of its descendants."""
+    return budget_id == prefix or budget_id.startswith(prefix + "/")
+
+
+def new_reservation_id() -> str:
+    """A fresh, unguessable reservation id."""
+    return "res_" + secrets.token_hex(12)
+
+
+def new_entry_id(prefix: str) -> str:
+    """A fresh entry id such as 'chg_…'."""
+    return f"{prefix}_" + secrets.token_hex(12)
+
+
+def validate_reservation_id(value: str) -> str:
+    """Return `value` if it looks like a reservation id from check_budget(reserve=true)."""
+    if not _RESERVATION.fullmatch(value):
+        raise InvalidInputError(
+            f"reservation_id {value[:80]!r} is malformed; "
+            "pass the reservation_id returned by check_budget(reserve=true)"
+        )
+    return value

@@ -1,0 +1,282 @@
+"""Budget definitions, ledger entries and the results the engine returns.
+
+Stored values use integer nano-USD (`*_nanos`); results carry USD as decimal strings
+(`*_usd`), which is how they travel in JSON without losing a digit.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from budget_mcp.domain.windows import Period
+
+DEFAULT_ALERT_AT = (Decimal("0.5"), Decimal("0.8"), Decimal("0.9"), Decimal("1.0"))
+
+
+class Enforcement(StrEnum):
+    """What happens when a check would exceed a limit."""
+
+    BLOCK = "block"
+    WARN = "warn"
+
+
+class Decision(StrEnum):
+    """The answer of a check."""
+
+    ALLOW = "allow"
+    WARN = "warn"
+    DENY = "deny"
+
+
+class EntryKind(StrEnum):
+    """What a ledger entry records. Only `charge` and `adjust` count as spend."""
+
+    CHARGE = "charge"
+    ADJUST = "adjust"
+    HOLD = "hold"
+    RELEASE = "release"
+    ALLOCATE = "allocate"
+    CLOSE = "close"
+
+
+SPEND_KINDS = frozenset({EntryKind.CHARGE, EntryKind.ADJUST})
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit of a budget: USD and/or tokens per window of `period`."""
+
+    period: Period
+    limit_nanos: int | None = None
+    limit_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """A budget's definition as stored. `limits[0]` is the primary limit when there is one."""
+
+    budget_id: str
+    period: Period
+    limits: tuple[Limit, ...] = ()
+    per_call_nanos: int | None = None
+    enforcement: Enforcement = Enforcement.BLOCK
+    alert_at: tuple[Decimal, ...] = DEFAULT_ALERT_AT
+    timezone: str = "UTC"
+    description: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    closed: bool = False
+    created_at: datetime | None = None
+
+    def limit_for(self, period: Period) -> Limit | None:
+        """This budget's limit of `period`, if it has one."""
+        return next((lim for lim in self.limits if lim.period is period), None)
+
+    @property
+    def primary(self) -> Limit:
+        """The primary limit (an empty one for a track-only budget)."""
+        return self.limit_for(self.period) or Limit(self.period)
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    """Token counts of one call; `total` is what token limits count."""
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_write + self.reasoning
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One append-only ledger entry."""
+
+    entry_id: str
+    kind: EntryKind
+    budget_id: str
+    at: datetime
+    cost_nanos: int = 0
+    tokens: TokenCounts = TokenCounts()
+    model: str | None = None
+    provider: str | None = None
+    price_source: str | None = None
+    reservation_id: str | None = None
+    idempotency_key: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An open reservation: `cost_nanos` and `tokens` held on the whole path until `expires_at`."""
+
+    reservation_id: str
+    budget_id: str
+    cost_nanos: int
+    tokens: int
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """A threshold of a limit crossed in one window (recorded once per window)."""
+
+    budget_id: str
+    period: Period
+    window_key: int
+    threshold: Decimal
+    at: datetime
+    spent_nanos: int
+    limit_nanos: int | None
+    limit_tokens: int | None
+    spent_tokens: int
+
+
+# ---- results (what the engine answers; the MCP tools return them as structured content) ----
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class LimitStatus(_Result):
+    """One limit's figures for its own current window."""
+
+    period: Period
+    limit_usd: str | None
+    limit_tokens: int | None
+    window_start: datetime
+    resets_at: datetime | None
+    spent_usd: str
+    spent_tokens: int
+    held_usd: str
+    held_tokens: int
+    allocated_usd: str
+    allocated_tokens: int
+    available_usd: str | None = Field(description="limit - spent - held - allocated; null when no USD limit")
+    available_tokens: int | None
+
+
+class Forecast(_Result):
+    """Where the primary window ends up at the current burn rate."""
+
+    projected_spend_usd: str | None
+    exhausted_at: datetime | None
+
+
+class BudgetStatus(_Result):
+    """A budget's definition and its figures for the current window of its primary limit."""
+
+    budget_id: str
+    parent_id: str | None
+    description: str | None
+    enforcement: Enforcement
+    period: Period
+    timezone: str
+    closed: bool
+    limit_usd: str | None
+    limit_tokens: int | None
+    per_call_usd: str | None
+    alert_at: list[str]
+    window_start: datetime
+    resets_at: datetime | None
+    spent_usd: str
+    spent_tokens: int
+    held_usd: str
+    held_tokens: int
+    allocated_usd: str
+    allocated_tokens: int
+    available_usd: str | None
+    available_tokens: int | None
+    calls: int
+    burn_rate_usd_per_hour: str
+    forecast: Forecast
+    limits: list[LimitStatus]
+    metadata: dict[str, Any]
+
+
+class BudgetNode(BudgetStatus):
+    """A budget's status with its children, for tree listings."""
+
+    children: list["BudgetNode"] = []
+
+
+class CheckResult(_Result):
+    """The answer of check_budget."""
+
+    allowed: bool
+    decision: Decision
+    reason: str
+    budget_id: str
+    decided_by: str | None
+    decided_period: Period | None
+    estimated_cost_usd: str
+    estimated_tokens: int
+    remaining_usd: str | None
+    remaining_tokens: int | None
+    resets_at: datetime | None
+    warnings: list[str]
+    price_source: str | None = None
+    reservation_id: str | None = None
+    expires_at: datetime | None = None
+
+
+class AlertInfo(_Result):
+    """An alert threshold crossed by a charge."""
+
+    budget_id: str
+    period: Period
+    threshold: str
+    spent_usd: str
+    limit_usd: str | None
+    spent_tokens: int
+    limit_tokens: int | None
+    window_start: datetime
+
+
+class ChargeResult(_Result):
+    """The answer of charge."""
+
+    charge_id: str
+    budget_id: str
+    cost_usd: str
+    tokens: int
+    model: str | None
+    price_source: str | None
+    spent_usd: str
+    remaining_usd: str | None
+    remaining_tokens: int | None
+    over_limit: bool
+    alerts: list[AlertInfo]
+    warnings: list[str]
+    duplicate: bool = False
+    reservation_id: str | None = None
+
+
+class ReleaseResult(_Result):
+    """What release freed: a hold, or a closed allocation."""
+
+    released: str = Field(description="'reservation' or 'allocation'")
+    reservation_id: str | None = None
+    budget_id: str
+    released_usd: str
+    released_tokens: int
+    message: str
+
+
+class AdjustResult(_Result):
+    """A correction entry written to the ledger."""
+
+    entry_id: str
+    budget_id: str
+    amount_usd: str
+    spent_usd: str

@@ -1,0 +1,76 @@
+"""Exact money: Decimal USD at the edges, integer nano-USD (1e-9 USD) in storage.
+
+One rounding rule, in `to_nanos`: amounts finer than a nano-USD round *up*, so a
+guardrail never under-counts spend. Floats never become money directly: a JSON number
+is read through its decimal text (`Decimal(str(x))`), so 0.1 is exactly 0.1.
+"""
+
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+
+from budget_mcp.errors import InvalidInputError
+
+NANOS_PER_USD = 1_000_000_000
+MAX_USD = Decimal(1_000_000_000)  # a billion dollars: anything larger is a typo, not a budget
+MAX_TOKENS = 10**15
+_NANO = Decimal(1).scaleb(-9)
+
+
+def parse_usd(value: object, field: str = "amount", *, allow_negative: bool = False) -> Decimal:
+    """Read a decimal string, int or float (by its decimal text) as exact USD, refusing NaN, inf and absurd sizes."""
+    if isinstance(value, bool):
+        raise InvalidInputError(f'{field} must be a decimal amount in USD such as "0.25", not a boolean')
+    if isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, int | float | str):
+        try:
+            amount = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise InvalidInputError(
+                f'{field} {str(value)[:40]!r} is not a number; pass USD as a decimal string such as "0.25"'
+            ) from None
+    else:
+        raise InvalidInputError(f'{field} must be a decimal amount in USD such as "0.25"')
+    if not amount.is_finite():
+        raise InvalidInputError(f"{field} must be a finite amount in USD, not {value}")
+    if amount < 0 and not allow_negative:
+        raise InvalidInputError(f"{field} must not be negative (got {amount}); pass an amount of 0 or more")
+    if abs(amount) > MAX_USD:
+        raise InvalidInputError(f"{field} {amount} is too large; the maximum is {MAX_USD} USD")
+    return amount
+
+
+def to_nanos(usd: Decimal) -> int:
+    """Exact USD to integer nano-USD, rounding sub-nano fractions up (towards +infinity)."""
+    return int(usd.quantize(_NANO, rounding=ROUND_CEILING).scaleb(9))
+
+
+def from_nanos(nanos: int) -> Decimal:
+    """Integer nano-USD to Decimal USD with 9 decimal places."""
+    return Decimal(nanos).scaleb(-9).quantize(_NANO)
+
+
+def format_usd(nanos: int) -> str:
+    """Wire form: a decimal string with at least 6 places, more only when needed ('0.003150', '0.000000001')."""
+    text = f"{from_nanos(nanos):f}"
+    whole, _, frac = text.partition(".")
+    frac = frac.rstrip("0").ljust(6, "0")
+    return f"{whole}.{frac}"
+
+
+def human_usd(nanos: int) -> str:
+    """Short form for summaries: '$1.50', '$0.0031'."""
+    usd = from_nanos(nanos)
+    if usd == 0 or abs(usd) >= Decimal("0.01"):
+        return f"${usd.quantize(Decimal('0.01'))}"
+    return f"${format_usd(nanos)}"
+
+
+def parse_tokens(value: object, field: str) -> int:
+    """A non-negative integer token count."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{field} must be a whole number of tokens")
+    if value < 0:
+        raise InvalidInputError(f"{field} must not be negative (got {value})")
+    if value > MAX_TOKENS:
+        raise InvalidInputError(f"{field} {value} is too large; the maximum is {MAX_TOKENS}")
+    return value

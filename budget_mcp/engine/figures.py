@@ -1,0 +1,251 @@
+"""Pure arithmetic over a snapshot: what each limit has spent, held, carved out and left, and what a request would do.
+
+Carving: an open child with a limit of period P holds its unspent part
+(`limit - spent - held`, never below zero) out of its parent's limit of period P. A
+request arriving at a parent through that child may use the child's unspent part plus
+whatever the parent has available beyond its allocations.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from budget_mcp.domain.ids import parent_of, path_of
+from budget_mcp.domain.models import (
+    BudgetConfig,
+    BudgetStatus,
+    Enforcement,
+    Forecast,
+    Limit,
+    LimitStatus,
+)
+from budget_mcp.domain.money import format_usd, human_usd
+from budget_mcp.domain.windows import Period, window
+from budget_mcp.errors import BudgetNotFoundError
+from budget_mcp.ledger import BudgetState, Snapshot, WindowUsage
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One limit of one budget in its current window; `available_*` is None where there is no limit."""
+
+    budget_id: str
+    limit: Limit
+    window_start: datetime
+    resets_at: datetime | None
+    spent_nanos: int
+    spent_tokens: int
+    held_nanos: int
+    held_tokens: int
+    allocated_nanos: int
+    allocated_tokens: int
+
+    @property
+    def available_nanos(self) -> int | None:
+        if self.limit.limit_nanos is None:
+            return None
+        return self.limit.limit_nanos - self.spent_nanos - self.held_nanos - self.allocated_nanos
+
+    @property
+    def available_tokens(self) -> int | None:
+        if self.limit.limit_tokens is None:
+            return None
+        return self.limit.limit_tokens - self.spent_tokens - self.held_tokens - self.allocated_tokens
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """How much one limit (or per-call cap) on the path lets a request through; headroom None = unlimited."""
+
+    budget_id: str
+    period: Period | None  # None for a per-call cap
+    enforcement: Enforcement
+    headroom_nanos: int | None
+    headroom_tokens: int | None
+    resets_at: datetime | None
+
+
+def state_of(snapshot: Snapshot, budget_id: str) -> BudgetState:
+    """The loaded state of a budget, or BudgetNotFoundError with the way to create it."""
+    state = snapshot.budgets.get(budget_id)
+    if state is None:
+        parent = parent_of(budget_id)
+        how = "allocate(budget_id=..., limit_usd=...)" if parent is None else f"allocate under '{parent}'"
+        raise BudgetNotFoundError(
+            f"budget '{budget_id}' does not exist; create it first with {how} (list_budgets shows what exists)"
+        )
+    return state
+
+
+def unspent(state: BudgetState, period: Period) -> tuple[int, int]:
+    """The part of an open child's limit of `period` it has not used: what it holds out of its parent."""
+    limit = state.config.limit_for(period)
+    if limit is None or state.config.closed:
+        return 0, 0
+    used = state.usage[period]
+    nanos = max(0, limit.limit_nanos - used.spent_nanos - state.held_nanos) if limit.limit_nanos is not None else 0
+    tokens = max(0, limit.limit_tokens - used.spent_tokens - state.held_tokens) if limit.limit_tokens is not None else 0
+    return nanos, tokens
+
+
+def figures(snapshot: Snapshot, budget_id: str, limit: Limit) -> Figures:
+    """Spent, held, allocated and available for one limit of a budget, in its current window."""
+    state = state_of(snapshot, budget_id)
+    start, end = window(limit.period, state.config.timezone, snapshot.now)
+    allocated_nanos = allocated_tokens = 0
+    for child in state.children:
+        nanos, tokens = unspent(snapshot.budgets[child], limit.period)
+        allocated_nanos += nanos
+        allocated_tokens += tokens
+    used = state.usage[limit.period]
+    return Figures(
+        budget_id, limit, start, end, used.spent_nanos, used.spent_tokens,
+        state.held_nanos, state.held_tokens, allocated_nanos, allocated_tokens,
+    )  # fmt: skip
+
+
+def constraints(snapshot: Snapshot, budget_id: str) -> list[Constraint]:
+    """Every limit and per-call cap on the path from the root to `budget_id`."""
+    path = path_of(budget_id)
+    found: list[Constraint] = []
+    for depth, current in enumerate(path):
+        config = state_of(snapshot, current).config
+        via = snapshot.budgets.get(path[depth + 1]) if depth + 1 < len(path) else None
+        for limit in config.limits:
+            fig = figures(snapshot, current, limit)
+            carried_nanos, carried_tokens = unspent(via, limit.period) if via else (0, 0)
+            found.append(
+                Constraint(
+                    current,
+                    limit.period,
+                    config.enforcement,
+                    _headroom(fig.available_nanos, carried_nanos, via is not None),
+                    _headroom(fig.available_tokens, carried_tokens, via is not None),
+                    fig.resets_at,
+                )
+            )
+        if config.per_call_nanos is not None:
+            found.append(Constraint(current, None, config.enforcement, config.per_call_nanos, None, None))
+    return found
+
+
+def _headroom(available: int | None, carried: int, through_child: bool) -> int | None:
+    # Through a child, the child's unspent allocation is usable even when the parent itself is over.
+    if available is None:
+        return None
+    return max(available, 0) + carried if through_child else available
+
+
+def with_usage(
+    snapshot: Snapshot, budget_id: str, *, spent: tuple[int, int] = (0, 0), held: tuple[int, int] = (0, 0)
+) -> Snapshot:
+    """A copy of the snapshot with spend and/or holds added on every budget of the path."""
+    budgets = dict(snapshot.budgets)
+    for current in path_of(budget_id):
+        state = budgets[current]
+        usage = {
+            period: WindowUsage(u.spent_nanos + spent[0], u.spent_tokens + spent[1], u.calls)
+            for period, u in state.usage.items()
+        }
+        budgets[current] = dataclasses.replace(
+            state, usage=usage, held_nanos=state.held_nanos + held[0], held_tokens=state.held_tokens + held[1]
+        )
+    return dataclasses.replace(snapshot, budgets=budgets)
+
+
+def remaining(found: list[Constraint]) -> tuple[int | None, int | None]:
+    """The smallest USD and token headroom on the path (None when nothing limits that dimension)."""
+    nanos = [c.headroom_nanos for c in found if c.period is not None and c.headroom_nanos is not None]
+    tokens = [c.headroom_tokens for c in found if c.headroom_tokens is not None]
+    return (min(nanos) if nanos else None), (min(tokens) if tokens else None)
+
+
+def status(snapshot: Snapshot, budget_id: str) -> BudgetStatus:
+    """A budget's full status: definition, every limit's figures, burn rate and forecast."""
+    state = state_of(snapshot, budget_id)
+    config = state.config
+    limits = [figures(snapshot, budget_id, limit) for limit in config.limits]
+    primary = next((f for f in limits if f.limit.period is config.period), None) or figures(
+        snapshot, budget_id, config.primary
+    )
+    burn_per_hour, forecast = _burn(snapshot.now, config, primary)
+    return BudgetStatus(
+        budget_id=budget_id,
+        parent_id=parent_of(budget_id),
+        description=config.description,
+        enforcement=config.enforcement,
+        period=config.period,
+        timezone=config.timezone,
+        closed=config.closed,
+        limit_usd=_usd(primary.limit.limit_nanos),
+        limit_tokens=primary.limit.limit_tokens,
+        per_call_usd=_usd(config.per_call_nanos),
+        alert_at=[str(a) for a in config.alert_at],
+        window_start=primary.window_start,
+        resets_at=primary.resets_at,
+        spent_usd=format_usd(primary.spent_nanos),
+        spent_tokens=primary.spent_tokens,
+        held_usd=format_usd(primary.held_nanos),
+        held_tokens=primary.held_tokens,
+        allocated_usd=format_usd(primary.allocated_nanos),
+        allocated_tokens=primary.allocated_tokens,
+        available_usd=_usd(primary.available_nanos),
+        available_tokens=primary.available_tokens,
+        calls=state.usage[config.period].calls,
+        burn_rate_usd_per_hour=format_usd(burn_per_hour),
+        forecast=forecast,
+        limits=[_limit_status(f) for f in limits],
+        metadata=config.metadata,
+    )
+
+
+def _limit_status(fig: Figures) -> LimitStatus:
+    return LimitStatus(
+        period=fig.limit.period,
+        limit_usd=_usd(fig.limit.limit_nanos),
+        limit_tokens=fig.limit.limit_tokens,
+        window_start=fig.window_start,
+        resets_at=fig.resets_at,
+        spent_usd=format_usd(fig.spent_nanos),
+        spent_tokens=fig.spent_tokens,
+        held_usd=format_usd(fig.held_nanos),
+        held_tokens=fig.held_tokens,
+        allocated_usd=format_usd(fig.allocated_nanos),
+        allocated_tokens=fig.allocated_tokens,
+        available_usd=_usd(fig.available_nanos),
+        available_tokens=fig.available_tokens,
+    )
+
+
+def _burn(now: datetime, config: BudgetConfig, primary: Figures) -> tuple[int, Forecast]:
+    """Spend per hour since the window opened (or the budget was created), and where that leads."""
+    start = primary.window_start
+    if config.period is Period.TOTAL and config.created_at is not None:
+        start = config.created_at
+    hours = Decimal((now - start) / timedelta(seconds=1)) / 3600
+    if hours <= 0 or primary.spent_nanos <= 0:
+        return 0, Forecast(
+            projected_spend_usd=format_usd(primary.spent_nanos) if primary.resets_at else None, exhausted_at=None
+        )
+    per_hour = Decimal(primary.spent_nanos) / hours
+    projected = None
+    if primary.resets_at is not None:
+        window_hours = Decimal((primary.resets_at - primary.window_start) / timedelta(seconds=1)) / 3600
+        projected = format_usd(int(per_hour * window_hours))
+    exhausted_at = None
+    available = primary.available_nanos
+    if available is not None:
+        exhausted_at = now if available <= 0 else now + timedelta(hours=float(Decimal(available) / per_hour))
+        if primary.resets_at is not None and exhausted_at >= primary.resets_at:
+            exhausted_at = None
+    return int(per_hour), Forecast(projected_spend_usd=projected, exhausted_at=exhausted_at)
+
+
+def _usd(nanos: int | None) -> str | None:
+    return None if nanos is None else format_usd(nanos)
+
+
+def describe_headroom(nanos: int | None) -> str:
+    """'$1.50' or 'unlimited'."""
+    return "unlimited" if nanos is None else human_usd(nanos)

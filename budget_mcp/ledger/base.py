@@ -1,0 +1,125 @@
+"""The narrow storage interface the engine talks to, and the values that cross it.
+
+The engine never issues queries. It names a `Scope` (which budgets, reservation and
+idempotency key it needs) and hands the ledger a pure `decide` function. The ledger
+loads a `Snapshot` of that scope inside an exclusive write transaction, calls
+`decide(snapshot)`, and stores the returned `Writes` in the same transaction, so
+check-and-reserve and charge are atomic on any backend.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+from budget_mcp.domain.models import AlertRecord, BudgetConfig, Entry, Hold
+from budget_mcp.domain.windows import Period
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a snapshot must hold: budgets (with their open children), a subtree, a reservation, a key."""
+
+    budget_ids: tuple[str, ...] = ()
+    subtree: str | None = None
+    everything: bool = False
+    reservation_id: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass
+class WindowUsage:
+    """Spend of one budget in the current window of one period (descendants included)."""
+
+    spent_nanos: int = 0
+    spent_tokens: int = 0
+    calls: int = 0
+
+
+@dataclass
+class BudgetState:
+    """A budget as loaded: its definition, current-window usage per period, live holds, open children."""
+
+    config: BudgetConfig
+    usage: dict[Period, WindowUsage]
+    held_nanos: int = 0
+    held_tokens: int = 0
+    children: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """The first answer recorded under an idempotency key."""
+
+    request_hash: str
+    result_json: str
+
+
+@dataclass(frozen=True)
+class ReservationState:
+    """A reservation as the ledger knows it: open (`hold` set) or already closed by an entry."""
+
+    reservation_id: str
+    hold: Hold | None
+    closed_by: str | None = None
+    closed_kind: str | None = None
+
+
+@dataclass
+class Snapshot:
+    """A consistent view of the scope at `now`."""
+
+    now: datetime
+    budgets: dict[str, BudgetState]
+    reservation: ReservationState | None = None
+    stored_result: StoredResult | None = None
+    alerts_raised: set[tuple[str, Period, int, str]] = field(default_factory=set)
+
+
+@dataclass
+class Writes:
+    """What one decision stores: all of it in one transaction, or none of it."""
+
+    budgets: list[BudgetConfig] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    holds_added: list[Hold] = field(default_factory=list)
+    holds_removed: list[str] = field(default_factory=list)
+    alerts: list[AlertRecord] = field(default_factory=list)
+    stored_result: tuple[str, StoredResult] | None = None
+
+
+Decide = Callable[[Snapshot], tuple[T, Writes]]
+
+
+class Ledger(Protocol):
+    """Async storage for budgets and the append-only entry log."""
+
+    async def read(self, scope: Scope, now: datetime) -> Snapshot:
+        """A snapshot of `scope` at `now`, read without taking the write lock."""
+        ...
+
+    async def write(self, scope: Scope, now: datetime, decide: Decide[T]) -> T:
+        """Run `decide` on a locked snapshot and store its writes atomically; its exceptions pass through."""
+        ...
+
+    async def entries(self, budget_id: str, *, limit: int = 100, since: datetime | None = None) -> list[Entry]:
+        """The latest entries of a budget and its descendants, newest first."""
+        ...
+
+    async def alerts(self, budget_id: str, *, since: datetime | None = None) -> list[AlertRecord]:
+        """Alerts recorded for a budget, oldest first."""
+        ...
+
+    async def reconcile(self) -> list[str]:
+        """Recompute every running total from the entries; return the differences (empty when all agree)."""
+        ...
+
+    async def change_counter(self) -> int:
+        """A number that changes whenever any process commits to this ledger."""
+        ...
+
+    async def close(self) -> None:
+        """Close connections; pending writes finish first."""
+        ...

@@ -1,0 +1,59 @@
+"""Stored forms of budget definitions and metadata, shared by every backend."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from budget_mcp.domain.models import BudgetConfig, Enforcement, Limit
+from budget_mcp.domain.windows import Period
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_us(at: datetime) -> int:
+    """Aware datetime to integer microseconds since the epoch (exact, no float)."""
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(us: int) -> datetime:
+    """Integer microseconds since the epoch to an aware UTC datetime."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def config_to_json(config: BudgetConfig) -> str:
+    """A budget definition as compact JSON (amounts as integers, thresholds as strings)."""
+    return json.dumps(
+        {
+            "period": config.period.value,
+            "limits": [
+                {"period": lim.period.value, "limit_nanos": lim.limit_nanos, "limit_tokens": lim.limit_tokens}
+                for lim in config.limits
+            ],
+            "per_call_nanos": config.per_call_nanos,
+            "enforcement": config.enforcement.value,
+            "alert_at": [str(a) for a in config.alert_at],
+            "timezone": config.timezone,
+            "description": config.description,
+            "metadata": config.metadata,
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+def config_from_json(budget_id: str, text: str, *, closed: bool, created_at: datetime) -> BudgetConfig:
+    """The inverse of config_to_json."""
+    raw = json.loads(text)
+    return BudgetConfig(
+        budget_id=budget_id,
+        period=Period(raw["period"]),
+        limits=tuple(Limit(Period(x["period"]), x["limit_nanos"], x["limit_tokens"]) for x in raw["limits"]),
+        per_call_nanos=raw["per_call_nanos"],
+        enforcement=Enforcement(raw["enforcement"]),
+        alert_at=tuple(Decimal(a) for a in raw["alert_at"]),
+        timezone=raw["timezone"],
+        description=raw["description"],
+        metadata=raw["metadata"],
+        closed=closed,
+        created_at=created_at,
+    )

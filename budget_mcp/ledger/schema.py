@@ -1,0 +1,90 @@
+"""Numbered schema steps. `PRAGMA user_version` says how many have run; opening a ledger runs the rest."""
+
+STEPS: list[str] = [
+    # 1: budgets, the append-only entry log, running totals, holds, alerts, idempotency keys.
+    """
+    CREATE TABLE budgets (
+        budget_id     TEXT PRIMARY KEY,
+        parent_id     TEXT REFERENCES budgets(budget_id),
+        config        TEXT NOT NULL,
+        closed        INTEGER NOT NULL DEFAULT 0,
+        created_at_us INTEGER NOT NULL,
+        updated_at_us INTEGER NOT NULL
+    );
+    CREATE INDEX budgets_parent ON budgets(parent_id);
+
+    CREATE TABLE entries (
+        seq                INTEGER PRIMARY KEY AUTOINCREMENT,
+        entry_id           TEXT NOT NULL UNIQUE,
+        kind               TEXT NOT NULL,
+        budget_id          TEXT NOT NULL,
+        at_us              INTEGER NOT NULL,
+        cost_nanos         INTEGER NOT NULL,
+        input_tokens       INTEGER NOT NULL,
+        output_tokens      INTEGER NOT NULL,
+        cache_read_tokens  INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        reasoning_tokens   INTEGER NOT NULL,
+        model              TEXT,
+        provider           TEXT,
+        price_source       TEXT,
+        reservation_id     TEXT,
+        idempotency_key    TEXT,
+        metadata           TEXT
+    );
+    CREATE INDEX entries_budget ON entries(budget_id, seq);
+    CREATE INDEX entries_reservation ON entries(reservation_id) WHERE reservation_id IS NOT NULL;
+    CREATE TRIGGER entries_append_only_update BEFORE UPDATE ON entries
+        BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+    CREATE TRIGGER entries_append_only_delete BEFORE DELETE ON entries
+        BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+
+    CREATE TABLE totals (
+        budget_id    TEXT NOT NULL,
+        period       TEXT NOT NULL,
+        window_start INTEGER NOT NULL,
+        spent_nanos  INTEGER NOT NULL,
+        spent_tokens INTEGER NOT NULL,
+        calls        INTEGER NOT NULL,
+        PRIMARY KEY (budget_id, period, window_start)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE holds (
+        reservation_id TEXT PRIMARY KEY,
+        budget_id      TEXT NOT NULL,
+        cost_nanos     INTEGER NOT NULL,
+        tokens         INTEGER NOT NULL,
+        created_at_us  INTEGER NOT NULL,
+        expires_at_us  INTEGER NOT NULL
+    );
+    CREATE INDEX holds_expiry ON holds(expires_at_us);
+    CREATE TABLE hold_budgets (
+        budget_id      TEXT NOT NULL,
+        reservation_id TEXT NOT NULL,
+        cost_nanos     INTEGER NOT NULL,
+        tokens         INTEGER NOT NULL,
+        expires_at_us  INTEGER NOT NULL,
+        PRIMARY KEY (budget_id, reservation_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX hold_budgets_reservation ON hold_budgets(reservation_id);
+
+    CREATE TABLE alerts (
+        budget_id    TEXT NOT NULL,
+        period       TEXT NOT NULL,
+        window_start INTEGER NOT NULL,
+        threshold    TEXT NOT NULL,
+        at_us        INTEGER NOT NULL,
+        spent_nanos  INTEGER NOT NULL,
+        limit_nanos  INTEGER,
+        spent_tokens INTEGER NOT NULL,
+        limit_tokens INTEGER,
+        PRIMARY KEY (budget_id, period, window_start, threshold)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE idempotency (
+        key          TEXT PRIMARY KEY,
+        request_hash TEXT NOT NULL,
+        result       TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
+]

@@ -1,0 +1,486 @@
+"""SqliteLedger: the embedded ledger, one file shared safely by many processes.
+
+Locking and durability:
+- WAL journal, so readers never block the writer; `synchronous=FULL`, so an
+  acknowledged charge survives a crash of the process or of the machine.
+- Every write runs in `BEGIN IMMEDIATE`: the write lock is taken *before* the snapshot is
+  read, so two processes can never both pass the same check. Other processes wait on
+  `busy_timeout` instead of failing.
+- Group commit: writes that arrive while a transaction is running are queued and run
+  together in the next one (each inside its own SAVEPOINT, so one failing decision
+  does not undo the others), paying for one fsync instead of many.
+- Each transaction runs as one call on aiosqlite's worker thread: one thread hop per
+  batch instead of one per statement (a hop costs about 90 µs here, the whole charge
+  less than that).
+- Reads use a second connection, so a status read never waits behind a writer that is
+  itself waiting for another process's lock.
+"""
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import aiosqlite
+import anyio
+
+from budget_mcp.domain.accounting import TotalKey, spend_windows
+from budget_mcp.domain.ids import path_of
+from budget_mcp.domain.models import AlertRecord, Entry, EntryKind, Hold, TokenCounts
+from budget_mcp.domain.windows import Period, window_key
+from budget_mcp.errors import BudgetMcpError, LedgerError
+from budget_mcp.ledger.base import (
+    BudgetState,
+    Decide,
+    ReservationState,
+    Scope,
+    Snapshot,
+    StoredResult,
+    WindowUsage,
+    Writes,
+)
+from budget_mcp.ledger.codec import config_from_json, config_to_json, from_us, to_us
+from budget_mcp.ledger.schema import STEPS
+
+T = TypeVar("T")
+BUSY_TIMEOUT_MS = 30_000
+# Row values (budget_id, period, window_start) passed as one JSON parameter: any number of keys, one statement.
+_KEYS_FROM_JSON = (
+    "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?))"
+)
+_ENTRY_COLUMNS = (
+    "entry_id, kind, budget_id, at_us, cost_nanos, input_tokens, output_tokens, cache_read_tokens, "
+    "cache_write_tokens, reasoning_tokens, model, provider, price_source, reservation_id, idempotency_key, metadata"
+)
+
+
+@dataclass
+class _Pending:
+    scope: Scope
+    now: datetime
+    decide: Decide[Any]
+    future: "asyncio.Future[Any]"
+
+
+class SqliteLedger:
+    """The Ledger on one SQLite file (created, and migrated to the current schema, on open)."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._queue: list[_Pending] = []
+        self._draining = False
+
+    @classmethod
+    async def open(cls, path: str | Path) -> "SqliteLedger":
+        """Open (creating if needed) the ledger file at `path` and bring its schema up to date."""
+        path = Path(path).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            reader = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"cannot open the ledger at {path}: {exc}; check the path and its permissions") from exc
+        ledger = cls(path, writer, reader)
+        await ledger._in_thread(writer, _prepare_writer)
+        await ledger._in_thread(reader, _prepare_reader)
+        return ledger
+
+    async def close(self) -> None:
+        """Close both connections (queued writes finish first)."""
+        while self._draining:
+            await asyncio.sleep(0.001)
+        await self._writer.close()
+        await self._reader.close()
+
+    async def read(self, scope: Scope, now: datetime) -> Snapshot:
+        """A consistent snapshot of `scope`, without taking the write lock."""
+
+        def run(conn: sqlite3.Connection) -> Snapshot:
+            conn.execute("BEGIN")
+            try:
+                return _load(conn, scope, now)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._in_thread(self._reader, run)
+
+    async def write(self, scope: Scope, now: datetime, decide: Decide[T]) -> T:
+        """Run `decide` on a snapshot taken under the write lock and store its writes in the same transaction."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(scope, now, decide, future))
+        if not self._draining:
+            self._draining = True
+            try:
+                # Shielded: the batch holds other callers' work, so one caller's cancellation must not drop it.
+                with anyio.CancelScope(shield=True):
+                    while self._queue:
+                        batch, self._queue = self._queue, []
+                        await self._commit(batch)
+            finally:
+                self._draining = False
+        return await future
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            outcomes = await self._in_thread(self._writer, lambda conn: _run_batch(conn, batch))
+        except BudgetMcpError as exc:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        for pending, (ok, value) in zip(batch, outcomes, strict=True):
+            if pending.future.done():
+                continue
+            if ok:
+                pending.future.set_result(value)
+            else:
+                pending.future.set_exception(_translate(value))
+
+    async def entries(self, budget_id: str, *, limit: int = 100, since: datetime | None = None) -> list[Entry]:
+        """The latest entries of `budget_id` and its descendants, newest first."""
+        since_us = to_us(since) if since else -(2**62)
+
+        def run(conn: sqlite3.Connection) -> list[Entry]:
+            rows = conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE (budget_id = ? OR (budget_id > ? AND budget_id < ?)) "
+                "AND at_us >= ? ORDER BY seq DESC LIMIT ?",
+                (budget_id, budget_id + "/", budget_id + "0", since_us, limit),
+            ).fetchall()
+            return [_entry_from_row(row) for row in rows]
+
+        return await self._in_thread(self._reader, run)
+
+    async def alerts(self, budget_id: str, *, since: datetime | None = None) -> list[AlertRecord]:
+        """Alerts recorded for `budget_id`, oldest first."""
+        since_us = to_us(since) if since else -(2**62)
+
+        def run(conn: sqlite3.Connection) -> list[AlertRecord]:
+            rows = conn.execute(
+                "SELECT budget_id, period, window_start, threshold, at_us, spent_nanos, limit_nanos, limit_tokens,"
+                " spent_tokens FROM alerts WHERE budget_id = ? AND at_us >= ? ORDER BY at_us, threshold",
+                (budget_id, since_us),
+            ).fetchall()
+            return [
+                AlertRecord(r[0], Period(r[1]), r[2], Decimal(r[3]), from_us(r[4]), r[5], r[6], r[7], r[8])
+                for r in rows
+            ]
+
+        return await self._in_thread(self._reader, run)
+
+    async def reconcile(self) -> list[str]:
+        """Recompute every running total from the entry log and list each total that differs."""
+        return await self._in_thread(self._reader, _reconcile)
+
+    async def change_counter(self) -> int:
+        """`PRAGMA data_version` of the reading connection: it moves whenever any connection commits."""
+        return await self._in_thread(self._reader, lambda conn: int(conn.execute("PRAGMA data_version").fetchone()[0]))
+
+    async def _in_thread(self, conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # `_execute` is the queue aiosqlite's own methods use; passing a whole function makes it one hop.
+        execute = cast(Callable[..., Any], conn._execute)
+        try:
+            return cast(T, await execute(fn, conn._conn))
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+
+
+def _translate(exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return LedgerError(f"the ledger stayed locked by another process for {BUSY_TIMEOUT_MS // 1000} s; try again")
+    if isinstance(exc, sqlite3.Error):
+        return LedgerError(f"ledger storage failed: {exc}")
+    return exc
+
+
+# ---- everything below runs on a connection's worker thread ----
+
+
+def _prepare_writer(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number, step in enumerate(STEPS[version:], start=version + 1):
+            for statement in _statements(step):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _prepare_reader(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
+def _statements(script: str) -> Iterable[str]:
+    """Split a DDL script into statements (executescript would commit the open transaction)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+
+
+def _run_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> list[tuple[bool, Any]]:
+    outcomes: list[tuple[bool, Any]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for pending in batch:
+            conn.execute("SAVEPOINT op")
+            try:
+                snapshot = _load(conn, pending.scope, pending.now)
+                result, writes = pending.decide(snapshot)
+                _store(conn, writes, snapshot)
+            except Exception as exc:  # one decision's failure, domain or storage, must not undo the batch
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                outcomes.append((False, exc))
+            else:
+                conn.execute("RELEASE op")
+                outcomes.append((True, result))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> Snapshot:
+    now_us = to_us(now)
+    columns = "budget_id, parent_id, config, closed, created_at_us"
+    if scope.everything:
+        rows = conn.execute(f"SELECT {columns} FROM budgets").fetchall()
+    elif scope.subtree is not None:
+        root = scope.subtree
+        rows = conn.execute(
+            f"SELECT {columns} FROM budgets WHERE budget_id = ? OR (budget_id > ? AND budget_id < ?)",
+            (root, root + "/", root + "0"),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            f"SELECT {columns} FROM budgets WHERE budget_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(scope.budget_ids),),
+        ).fetchall()
+    loaded = {row[0]: row for row in rows}
+    children: dict[str, list[str]] = {budget_id: [] for budget_id in loaded}
+    if loaded:
+        child_rows = conn.execute(
+            f"SELECT {columns} FROM budgets WHERE closed = 0 AND parent_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(loaded)),),
+        ).fetchall()
+        for row in child_rows:
+            children[row[1]].append(row[0])
+            loaded.setdefault(row[0], row)
+
+    configs = {
+        budget_id: config_from_json(budget_id, row[2], closed=bool(row[3]), created_at=from_us(row[4]))
+        for budget_id, row in loaded.items()
+    }
+    keys = [(b, p.value, window_key(p, c.timezone, now)) for b, c in configs.items() for p in Period]
+    usage: dict[str, dict[Period, WindowUsage]] = {b: {p: WindowUsage() for p in Period} for b in configs}
+    alerts_raised: set[tuple[str, Period, int, str]] = set()
+    if keys:
+        keys_json = json.dumps(keys)
+        for budget_id, period, _, spent, tokens, calls in conn.execute(
+            "SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals "
+            "WHERE (budget_id, period, window_start) IN " + _KEYS_FROM_JSON,
+            (keys_json,),
+        ):
+            usage[budget_id][Period(period)] = WindowUsage(spent, tokens, calls)
+        for budget_id, period, start, threshold in conn.execute(
+            "SELECT budget_id, period, window_start, threshold FROM alerts WHERE (budget_id, period, window_start) IN "
+            + _KEYS_FROM_JSON,
+            (keys_json,),
+        ):
+            alerts_raised.add((budget_id, Period(period), start, threshold))
+
+    held: dict[str, tuple[int, int]] = {}
+    if configs:
+        for budget_id, nanos, tokens in conn.execute(
+            "SELECT budget_id, SUM(cost_nanos), SUM(tokens) FROM hold_budgets "
+            "WHERE budget_id IN (SELECT value FROM json_each(?)) AND expires_at_us > ? GROUP BY budget_id",
+            (json.dumps(list(configs)), now_us),
+        ):
+            held[budget_id] = (nanos, tokens)
+
+    budgets = {
+        b: BudgetState(c, usage[b], *held.get(b, (0, 0)), children=sorted(children.get(b, [])))
+        for b, c in configs.items()
+    }
+    snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised)
+    if scope.reservation_id:
+        snapshot.reservation = _load_reservation(conn, scope.reservation_id)
+    if scope.idempotency_key:
+        row = conn.execute(
+            "SELECT request_hash, result FROM idempotency WHERE key = ?", (scope.idempotency_key,)
+        ).fetchone()
+        snapshot.stored_result = StoredResult(row[0], row[1]) if row else None
+    return snapshot
+
+
+def _load_reservation(conn: sqlite3.Connection, reservation_id: str) -> ReservationState | None:
+    row = conn.execute(
+        "SELECT reservation_id, budget_id, cost_nanos, tokens, created_at_us, expires_at_us FROM holds "
+        "WHERE reservation_id = ?",
+        (reservation_id,),
+    ).fetchone()
+    if row:
+        hold = Hold(row[0], row[1], row[2], row[3], from_us(row[4]), from_us(row[5]))
+        return ReservationState(reservation_id, hold)
+    closing = conn.execute(
+        "SELECT entry_id, kind FROM entries WHERE reservation_id = ? AND kind != 'hold' ORDER BY seq DESC LIMIT 1",
+        (reservation_id,),
+    ).fetchone()
+    return ReservationState(reservation_id, None, closing[0], closing[1]) if closing else None
+
+
+def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> None:
+    now_us = to_us(snapshot.now)
+    if writes.budgets:
+        conn.executemany(
+            "INSERT INTO budgets (budget_id, parent_id, config, closed, created_at_us, updated_at_us) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (budget_id) DO UPDATE SET config = excluded.config, "
+            "closed = excluded.closed, updated_at_us = excluded.updated_at_us",
+            [
+                (c.budget_id, _parent(c.budget_id), config_to_json(c), int(c.closed), now_us, now_us)
+                for c in writes.budgets
+            ],
+        )
+    if writes.entries:
+        conn.executemany(
+            f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({', '.join('?' * 16)})",
+            [_entry_to_row(entry) for entry in writes.entries],
+        )
+        timezones = {b: s.config.timezone for b, s in snapshot.budgets.items()}
+        timezones.update({c.budget_id: c.timezone for c in writes.budgets})
+        deltas = _total_deltas(writes.entries, lambda b: timezones.get(b) or _timezone(conn, b))
+        if deltas:
+            conn.executemany(
+                "INSERT INTO totals (budget_id, period, window_start, spent_nanos, spent_tokens, calls) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (budget_id, period, window_start) DO UPDATE SET "
+                "spent_nanos = spent_nanos + excluded.spent_nanos, spent_tokens = spent_tokens + excluded.spent_tokens,"
+                " calls = calls + excluded.calls",
+                [(b, p.value, k, *d) for (b, p, k), d in deltas.items()],
+            )
+    for hold in writes.holds_added:
+        row = (hold.reservation_id, hold.budget_id, hold.cost_nanos, hold.tokens)
+        conn.execute(
+            "INSERT INTO holds VALUES (?, ?, ?, ?, ?, ?)", (*row, to_us(hold.created_at), to_us(hold.expires_at))
+        )
+        conn.executemany(
+            "INSERT INTO hold_budgets (budget_id, reservation_id, cost_nanos, tokens, expires_at_us) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [
+                (b, hold.reservation_id, hold.cost_nanos, hold.tokens, to_us(hold.expires_at))
+                for b in path_of(hold.budget_id)
+            ],
+        )
+    for reservation_id in writes.holds_removed:
+        conn.execute("DELETE FROM holds WHERE reservation_id = ?", (reservation_id,))
+        conn.execute("DELETE FROM hold_budgets WHERE reservation_id = ?", (reservation_id,))
+    if writes.alerts:
+        conn.executemany(
+            "INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    a.budget_id,
+                    a.period.value,
+                    a.window_key,
+                    str(a.threshold),
+                    to_us(a.at),
+                    a.spent_nanos,
+                    a.limit_nanos,
+                    a.spent_tokens,
+                    a.limit_tokens,
+                )
+                for a in writes.alerts
+            ],
+        )
+    if writes.stored_result:
+        key, stored = writes.stored_result
+        conn.execute("INSERT INTO idempotency VALUES (?, ?, ?)", (key, stored.request_hash, stored.result_json))
+
+
+def _total_deltas(entries: Iterable[Entry], timezone_of: Callable[[str], str]) -> dict[TotalKey, list[int]]:
+    deltas: dict[TotalKey, list[int]] = {}
+    for entry in entries:
+        for key in spend_windows(entry, timezone_of):
+            delta = deltas.setdefault(key, [0, 0, 0])
+            delta[0] += entry.cost_nanos
+            delta[1] += entry.tokens.total
+            delta[2] += 1 if entry.kind is EntryKind.CHARGE else 0
+    return deltas
+
+
+def _timezone(conn: sqlite3.Connection, budget_id: str) -> str:
+    row = conn.execute("SELECT config FROM budgets WHERE budget_id = ?", (budget_id,)).fetchone()
+    return str(json.loads(row[0])["timezone"]) if row else "UTC"
+
+
+def _parent(budget_id: str) -> str | None:
+    head, sep, _ = budget_id.rpartition("/")
+    return head if sep else None
+
+
+def _entry_to_row(entry: Entry) -> tuple[Any, ...]:
+    t = entry.tokens
+    return (
+        entry.entry_id, entry.kind.value, entry.budget_id, to_us(entry.at), entry.cost_nanos,
+        t.input, t.output, t.cache_read, t.cache_write, t.reasoning,
+        entry.model, entry.provider, entry.price_source, entry.reservation_id, entry.idempotency_key,
+        json.dumps(entry.metadata, separators=(",", ":")) if entry.metadata else None,
+    )  # fmt: skip
+
+
+def _entry_from_row(row: tuple[Any, ...]) -> Entry:
+    return Entry(
+        entry_id=row[0],
+        kind=EntryKind(row[1]),
+        budget_id=row[2],
+        at=from_us(row[3]),
+        cost_nanos=row[4],
+        tokens=TokenCounts(row[5], row[6], row[7], row[8], row[9]),
+        model=row[10],
+        provider=row[11],
+        price_source=row[12],
+        reservation_id=row[13],
+        idempotency_key=row[14],
+        metadata=json.loads(row[15]) if row[15] else {},
+    )
+
+
+def _reconcile(conn: sqlite3.Connection) -> list[str]:
+    timezones = {b: json.loads(cfg)["timezone"] for b, cfg in conn.execute("SELECT budget_id, config FROM budgets")}
+    expected: dict[TotalKey, list[int]] = {}
+    cursor = conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE kind IN ('charge', 'adjust') ORDER BY seq")
+    while rows := cursor.fetchmany(10_000):
+        for key, delta in _total_deltas(map(_entry_from_row, rows), lambda b: timezones.get(b, "UTC")).items():
+            totals = expected.setdefault(key, [0, 0, 0])
+            for i in range(3):
+                totals[i] += delta[i]
+    actual = {
+        (b, Period(p), k): [n, t, c]
+        for b, p, k, n, t, c in conn.execute(
+            "SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals"
+        )
+    }
+    differences = []
+    for key in sorted(expected.keys() | actual.keys()):
+        want, have = expected.get(key, [0, 0, 0]), actual.get(key, [0, 0, 0])
+        if want != have:
+            differences.append(f"{key[0]} {key[1].value} window {key[2]}: entries give {want}, totals hold {have}")
+    return differences
