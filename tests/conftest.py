@@ -1,0 +1,66 @@
+"""Shared fixtures: a clean environment, a real ledger file, an engine on a clock the test moves."""
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
+from budget_mcp.ledger import Ledger
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No BUDGET_MCP_*, BUDGET_PORT or HERMES_URL from the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("BUDGET_MCP_") or name in {"BUDGET_PORT", "HERMES_URL"}:
+            monkeypatch.delenv(name)
+    yield
+
+
+@dataclass
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+
+
+@pytest.fixture(scope="session")
+def prices() -> PriceCatalog:
+    return PriceCatalog()
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.db"
+
+
+@pytest.fixture
+async def ledger(ledger_path: Path) -> AsyncIterator[Ledger]:
+    opened = await open_ledger(ledger_path)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def engine(ledger: Ledger, prices: PriceCatalog, clock: FakeClock) -> BudgetEngine:
+    return BudgetEngine(ledger, prices, clock)

@@ -1,0 +1,65 @@
+"""Many OS processes on one ledger file, and a process killed mid-charge."""
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
+
+pytestmark = pytest.mark.anyio
+WORKER = str(Path(__file__).with_name("worker.py"))
+ROOT = str(Path(__file__).parents[2])
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, WORKER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={"PYTHONPATH": ROOT, "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+
+
+async def test_six_processes_reserving_and_charging_never_overspend(ledger_path: Path, tmp_path: Path) -> None:
+    ledger = await open_ledger(ledger_path)
+    engine = BudgetEngine(ledger, PriceCatalog())
+    await engine.allocate("shared", limit_usd="60")
+    start = tmp_path / "start"
+    workers = [spawn("reserve-charge", str(ledger_path), "shared", str(start)) for _ in range(6)]
+    start.touch()
+    acknowledged: list[str] = []
+    workers_that_charged = 0
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+        acknowledged += out.split()
+        workers_that_charged += bool(out.split())
+    assert workers_that_charged >= 2  # the processes really competed for the same money
+    status = await engine.status("shared")
+    assert Decimal(status.spent_usd) == Decimal(60)  # used up fully, and not a cent more
+    assert len(acknowledged) == 60
+    recorded = {e.entry_id for e in await ledger.entries("shared", limit=1000) if e.kind == "charge"}
+    assert recorded == set(acknowledged)
+    assert await ledger.reconcile() == []
+    await ledger.close()
+
+
+async def test_charges_acknowledged_before_sigkill_survive(ledger_path: Path) -> None:
+    ledger = await open_ledger(ledger_path)
+    await BudgetEngine(ledger, PriceCatalog()).allocate("crashy")
+    await ledger.close()
+    worker = spawn("charge-forever", str(ledger_path), "crashy")
+    assert worker.stdout is not None
+    acknowledged = [worker.stdout.readline().strip() for _ in range(200)]
+    worker.send_signal(signal.SIGKILL)
+    worker.communicate(timeout=30)
+    with sqlite3.connect(ledger_path) as raw:
+        assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    reopened = await open_ledger(ledger_path)
+    recorded = {e.entry_id for e in await reopened.entries("crashy", limit=1_000_000)}
+    assert set(acknowledged) <= recorded
+    assert await reopened.reconcile() == []
+    await reopened.close()

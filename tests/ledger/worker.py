@@ -1,0 +1,38 @@
+"""A separate OS process that uses the ledger as an MCP server process would (run by the ledger tests).
+
+    python worker.py reserve-charge DB BUDGET START_FILE   reserve $1 then charge it, until denied
+    python worker.py charge-forever DB BUDGET              charge $0.01 in a loop
+Each acknowledged charge id is printed on its own line, flushed, as soon as the call returns.
+"""
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
+
+
+async def reserve_charge(db: str, budget_id: str, start_file: str) -> None:
+    engine = BudgetEngine(await open_ledger(db), PriceCatalog())
+    while not Path(start_file).exists():  # every worker starts at the same moment, so they really overlap
+        time.sleep(0.001)
+    while True:
+        check = await engine.check(budget_id, estimated_cost_usd="1", reserve=True)
+        if not check.allowed:
+            break
+        charged = await engine.charge(budget_id, cost_usd="1", reservation_id=check.reservation_id)
+        print(charged.charge_id, flush=True)
+    await engine.ledger.close()
+
+
+async def charge_forever(db: str, budget_id: str) -> None:
+    engine = BudgetEngine(await open_ledger(db), PriceCatalog())
+    while True:
+        charged = await engine.charge(budget_id, cost_usd="0.01")
+        print(charged.charge_id, flush=True)
+
+
+if __name__ == "__main__":
+    mode, *args = sys.argv[1:]
+    asyncio.run(reserve_charge(*args) if mode == "reserve-charge" else charge_forever(*args))
