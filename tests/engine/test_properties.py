@@ -64,7 +64,14 @@ def cents(n: int) -> str:
 
 async def run(ops: list[tuple[str, object, int]], db: Path) -> None:
     ledger = await open_ledger(db)
-    engine = BudgetEngine(ledger, PRICES, FakeClock(datetime(2026, 11, 25, tzinfo=UTC)))
+    try:
+        await check_against_model(BudgetEngine(ledger, PRICES, FakeClock(datetime(2026, 11, 25, tzinfo=UTC))), ops)
+        assert await ledger.reconcile() == []
+    finally:
+        await ledger.close()
+
+
+async def check_against_model(engine: BudgetEngine, ops: list[tuple[str, object, int]]) -> None:
     await engine.allocate("r", limit_usd=cents(ROOT_LIMIT))
     await engine.allocate("r/c", limit_usd=cents(CHILD_LIMIT))
     model = Model()
@@ -92,11 +99,9 @@ async def run(ops: list[tuple[str, object, int]], db: Path) -> None:
             assert Decimal(status.spent_usd) * 100 == model.spent[budget]
             assert Decimal(status.held_usd) * 100 == model.held(budget)
             assert Decimal(status.available_usd or "0") * 100 == model.available(budget)
-    assert await ledger.reconcile() == []
-    await ledger.close()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations)
 def test_random_operations_match_the_model(ops: list[tuple[str, object, int]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
