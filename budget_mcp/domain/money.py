@@ -5,7 +5,7 @@ guardrail never under-counts spend. Floats never become money directly: a JSON n
 is read through its decimal text (`Decimal(str(x))`), so 0.1 is exactly 0.1.
 """
 
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_DOWN, Decimal, InvalidOperation
 
 from budget_mcp.errors import InvalidInputError
 
@@ -58,11 +58,13 @@ def format_usd(nanos: int) -> str:
 
 
 def human_usd(nanos: int) -> str:
-    """Short form for summaries: '$1.50', '$0.0031'."""
-    usd = from_nanos(nanos)
-    if usd == 0 or abs(usd) >= Decimal("0.01"):
-        return f"${usd.quantize(Decimal('0.01'))}"
-    return f"${format_usd(nanos)}"
+    """Short form for summaries: '$1.50', '$0.9965', '-$0.25' (cut, never rounded up, at 4 places from a cent)."""
+    usd = abs(from_nanos(nanos))
+    sign = "-" if nanos < 0 else ""
+    if usd < Decimal("0.01"):
+        return f"{sign}${usd.normalize():f}" if usd else "$0.00"
+    cut = usd.quantize(Decimal("0.0001"), rounding=ROUND_DOWN).normalize()
+    return f"{sign}${cut:.2f}" if cut == cut.quantize(Decimal("0.01")) else f"{sign}${cut:f}"
 
 
 def parse_tokens(value: object, field: str) -> int:

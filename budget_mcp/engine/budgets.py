@@ -363,6 +363,8 @@ class BudgetEngine:
                 closed=False,
                 created_at=old.created_at if old else snapshot.now,
             )
+            if config == old:
+                return fig.status(snapshot, budget_id), Writes()  # declaring the same budget again changes nothing
             if parent is not None:
                 _check_carving(snapshot, parent, budget_id, config)
             entry = Entry(

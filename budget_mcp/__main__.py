@@ -1,0 +1,3 @@
+from budget_mcp.cli import main
+
+main()

@@ -1,0 +1,21 @@
+"""The `budget-mcp` command: serve, budgets, adjust, migrate."""
+
+import click
+
+from budget_mcp import __version__
+from budget_mcp.cli.budgets import adjust, budgets, migrate
+from budget_mcp.cli.serve import serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="budget-mcp")
+def main() -> None:
+    """budget-mcp: an MCP server that keeps AI agents inside a budget."""
+
+
+main.add_command(serve)
+main.add_command(budgets)
+main.add_command(adjust)
+main.add_command(migrate)
+
+__all__ = ["main"]

@@ -1,0 +1,45 @@
+"""What every command shares: the --db option, and running the engine with errors turned into messages."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from budget_mcp.config import Settings
+from budget_mcp.engine import BudgetEngine
+from budget_mcp.errors import BudgetMcpError
+from budget_mcp.ledger import open_ledger
+from budget_mcp.pricing import PriceCatalog
+
+T = TypeVar("T")
+
+db_option = click.option(
+    "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="SQLite ledger file [env BUDGET_MCP_DB; default: the user data dir].",
+)  # fmt: skip
+
+
+def settings(**flags: Any) -> Settings:
+    """Settings from the environment and these flags; a configuration mistake becomes a clean CLI error."""
+    try:
+        return Settings.load(**flags)
+    except BudgetMcpError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def with_engine(config: Settings, action: Callable[[BudgetEngine], Awaitable[T]]) -> T:
+    """Open the ledger, run `action` on an engine, close the ledger; BudgetMcpError becomes a ClickException."""
+
+    async def run() -> T:
+        ledger = await open_ledger(config.db_path)
+        try:
+            return await action(BudgetEngine(ledger, PriceCatalog()))
+        finally:
+            await ledger.close()
+
+    try:
+        return asyncio.run(run())
+    except BudgetMcpError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,67 @@
+"""`budget-mcp serve`: run the MCP server over stdio (default), streamable HTTP or SSE."""
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from budget_mcp.cli.common import db_option, settings
+from budget_mcp.errors import BudgetMcpError
+
+
+@click.command()
+@click.option(
+    "--transport",
+    type=click.Choice(["stdio", "sse", "http"]),
+    default="stdio",
+    show_default=True,
+    help="stdio for MCP clients that start the server; http serves /mcp, sse serves /sse.",
+)
+@click.option("--host", default=None, help="Address for HTTP transports [default: 127.0.0.1].")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port for HTTP transports [env BUDGET_PORT; default: 8013].",
+)
+@db_option
+@click.option("--database-url", default=None, help="PostgreSQL URL [env BUDGET_MCP_DATABASE_URL].")
+@click.option(
+    "--budgets",
+    "budgets_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML file of budgets applied at start [env BUDGET_MCP_BUDGETS].",
+)
+@click.option("--insecure", is_flag=True, default=None, help="Allow a non-loopback bind without a token.")
+def serve(
+    transport: str, host: str | None, port: int | None, db_path: Path | None, database_url: str | None,
+    budgets_file: Path | None, insecure: bool | None,
+) -> None:  # fmt: skip
+    """Run the MCP server."""
+    config = settings(
+        transport=transport, host=host, port=port, db_path=db_path, database_url=database_url,
+        budgets_file=budgets_file, insecure=insecure,
+    )  # fmt: skip
+    try:
+        config.check_exposure()
+    except BudgetMcpError as exc:
+        raise click.ClickException(str(exc)) from exc
+    # stdout is the stdio transport's wire: everything we say goes to stderr.
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from budget_mcp.server import build_server
+
+    server = build_server(config)
+    if config.transport == "stdio":
+        server.run()
+        return
+    base = f"http://{config.host}:{config.port}"
+    if config.transport == "http":
+        click.echo(
+            f"budget-mcp: streamable HTTP on {base}/mcp (health: {base}/health), ledger {config.db_path}", err=True
+        )
+        server.run("streamable-http", host=config.host, port=config.port, streamable_http_path="/mcp")
+    else:
+        click.echo(f"budget-mcp: SSE on {base}/sse (health: {base}/health), ledger {config.db_path}", err=True)
+        server.run("sse", host=config.host, port=config.port)

@@ -1,0 +1,91 @@
+"""Settings, built once from the environment and command-line flags (a flag wins over its variable).
+
+This is the only module that reads `os.environ`.
+"""
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict
+
+from budget_mcp.errors import ConfigError
+
+Transport = Literal["stdio", "sse", "http"]
+DEFAULT_PORT = 8013
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def default_db_path() -> Path:
+    """The ledger in the platform's user data directory, e.g. ~/.local/share/budget-mcp/ledger.db."""
+    return platformdirs.user_data_path("budget-mcp") / "ledger.db"
+
+
+class Settings(BaseModel):
+    """Everything the server and the CLI need to know about their environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    db_path: Path
+    database_url: str | None = None
+    budgets_file: Path | None = None
+    token: str | None = None
+    transport: Transport = "stdio"
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    insecure: bool = False
+    change_poll_seconds: float = 1.0
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> "Settings":
+        """Settings from `env` (default: os.environ) overridden by the flags that are not None."""
+        env = os.environ if env is None else env
+        port = env.get("BUDGET_PORT")
+        values: dict[str, Any] = {
+            "db_path": Path(env["BUDGET_MCP_DB"]).expanduser() if env.get("BUDGET_MCP_DB") else default_db_path(),
+            "database_url": env.get("BUDGET_MCP_DATABASE_URL") or None,
+            "budgets_file": Path(env["BUDGET_MCP_BUDGETS"]) if env.get("BUDGET_MCP_BUDGETS") else None,
+            "token": env.get("BUDGET_MCP_TOKEN") or None,
+        }
+        if port:
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"BUDGET_PORT={port!r} is not a TCP port; use a number from 1 to 65535")
+            values["port"] = int(port)
+        values.update({name: value for name, value in flags.items() if value is not None})
+        if values.get("database_url"):
+            raise ConfigError(
+                "the PostgreSQL backend is not available in this version; unset BUDGET_MCP_DATABASE_URL "
+                "(or --database-url) to use the SQLite ledger"
+            )
+        return cls(**values)
+
+    def check_exposure(self) -> None:
+        """Refuse to serve HTTP beyond loopback without a token, unless told it is deliberate."""
+        if self.transport != "stdio" and self.host not in LOOPBACK_HOSTS and not self.token and not self.insecure:
+            raise ConfigError(
+                f"refusing to listen on {self.host} without a token: set BUDGET_MCP_TOKEN, bind to 127.0.0.1, "
+                "or pass --insecure if the network is trusted"
+            )
+
+
+def load_budgets_file(path: Path) -> list[dict[str, Any]]:
+    """Budget declarations from a TOML file (`[budgets."id"]` tables), parents before children."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the budgets file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the budgets file {path} is not valid TOML: {exc}") from exc
+    budgets = data.get("budgets")
+    if not isinstance(budgets, dict):
+        raise ConfigError(f'the budgets file {path} has no [budgets."<id>"] tables; see the README for an example')
+    declarations = []
+    for budget_id, fields in budgets.items():
+        if not isinstance(fields, dict):
+            raise ConfigError(f'[budgets."{budget_id}"] in {path} must be a table of fields')
+        declarations.append({"budget_id": budget_id, **fields})
+    return sorted(declarations, key=lambda d: str(d["budget_id"]).count("/"))

@@ -1,0 +1,96 @@
+"""build_server: the MCPServer with budget-mcp's tools and resources, and a lifespan that opens the ledger."""
+
+import hmac
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from budget_mcp import __version__
+from budget_mcp.config import Settings, load_budgets_file
+from budget_mcp.engine import BudgetEngine
+from budget_mcp.engine.declarations import apply_declarations
+from budget_mcp.ledger import open_ledger
+from budget_mcp.pricing import PriceCatalog
+from budget_mcp.server.resources import register_resources
+from budget_mcp.server.state import Announcer, AppState, watch_other_processes
+from budget_mcp.server.tools import register_tools
+
+logger = logging.getLogger(__name__)
+
+INSTRUCTIONS = """\
+budget-mcp keeps you inside a spending budget. Before an expensive LLM call, call check_budget
+(reserve=true to hold the money when other agents share the budget); after it, call charge with the
+model and token counts (and the reservation_id). Give sub-agents their own sub-budget with allocate,
+and close it with release when they finish. Amounts are USD decimal strings such as "0.25".
+"""
+
+
+class StaticTokenVerifier:
+    """Accepts exactly one bearer token, compared in constant time."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if hmac.compare_digest(token.encode(), self._token):
+            return AccessToken(token=token, client_id="budget-mcp-client", scopes=[])
+        return None
+
+
+def build_server(settings: Settings) -> MCPServer[AppState]:
+    """The MCP server for `settings`; the ledger is opened by its lifespan, once per process or client."""
+    current: list[AppState] = []
+    bus = InMemorySubscriptionBus()
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
+        ledger = await open_ledger(settings.db_path)
+        try:
+            engine = BudgetEngine(ledger, PriceCatalog())
+            if settings.budgets_file is not None:
+                applied = await apply_declarations(engine, load_budgets_file(settings.budgets_file))
+                logger.info("applied %d budgets from %s", len(applied), settings.budgets_file)
+            state = AppState(settings, engine, Announcer(bus))
+            current.append(state)
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(watch_other_processes, state)
+                try:
+                    yield state
+                finally:
+                    tasks.cancel_scope.cancel()
+                    current.remove(state)
+        finally:
+            await ledger.close()
+
+    auth: dict[str, Any] = {}
+    if settings.token and settings.transport != "stdio":
+        auth = {
+            "token_verifier": StaticTokenVerifier(settings.token),
+            "auth": AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None),
+        }
+    server: MCPServer[AppState] = MCPServer(
+        "budget-mcp",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        subscriptions=bus,
+        **auth,
+    )
+    state_of: Callable[[], AppState] = lambda: current[-1]  # noqa: E731
+    register_tools(server)
+    register_resources(server, state_of)
+
+    @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return server

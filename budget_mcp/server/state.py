@@ -1,0 +1,64 @@
+"""What the server's lifespan holds, and how it tells clients that budgets changed."""
+
+import logging
+from dataclasses import dataclass
+
+import anyio
+from mcp.server.subscriptions import SubscriptionBus
+from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
+
+from budget_mcp.config import Settings
+from budget_mcp.domain.ids import path_of
+from budget_mcp.engine import BudgetEngine
+
+logger = logging.getLogger(__name__)
+
+
+class Announcer:
+    """Publishes resource changes to clients listening on `subscriptions/listen`."""
+
+    def __init__(self, bus: SubscriptionBus) -> None:
+        self.bus = bus
+
+    async def budget_changed(self, budget_id: str, *, added: bool = False) -> None:
+        """The budget and every ancestor changed (spend counts up the path); `added` also changes the list."""
+        for current in path_of(budget_id):
+            await self.bus.publish(ResourceUpdated(uri=f"budget://budgets/{current}"))
+        await self.bus.publish(ResourceUpdated(uri="budget://budgets"))
+        if added:
+            await self.bus.publish(ResourcesListChanged())
+
+    async def everything_changed(self, budget_ids: list[str]) -> None:
+        """Another process committed: we do not know what, so every budget may have changed."""
+        for budget_id in budget_ids:
+            await self.bus.publish(ResourceUpdated(uri=f"budget://budgets/{budget_id}"))
+        await self.bus.publish(ResourceUpdated(uri="budget://budgets"))
+        await self.bus.publish(ResourcesListChanged())
+
+
+@dataclass
+class AppState:
+    """The lifespan object tools and resources reach through their context."""
+
+    settings: Settings
+    engine: BudgetEngine
+    announcer: Announcer
+
+
+async def watch_other_processes(state: AppState) -> None:
+    """Announce commits made by other processes on the same ledger (seen through a change counter)."""
+    last = await state.engine.ledger.change_counter()
+    while True:
+        await anyio.sleep(state.settings.change_poll_seconds)
+        try:
+            current = await state.engine.ledger.change_counter()
+            if current != last:
+                last = current
+                nodes = await state.engine.tree()
+                await state.announcer.everything_changed(_ids(nodes))
+        except Exception:  # a background task logs its own failures and keeps going
+            logger.exception("watching the ledger for changes failed")
+
+
+def _ids(nodes: list) -> list[str]:  # type: ignore[type-arg]
+    return [id_ for node in nodes for id_ in [node.budget_id, *_ids(node.children)]]

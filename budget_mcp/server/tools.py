@@ -1,0 +1,213 @@
+"""The MCP tools: flat arguments in, structured results plus a one-line summary out."""
+
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import CallToolResult
+from pydantic import BaseModel, Field
+
+from budget_mcp.domain.models import BudgetNode, BudgetStatus, ChargeResult, CheckResult, ReleaseResult
+from budget_mcp.server.state import AppState
+from budget_mcp.server.wire import (
+    BudgetId,
+    Tokens,
+    Usd,
+    charge_summary,
+    check_summary,
+    money,
+    result,
+    status_summary,
+    tool_errors,
+)
+
+PeriodName = Literal["total", "hourly", "daily", "weekly", "monthly"]
+
+
+class ExtraLimit(BaseModel):
+    """A further limit of another period on the same budget."""
+
+    period: PeriodName
+    limit_usd: Usd | None = None
+    limit_tokens: Tokens | None = None
+
+
+class BudgetList(BaseModel):
+    """Budgets as a tree: each node is a budget's status with its `children`."""
+
+    budgets: list[BudgetNode]
+    count: int
+
+
+def _state(ctx: Context[Any, Any]) -> AppState:
+    state = ctx.request_context.lifespan_context
+    assert isinstance(state, AppState)
+    return state
+
+
+def register_tools(server: MCPServer[Any]) -> None:
+    """Add the budget tools to `server`."""
+
+    @server.tool()
+    async def check_budget(
+        budget_id: BudgetId,
+        ctx: Context[Any, Any],
+        estimated_cost_usd: Annotated[
+            Usd | None, Field(description='Expected cost in USD, e.g. "0.25". Or give model + input_tokens instead.')
+        ] = None,
+        model: Annotated[str | None, Field(description="Model to price the call with, e.g. 'gpt-4o'.")] = None,
+        provider: Annotated[
+            str | None, Field(description="Provider id, e.g. 'openai', when the model name is ambiguous.")
+        ] = None,
+        input_tokens: Annotated[Tokens | None, Field(description="Prompt tokens you will send.")] = None,
+        max_output_tokens: Annotated[
+            Tokens | None, Field(description="Most output tokens the call may produce.")
+        ] = None,
+        reserve: Annotated[
+            bool, Field(description="true: atomically hold the amount; settle it with charge(reservation_id=...).")
+        ] = False,
+        ttl_seconds: Annotated[int | None, Field(description="How long a reservation lasts; default 600.")] = None,
+    ) -> Annotated[CallToolResult, CheckResult]:
+        """Ask before an LLM call whether it fits the budget (every budget up the path must allow it).
+
+        Give estimated_cost_usd, or model + input_tokens (+ max_output_tokens) to price the worst case.
+        With reserve=true the amount is held until you charge or release it, so parallel agents cannot
+        spend the same money. Returns allowed, decision (allow/warn/deny), decided_by and what remains.
+        """
+        state = _state(ctx)
+        with tool_errors():
+            check = await state.engine.check(
+                budget_id, estimated_cost_usd=estimated_cost_usd, model=model, provider=provider,
+                input_tokens=input_tokens, max_output_tokens=max_output_tokens, reserve=reserve,
+                ttl_seconds=ttl_seconds,
+            )  # fmt: skip
+        if check.reservation_id:
+            await state.announcer.budget_changed(budget_id)
+        return result(check, check_summary(check))
+
+    @server.tool()
+    async def charge(
+        budget_id: BudgetId,
+        ctx: Context[Any, Any],
+        model: Annotated[str | None, Field(description="Model the call used, priced from the catalog.")] = None,
+        provider: Annotated[str | None, Field(description="Provider id, e.g. 'anthropic'.")] = None,
+        input_tokens: Annotated[Tokens, Field(description="Uncached input tokens.")] = 0,
+        output_tokens: Annotated[Tokens, Field(description="Output tokens.")] = 0,
+        cache_read_tokens: Annotated[Tokens, Field(description="Input tokens read from the prompt cache.")] = 0,
+        cache_write_tokens: Annotated[Tokens, Field(description="Input tokens written to the prompt cache.")] = 0,
+        reasoning_tokens: Annotated[Tokens, Field(description="Reasoning tokens billed beyond output_tokens.")] = 0,
+        cost_usd: Annotated[
+            Usd | None,
+            Field(description="Cost the provider reported (e.g. OpenRouter usage.cost); wins over the catalog."),
+        ] = None,
+        reservation_id: Annotated[
+            str | None, Field(description="The hold from check_budget(reserve=true) to settle.")
+        ] = None,
+        idempotency_key: Annotated[
+            str | None, Field(description="Any unique string per call; a retry with the same key is recorded once.")
+        ] = None,
+        metadata: Annotated[
+            dict[str, Any] | None, Field(description="Small JSON object stored with the charge.")
+        ] = None,
+    ) -> Annotated[CallToolResult, ChargeResult]:
+        """Record what an LLM call really cost, right after it returns. Always recorded, even over the limit.
+
+        Give model + token counts (priced from the catalog) and/or cost_usd. Pass the reservation_id from
+        check_budget to settle a hold, and an idempotency_key so a retry never charges twice.
+        Returns cost_usd, spent_usd, remaining_usd, over_limit and any alert thresholds crossed.
+        """
+        state = _state(ctx)
+        with tool_errors():
+            charged = await state.engine.charge(
+                budget_id, model=model, provider=provider, input_tokens=input_tokens, output_tokens=output_tokens,
+                cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens,
+                reasoning_tokens=reasoning_tokens, cost_usd=cost_usd, reservation_id=reservation_id,
+                idempotency_key=idempotency_key, metadata=metadata,
+            )  # fmt: skip
+        if not charged.duplicate:
+            await state.announcer.budget_changed(budget_id)
+        return result(charged, charge_summary(charged))
+
+    @server.tool()
+    async def allocate(
+        budget_id: BudgetId,
+        ctx: Context[Any, Any],
+        limit_usd: Annotated[Usd | None, Field(description='USD limit per period, e.g. "5.00".')] = None,
+        limit_tokens: Annotated[Tokens | None, Field(description="Token limit per period (all token kinds).")] = None,
+        period: Annotated[
+            PeriodName | None, Field(description="When the limit resets; default: the parent's period, or total.")
+        ] = None,
+        extra_limits: Annotated[
+            list[ExtraLimit] | None,
+            Field(description='More limits of other periods, e.g. [{"period": "monthly", "limit_usd": "60"}].'),
+        ] = None,
+        per_call_usd: Annotated[Usd | None, Field(description="Cap on a single call's cost.")] = None,
+        enforcement: Annotated[
+            Literal["block", "warn"] | None, Field(description="block: deny what would exceed; warn: allow but flag.")
+        ] = None,
+        alert_at: Annotated[
+            list[Usd] | None,
+            Field(description="Alert thresholds as fractions of the limit; default [0.5, 0.8, 0.9, 1.0]."),
+        ] = None,
+        timezone: Annotated[
+            str | None, Field(description="IANA timezone of the calendar windows; default UTC.")
+        ] = None,
+        description: Annotated[str | None, Field(description="What the budget is for.")] = None,
+        metadata: Annotated[dict[str, Any] | None, Field(description="Small JSON object kept with the budget.")] = None,
+    ) -> Annotated[CallToolResult, BudgetStatus]:
+        """Create or resize a budget: a root ('acme') or a sub-budget for a sub-agent or task ('acme/research').
+
+        A child's limit is carved out of its parent's limit of the same period, so the child can really
+        spend it; asking for more than the parent has left is an error that says how much it has.
+        Omit both limits for a tracking-only budget. On a resize, fields you omit keep their values.
+        """
+        state = _state(ctx)
+        with tool_errors():
+            status = await state.engine.allocate(
+                budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, period=period,
+                extra_limits=[x.model_dump(exclude_none=True) for x in extra_limits] if extra_limits else None,
+                per_call_usd=per_call_usd, enforcement=enforcement, alert_at=alert_at, timezone=timezone,
+                description=description, metadata=metadata,
+            )  # fmt: skip
+        await state.announcer.budget_changed(budget_id, added=True)
+        return result(status, status_summary(status))
+
+    @server.tool()
+    async def release(
+        ctx: Context[Any, Any],
+        reservation_id: Annotated[str | None, Field(description="A hold to drop without charging.")] = None,
+        budget_id: Annotated[
+            str | None, Field(description="A sub-budget to close; its unspent allocation returns to the parent.")
+        ] = None,
+    ) -> Annotated[CallToolResult, ReleaseResult]:
+        """Give money back: drop a reservation you will not use, or close a finished sub-budget.
+
+        Pass exactly one of reservation_id or budget_id. Returns what was released.
+        """
+        state = _state(ctx)
+        with tool_errors():
+            released = await state.engine.release(reservation_id=reservation_id, budget_id=budget_id)
+        await state.announcer.budget_changed(released.budget_id)
+        return result(released, released.message)
+
+    @server.tool()
+    async def get_budget(budget_id: BudgetId, ctx: Context[Any, Any]) -> Annotated[CallToolResult, BudgetStatus]:
+        """A budget's status now: limits, spent, held, allocated to children, available, window and reset time."""
+        with tool_errors():
+            status = await _state(ctx).engine.status(budget_id)
+        return result(status, status_summary(status))
+
+    @server.tool()
+    async def list_budgets(
+        ctx: Context[Any, Any],
+        prefix: Annotated[str | None, Field(description="Only this budget and those under it, e.g. 'acme'.")] = None,
+    ) -> Annotated[CallToolResult, BudgetList]:
+        """Every budget (or those under prefix) as a tree, each with its current status."""
+        with tool_errors():
+            tree = await _state(ctx).engine.tree(prefix)
+        listing = BudgetList(budgets=tree, count=_count(tree))
+        roots = ", ".join(f"{n.budget_id} {money(n.available_usd)} left" for n in tree[:10])
+        return result(listing, f"{listing.count} budgets; " + (roots or "none yet: create one with allocate"))
+
+
+def _count(nodes: list[BudgetNode]) -> int:
+    return sum(1 + _count(node.children) for node in nodes)

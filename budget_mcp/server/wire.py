@@ -1,0 +1,86 @@
+"""What crosses the MCP wire: shared parameter types, error translation and one-line summaries."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent
+from pydantic import BaseModel, Field
+
+from budget_mcp.domain.models import BudgetStatus, ChargeResult, CheckResult
+from budget_mcp.domain.money import human_usd, to_nanos
+from budget_mcp.errors import BudgetMcpError
+
+BudgetId = Annotated[
+    str,
+    Field(
+        description="Budget id: a path of lowercase segments joined by '/', e.g. 'acme' or 'acme/research/web-agent'.",
+        max_length=600,
+    ),
+]
+Usd = str | int | float
+Tokens = Annotated[int, Field(ge=0, le=10**15)]
+
+
+@contextmanager
+def tool_errors() -> Iterator[None]:
+    """Turn an expected budget-mcp error into a tool error whose text the agent can read and act on."""
+    try:
+        yield
+    except BudgetMcpError as exc:
+        raise ToolError(str(exc)) from exc
+
+
+def result(model: BaseModel, summary: str) -> CallToolResult:
+    """Structured content plus a one-line text summary."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=summary)], structured_content=model.model_dump(mode="json")
+    )
+
+
+def money(text: str | None) -> str:
+    """'$1.50' from a wire amount; 'unlimited' for None."""
+    return "unlimited" if text is None else human_usd(to_nanos(Decimal(text)))
+
+
+def when(at: datetime | None) -> str:
+    """'2026-11-26 00:00 UTC', or 'never' for a total window."""
+    return "never" if at is None else f"{at:%Y-%m-%d %H:%M} UTC"
+
+
+def check_summary(check: CheckResult) -> str:
+    text = check.reason if check.allowed else f"denied: {check.reason}"
+    if check.allowed and check.decided_by:
+        text += f"; resets {when(check.resets_at)}"
+    if check.reservation_id:
+        text += f"; reserved as {check.reservation_id} until {when(check.expires_at)}"
+    return text
+
+
+def charge_summary(charge: ChargeResult) -> str:
+    if charge.duplicate:
+        return f"already recorded as {charge.charge_id} ({money(charge.cost_usd)}); nothing new was charged"
+    text = f"charged {money(charge.cost_usd)} to {charge.budget_id}"
+    text += f"; spent {money(charge.spent_usd)}, {money(charge.remaining_usd)} left"
+    if charge.over_limit:
+        text += "; OVER LIMIT: further checks on a blocking budget will be denied"
+    if charge.alerts:
+        text += "; alerts: " + ", ".join(
+            f"{a.budget_id} reached {Decimal(a.threshold) * 100:.0f}%" for a in charge.alerts
+        )
+    return text
+
+
+def status_summary(status: BudgetStatus) -> str:
+    if status.limit_usd is None and status.limit_tokens is None:
+        return f"{status.budget_id}: spent {money(status.spent_usd)} ({status.period}, no limit: tracking only)"
+    limit = money(status.limit_usd) if status.limit_usd is not None else f"{status.limit_tokens} tokens"
+    left = money(status.available_usd) if status.limit_usd is not None else f"{status.available_tokens} tokens"
+    closed = " (closed)" if status.closed else ""
+    return (
+        f"{status.budget_id}{closed}: spent {money(status.spent_usd)} of {limit} ({status.period}), "
+        f"{left} available, resets {when(status.resets_at)}"
+    )
