@@ -26,9 +26,11 @@ def spawn(*args: str) -> subprocess.Popen[str]:
 async def test_six_processes_reserving_and_charging_never_overspend(ledger_path: Path, tmp_path: Path) -> None:
     ledger = await open_ledger(ledger_path)
     engine = BudgetEngine(ledger, PriceCatalog())
-    await engine.allocate("shared", limit_usd="60")
+    await engine.allocate("shared", limit_usd="120")
     start = tmp_path / "start"
     workers = [spawn("reserve-charge", str(ledger_path), "shared", str(start)) for _ in range(6)]
+    for worker in workers:  # every worker has opened the ledger before any of them starts
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
     start.touch()
     acknowledged: list[str] = []
     workers_that_charged = 0
@@ -39,8 +41,8 @@ async def test_six_processes_reserving_and_charging_never_overspend(ledger_path:
         workers_that_charged += bool(out.split())
     assert workers_that_charged >= 2  # the processes really competed for the same money
     status = await engine.status("shared")
-    assert Decimal(status.spent_usd) == Decimal(60)  # used up fully, and not a cent more
-    assert len(acknowledged) == 60
+    assert Decimal(status.spent_usd) == Decimal(120)  # used up fully, and not a cent more
+    assert len(acknowledged) == 120
     recorded = {e.entry_id for e in await ledger.entries("shared", limit=1000) if e.kind == "charge"}
     assert recorded == set(acknowledged)
     assert await ledger.reconcile() == []

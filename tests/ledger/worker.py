@@ -15,6 +15,7 @@ from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
 
 async def reserve_charge(db: str, budget_id: str, start_file: str) -> None:
     engine = BudgetEngine(await open_ledger(db), PriceCatalog())
+    print("ready", flush=True)
     while not Path(start_file).exists():  # every worker starts at the same moment, so they really overlap
         time.sleep(0.001)
     while True:
