@@ -6,8 +6,8 @@ from budget_mcp.domain.windows import EPOCH, Period, window
 from budget_mcp.errors import InvalidInputError
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -43,12 +43,12 @@ def test_day_across_spring_forward_is_23_hours_long() -> None:
     # Europe/Paris moves from UTC+1 to UTC+2 on 2026-03-29.
     start, end = window(Period.DAILY, "Europe/Paris", utc(2026, 3, 29, 12))
     assert (start, end) == (utc(2026, 3, 28, 23), utc(2026, 3, 29, 22))
-    assert (end - start).total_seconds() == 23 * 3600
+    assert end is not None and (end - start).total_seconds() == 23 * 3600
 
 
 def test_day_across_fall_back_is_25_hours_long() -> None:
     start, end = window(Period.DAILY, "Europe/Paris", utc(2026, 10, 25, 12))
-    assert (end - start).total_seconds() == 25 * 3600
+    assert end is not None and (end - start).total_seconds() == 25 * 3600
 
 
 def test_repeated_local_hour_at_fall_back_maps_to_distinct_utc_hours() -> None:

@@ -1,0 +1,29 @@
+# Two commands on a fresh machine with python3: `make run` (the server) and `make test` (the tests).
+# Each creates the virtualenv in .venv on first use.
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run stdio test check bench install
+
+$(BIN)/budget-mcp: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/budget-mcp
+
+run: install  ## the server on streamable HTTP, http://127.0.0.1:8013/mcp, on the SQLite ledger in the user data dir
+	$(BIN)/budget-mcp serve --transport http
+
+stdio: install  ## the server on stdio, as MCP clients start it
+	$(BIN)/budget-mcp serve
+
+test: install  ## the test suite
+	scripts/test
+
+check: install  ## formatting, lint and types
+	scripts/check
+
+bench: install  ## ledger benchmark (add ARGS=--quick for a short run)
+	$(BIN)/python benchmarks/ledger_bench.py $(ARGS)
