@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
+from budget_mcp.config import Settings
 from budget_mcp.ledger import Ledger
 
 
@@ -64,3 +65,8 @@ async def ledger(ledger_path: Path) -> AsyncIterator[Ledger]:
 @pytest.fixture
 async def engine(ledger: Ledger, prices: PriceCatalog, clock: FakeClock) -> BudgetEngine:
     return BudgetEngine(ledger, prices, clock)
+
+
+@pytest.fixture
+def settings(ledger_path: Path) -> Settings:
+    return Settings.load({}, db_path=ledger_path, change_poll_seconds=0.05)

@@ -53,7 +53,7 @@ def when(at: datetime | None) -> str:
 
 def check_summary(check: CheckResult) -> str:
     text = check.reason if check.allowed else f"denied: {check.reason}"
-    if check.allowed and check.decided_by:
+    if check.allowed and check.resets_at:
         text += f"; resets {when(check.resets_at)}"
     if check.reservation_id:
         text += f"; reserved as {check.reservation_id} until {when(check.expires_at)}"

@@ -1,0 +1,175 @@
+"""The MCP tools and resources, spoken to as an agent does: through the SDK's client, in-process."""
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client, MCPError
+
+from budget_mcp import open_ledger
+from budget_mcp.config import Settings
+from budget_mcp.server import build_server
+
+pytestmark = pytest.mark.anyio
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content
+    structured: dict[str, Any] = result.structured_content or {}
+    assert structured, "a tool result carries structured content"
+    return structured
+
+
+async def error_text(client: Client, tool: str, **arguments: Any) -> str:
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert isinstance(text, str)
+    return text
+
+
+async def test_every_tool_has_flat_arguments_and_an_output_schema(settings: Settings) -> None:
+    async with Client(build_server(settings)) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(tools) == {"check_budget", "charge", "allocate", "release", "get_budget", "list_budgets"}
+    for tool in tools.values():
+        assert tool.output_schema and tool.description
+    assert {"budget_id", "estimated_cost_usd", "reserve"} <= set(tools["check_budget"].input_schema["properties"])
+
+
+async def test_agent_session_allocate_reserve_charge_exceed_release_and_restart(settings: Settings) -> None:
+    async with Client(build_server(settings)) as client:
+        await call(client, "allocate", budget_id="acme", limit_usd="10", period="monthly")
+        await call(client, "allocate", budget_id="acme/research", limit_usd="4")
+        await call(client, "allocate", budget_id="acme/support", limit_usd="3")
+        reserved = await call(client, "check_budget", budget_id="acme/research", estimated_cost_usd=1.5, reserve=True)
+        assert reserved["allowed"] and reserved["reservation_id"].startswith("res_")
+        charged = await call(
+            client, "charge", budget_id="acme/research", model="gpt-4o", input_tokens=100_000, output_tokens=10_000,
+            reservation_id=reserved["reservation_id"], idempotency_key="call-1",
+        )  # fmt: skip
+        assert charged["cost_usd"] == "0.350000"  # 100k x $2.50/M + 10k x $10/M
+        over = await call(client, "charge", budget_id="acme/research", cost_usd="4")
+        assert over["over_limit"] is True
+        denied = await call(client, "check_budget", budget_id="acme/research", estimated_cost_usd="0.01")
+        assert (denied["allowed"], denied["decided_by"], denied["decided_period"]) == (
+            False,
+            "acme/research",
+            "monthly",
+        )
+        released = await call(client, "release", budget_id="acme/support")
+        assert released["released_usd"] == "3.000000"
+        before = await call(client, "get_budget", budget_id="acme")
+    async with Client(build_server(settings)) as client:
+        after = await call(client, "get_budget", budget_id="acme")
+        listing = await call(client, "list_budgets")
+    assert after["spent_usd"] == before["spent_usd"] == "4.350000"
+    assert [child["budget_id"] for child in listing["budgets"][0]["children"]] == ["acme/research", "acme/support"]
+
+
+async def test_summary_text_is_one_line_an_agent_can_act_on(settings: Settings) -> None:
+    async with Client(build_server(settings)) as client:
+        await call(client, "allocate", budget_id="acme", limit_usd="4", period="daily")
+        result = await client.call_tool("check_budget", {"budget_id": "acme", "estimated_cost_usd": "2.5"})
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert text.startswith("allowed: $2.50 estimated, $4.00 left in acme (daily); resets ")
+    assert text.endswith(" 00:00 UTC") and "\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "message"),
+    [
+        ("charge", {"budget_id": "acme", "cost_usd": "NaN"}, "finite"),
+        ("charge", {"budget_id": "acme", "cost_usd": -1}, "must not be negative"),
+        ("charge", {"budget_id": "acme", "cost_usd": "1e30"}, "too large"),
+        ("charge", {"budget_id": "acme", "cost_usd": "one dollar"}, "is not a number"),
+        ("charge", {"budget_id": "Acme!", "cost_usd": "1"}, "invalid segment"),
+        ("charge", {"budget_id": "ghost", "cost_usd": "1"}, "budget 'ghost' does not exist"),
+        ("charge", {"budget_id": "acme", "model": "gpt-9-imaginary", "input_tokens": 5}, "no price known"),
+        ("charge", {"budget_id": "acme", "cost_usd": "1", "input_tokens": -5}, "input_tokens"),
+        ("charge", {"budget_id": "acme", "cost_usd": "1", "reservation_id": "nope"}, "malformed"),
+        ("check_budget", {"budget_id": "acme", "estimated_cost_usd": "inf"}, "finite"),
+        ("check_budget", {"budget_id": "acme", "estimated_cost_usd": "1", "ttl_seconds": -1}, "ttl_seconds"),
+        ("check_budget", {"budget_id": "acme"}, "give estimated_cost_usd, or model"),
+        ("allocate", {"budget_id": "acme/x", "limit_usd": "11"}, "has only $10.00 available"),
+        ("allocate", {"budget_id": "acme", "limit_usd": "5", "period": "yearly"}, "period"),
+        ("allocate", {"budget_id": "a/b/c/d/e/f/g/h/i"}, "9 levels deep"),
+        ("allocate", {"budget_id": "acme", "timezone": "Mars/Base"}, "IANA timezone"),
+        ("release", {}, "exactly one of reservation_id"),
+        ("release", {"reservation_id": "res_" + "0" * 24}, "does not exist"),
+        ("get_budget", {"budget_id": "ghost"}, "does not exist"),
+        ("list_budgets", {"prefix": "../etc"}, "invalid segment"),
+    ],
+)
+async def test_bad_input_is_a_clear_tool_error_and_changes_nothing(
+    settings: Settings, tool: str, arguments: dict[str, Any], message: str
+) -> None:
+    async with Client(build_server(settings)) as client:
+        await call(client, "allocate", budget_id="acme", limit_usd="10")
+        before = await client.read_resource("budget://budgets", cache_mode="bypass")
+        text = await error_text(client, tool, **arguments)
+        after = await client.read_resource("budget://budgets", cache_mode="bypass")
+    assert message in text
+    assert "Error executing tool" in text and text.strip() != f"Error executing tool {tool}"
+    assert before.contents == after.contents
+
+
+async def test_wrong_types_are_refused_by_the_schema(settings: Settings) -> None:
+    async with Client(build_server(settings)) as client:
+        text = await error_text(client, "check_budget", budget_id="acme", estimated_cost_usd=[1], reserve="maybe")
+    assert "validation error" in text.lower()
+
+
+async def test_budget_resources_use_raw_ids_with_slashes(settings: Settings) -> None:
+    deep = "acme/a/b/c/d/e/f/g"
+    async with Client(build_server(settings)) as client:
+        parts = deep.split("/")
+        for depth in range(1, len(parts) + 1):
+            await call(client, "allocate", budget_id="/".join(parts[:depth]))
+        await call(client, "charge", budget_id=deep, cost_usd="0.000001")
+        read = await client.read_resource(f"budget://budgets/{deep}", cache_mode="bypass")
+        listing = await client.read_resource("budget://budgets", cache_mode="bypass")
+        templates = [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
+        with pytest.raises(MCPError, match="budget 'acme/nope' does not exist"):
+            await client.read_resource("budget://budgets/acme/nope")
+    status = json.loads(read.contents[0].text)  # type: ignore[union-attr]
+    assert (status["budget_id"], Decimal(status["spent_usd"])) == (deep, Decimal("0.000001"))
+    assert json.loads(listing.contents[0].text)[0]["budget_id"] == "acme"  # type: ignore[union-attr]
+    assert "budget://budgets/{+budget_id}" in templates
+
+
+async def test_listening_clients_hear_about_changes_to_a_budget(settings: Settings) -> None:
+    async with Client(build_server(settings)) as client:
+        await call(client, "allocate", budget_id="acme", limit_usd="10")
+        async with client.listen(resources_list_changed=True, resource_subscriptions=["budget://budgets/acme"]) as sub:
+            await call(client, "charge", budget_id="acme", cost_usd="1")
+            with anyio.fail_after(5):
+                event = await anext(aiter(sub))
+    assert "budget://budgets/acme" in str(event)
+
+
+async def test_budgets_file_is_applied_at_start_and_again_changes_nothing(settings: Settings, tmp_path) -> None:
+    declared = tmp_path / "budgets.toml"
+    declared.write_text(
+        '[budgets."acme"]\nlimit_usd = "100"\nperiod = "monthly"\n\n'
+        '[budgets."acme/support-bot"]\nlimit_usd = "5"\nperiod = "daily"\n'
+        'extra_limits = [{ period = "monthly", limit_usd = "60" }, { period = "total", limit_usd = "500" }]\n'
+        'per_call_usd = "0.50"\nenforcement = "block"\n'
+    )
+    with_file = settings.model_copy(update={"budgets_file": declared})
+    async with Client(build_server(with_file)) as client:
+        bot = await call(client, "get_budget", budget_id="acme/support-bot")
+        ledger = await client.read_resource("budget://budgets", cache_mode="bypass")
+    async with Client(build_server(with_file)) as client:
+        again = await call(client, "get_budget", budget_id="acme/support-bot")
+        ledger_again = await client.read_resource("budget://budgets", cache_mode="bypass")
+    assert [lim["period"] for lim in bot["limits"]] == ["daily", "monthly", "total"]
+    assert bot["per_call_usd"] == "0.500000"
+    assert again == bot and ledger.contents == ledger_again.contents
+    reopened = await open_ledger(settings.db_path)
+    allocations = [e for e in await reopened.entries("acme") if e.kind == "allocate"]
+    await reopened.close()
+    assert len(allocations) == 2  # one per declared budget: the second start wrote nothing
