@@ -9,6 +9,7 @@ from rich.tree import Tree
 
 from budget_mcp.cli.common import db_option, settings, with_engine
 from budget_mcp.domain.models import BudgetNode, BudgetStatus
+from budget_mcp.domain.money import human_amount
 
 
 @click.group()
@@ -42,10 +43,11 @@ def _add(parent: Tree, node: BudgetNode) -> None:
 
 
 def _line(status: BudgetStatus) -> str:
-    limit = f"${status.limit_usd}" if status.limit_usd is not None else "no USD limit"
-    left = f", [green]${status.available_usd} available[/]" if status.available_usd is not None else ""
+    limit = human_amount(status.limit_usd) if status.limit_usd is not None else "no USD limit"
+    left = f", [green]{human_amount(status.available_usd)} available[/]" if status.available_usd is not None else ""
     closed = " [dim](closed)[/]" if status.closed else ""
-    return f"[bold]{status.budget_id}[/]{closed}: ${status.spent_usd} spent of {limit} ({status.period}){left}"
+    spent = human_amount(status.spent_usd)
+    return f"[bold]{status.budget_id}[/]{closed}: {spent} spent of {limit} ({status.period}){left}"
 
 
 @budgets.command("show")
@@ -90,7 +92,8 @@ def set_budget(
 def adjust(budget_id: str, amount_usd: str, reason: str, db_path: Path | None) -> None:
     """Append a correction entry of AMOUNT_USD (negative for a refund) to BUDGET_ID's ledger."""
     result = with_engine(settings(db_path=db_path), lambda engine: engine.adjust(budget_id, amount_usd, reason))
-    click.echo(f"recorded {result.entry_id}: {result.amount_usd} USD on {budget_id}; spent now {result.spent_usd} USD")
+    amount, spent = human_amount(result.amount_usd), human_amount(result.spent_usd)
+    click.echo(f"recorded {result.entry_id}: {amount} on {budget_id}; spent now {spent}")
 
 
 @click.command()

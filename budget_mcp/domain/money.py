@@ -67,6 +67,11 @@ def human_usd(nanos: int) -> str:
     return f"{sign}${cut:.2f}" if cut == cut.quantize(Decimal("0.01")) else f"{sign}${cut:f}"
 
 
+def human_amount(text: str | None) -> str:
+    """human_usd of a wire amount ('1.500000' -> '$1.50'); 'unlimited' for None."""
+    return "unlimited" if text is None else human_usd(to_nanos(Decimal(text)))
+
+
 def parse_tokens(value: object, field: str) -> int:
     """A non-negative integer token count."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -7,6 +7,7 @@ from mcp.types import CallToolResult
 from pydantic import BaseModel, Field
 
 from budget_mcp.domain.models import BudgetNode, BudgetStatus, ChargeResult, CheckResult, ReleaseResult
+from budget_mcp.domain.money import human_amount as money
 from budget_mcp.server.state import AppState
 from budget_mcp.server.wire import (
     BudgetId,
@@ -14,7 +15,6 @@ from budget_mcp.server.wire import (
     Usd,
     charge_summary,
     check_summary,
-    money,
     result,
     status_summary,
     tool_errors,

@@ -11,7 +11,7 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, Field
 
 from budget_mcp.domain.models import BudgetStatus, ChargeResult, CheckResult
-from budget_mcp.domain.money import human_usd, to_nanos
+from budget_mcp.domain.money import human_amount as money
 from budget_mcp.errors import BudgetMcpError
 
 BudgetId = Annotated[
@@ -39,11 +39,6 @@ def result(model: BaseModel, summary: str) -> CallToolResult:
     return CallToolResult(
         content=[TextContent(type="text", text=summary)], structured_content=model.model_dump(mode="json")
     )
-
-
-def money(text: str | None) -> str:
-    """'$1.50' from a wire amount; 'unlimited' for None."""
-    return "unlimited" if text is None else human_usd(to_nanos(Decimal(text)))
 
 
 def when(at: datetime | None) -> str:

@@ -1,0 +1,65 @@
+"""The command line: each command through click's runner, and the console script once as a real process."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from budget_mcp.cli import main
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_budgets_set_list_show_and_adjust(ledger_path: Path) -> None:
+    db = ["--db", str(ledger_path)]
+    assert run("budgets", "set", "acme", "--limit-usd", "100", "--period", "monthly", *db)[0] == 0
+    assert run("budgets", "set", "acme/research", "--limit-usd", "5", *db)[0] == 0
+    code, listing = run("budgets", "list", *db)
+    assert (
+        code == 0
+        and "acme/research" in listing
+        and "acme/research: $0.00 spent of $5.00 (monthly), $5.00 available" in listing
+    )
+    code, out = run("adjust", "acme/research", "-1.25", "--reason", "provider refund", *db)
+    assert code == 0 and "spent now -$1.25" in out
+    code, shown = run("budgets", "show", "acme", *db)
+    assert code == 0 and json.loads(shown)["spent_usd"] == "-1.250000"
+    code, as_json = run("budgets", "list", "--json", *db)
+    assert json.loads(as_json)[0]["children"][0]["budget_id"] == "acme/research"
+
+
+def test_user_mistakes_are_messages_not_tracebacks(ledger_path: Path) -> None:
+    db = ["--db", str(ledger_path)]
+    code, out = run("budgets", "show", "ghost", *db)
+    assert code == 1 and "Error: budget 'ghost' does not exist" in out and "Traceback" not in out
+    run("budgets", "set", "acme", "--limit-usd", "10", *db)
+    code, out = run("budgets", "set", "acme/big", "--limit-usd", "50", *db)
+    assert code == 1 and "has only $10.00 available" in out
+    code, out = run("adjust", "acme", "NaN", "--reason", "x", *db)
+    assert code == 1 and "finite" in out
+
+
+def test_env_var_chooses_the_ledger_and_a_flag_wins(tmp_path: Path) -> None:
+    from_env, from_flag = tmp_path / "env.db", tmp_path / "flag.db"
+    runner = CliRunner(env={"BUDGET_MCP_DB": str(from_env)})
+    assert runner.invoke(main, ["budgets", "set", "one"]).exit_code == 0
+    assert runner.invoke(main, ["budgets", "set", "two", "--db", str(from_flag)]).exit_code == 0
+    assert "one" in runner.invoke(main, ["budgets", "list", "--json"]).output
+    assert '"two"' not in runner.invoke(main, ["budgets", "list", "--json"]).output
+    assert from_flag.exists()
+
+
+def test_migrate_creates_the_ledger(ledger_path: Path) -> None:
+    code, out = run("migrate", "--db", str(ledger_path))
+    assert code == 0 and ledger_path.exists() and "current schema" in out
+
+
+def test_console_script_runs_as_a_process(ledger_path: Path) -> None:
+    exe = Path(sys.executable).with_name("budget-mcp")
+    done = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("budget-mcp, version ")
