@@ -8,7 +8,7 @@ import anyio
 import pytest
 from mcp import Client, MCPError
 
-from budget_mcp import open_ledger
+from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
 from budget_mcp.config import Settings
 from budget_mcp.server import build_server
 
@@ -173,3 +173,19 @@ async def test_budgets_file_is_applied_at_start_and_again_changes_nothing(settin
     allocations = [e for e in await reopened.entries("acme") if e.kind == "allocate"]
     await reopened.close()
     assert len(allocations) == 2  # one per declared budget: the second start wrote nothing
+
+
+async def test_changes_made_by_another_process_are_announced(settings: Settings) -> None:
+    async with Client(build_server(settings)) as client:
+        await call(client, "allocate", budget_id="acme", limit_usd="10")
+        async with client.listen(resource_subscriptions=["budget://budgets/acme"]) as sub:
+            other = await open_ledger(settings.db_path)  # another server process would hold its own connection
+            try:
+                await BudgetEngine(other, PriceCatalog()).charge("acme", cost_usd="2")
+            finally:
+                await other.close()
+            with anyio.fail_after(5):
+                event = await anext(aiter(sub))
+        status = await call(client, "get_budget", budget_id="acme")
+    assert "budget://budgets/acme" in str(event)
+    assert status["spent_usd"] == "2.000000"

@@ -1,0 +1,33 @@
+"""The public surface: the library's __all__, and what the server offers against SPEC names and the README."""
+
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+import budget_mcp
+from budget_mcp.config import Settings
+from budget_mcp.server import build_server
+
+pytestmark = pytest.mark.anyio
+README = (Path(__file__).parents[1] / "README.md").read_text()
+
+
+def test_all_lists_exactly_the_real_exports() -> None:
+    assert sorted(budget_mcp.__all__) == sorted(
+        ["BudgetEngine", "BudgetMcpError", "Ledger", "PriceCatalog", "__version__", "open_ledger"]
+    )
+    for name in budget_mcp.__all__:
+        assert hasattr(budget_mcp, name)
+
+
+async def test_every_offered_tool_and_resource_is_documented_in_the_readme(settings: Settings) -> None:
+    async with Client(build_server(settings)) as client:
+        tools = [tool.name for tool in (await client.list_tools()).tools]
+        resources = [str(r.uri) for r in (await client.list_resources()).resources]
+        templates = [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
+    for name in tools:
+        assert f"`{name}`" in README, f"tool {name} is not in the README"
+    assert "budget://budgets" in resources
+    assert templates == ["budget://budgets/{+budget_id}"]
+    assert "`budget://budgets/{budget_id}`" in README
