@@ -20,6 +20,7 @@ from budget_mcp.engine import BudgetEngine
 from budget_mcp.engine.declarations import apply_declarations
 from budget_mcp.ledger import open_ledger
 from budget_mcp.pricing import PriceCatalog
+from budget_mcp.server.prompts import register_prompts
 from budget_mcp.server.resources import register_resources
 from budget_mcp.server.state import Announcer, AppState, watch_other_processes
 from budget_mcp.server.tools import register_tools
@@ -88,6 +89,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
     state_of: Callable[[], AppState] = lambda: current[-1]  # noqa: E731
     register_tools(server)
     register_resources(server, state_of)
+    register_prompts(server, state_of)
 
     @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
     async def health(_: Request) -> Response:

@@ -189,3 +189,17 @@ async def test_changes_made_by_another_process_are_announced(settings: Settings)
         status = await call(client, "get_budget", budget_id="acme")
     assert "budget://budgets/acme" in str(event)
     assert status["spent_usd"] == "2.000000"
+
+
+async def test_prompts_carry_the_budget_id_and_live_figures(settings: Settings) -> None:
+    async with Client(build_server(settings)) as client:
+        await call(client, "allocate", budget_id="acme", limit_usd="10")
+        await call(client, "charge", budget_id="acme", model="gpt-4o", input_tokens=1000, output_tokens=100)
+        prompts = {p.name for p in (await client.list_prompts()).prompts}
+        assistant = await client.get_prompt("budget_assistant", {"budget_id": "acme"})
+        review = await client.get_prompt("spending_review", {"budget_id": "acme"})
+        plan = await client.get_prompt("plan_task_budget", {"task": "summarise 40 papers", "budget_id": "acme"})
+    assert prompts == {"budget_assistant", "spending_review", "plan_task_budget"}
+    texts = [m.content.text for p in (assistant, review, plan) for m in p.messages]  # type: ignore[union-attr]
+    assert all("acme: spent $0.0035 of $10.00 (total), $9.9965 available" in text for text in texts)
+    assert '"model": "gpt-4o"' in texts[1] and "summarise 40 papers" in texts[2]

@@ -1,0 +1,71 @@
+"""The MCP prompts: templates from `prompts/`, rendered with live figures from the ledger."""
+
+import json
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from pydantic import Field
+
+from budget_mcp.errors import BudgetMcpError
+from budget_mcp.server.state import AppState
+from budget_mcp.server.wire import status_summary
+
+_SOURCE_TREE = Path(__file__).parents[2] / "prompts"
+
+
+def template(name: str) -> str:
+    """A prompt template: from the installed package, or from the source tree in a checkout."""
+    packaged = resources.files("budget_mcp").joinpath("prompts", f"{name}.md")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    return (_SOURCE_TREE / f"{name}.md").read_text(encoding="utf-8")
+
+
+def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -> None:
+    """Add the budget-assistant prompts to `server`."""
+
+    async def describe(budget_id: str | None) -> str:
+        engine = state_of().engine
+        try:
+            if budget_id:
+                status = await engine.status(budget_id)
+                return f"{status_summary(status)}\n\n```json\n{status.model_dump_json(indent=2)}\n```"
+            nodes = await engine.tree()
+        except BudgetMcpError as exc:
+            return f"(not available: {exc})"
+        return "\n".join(f"- {status_summary(node)}" for node in nodes) or "(no budgets yet)"
+
+    @server.prompt()
+    async def budget_assistant(
+        budget_id: Annotated[
+            str | None, Field(description="The budget to work within; all budgets if omitted.")
+        ] = None,
+    ) -> str:
+        """System prompt for a budget-aware assistant, with the live budget status embedded."""
+        return template("budget_assistant").format(budget_status=await describe(budget_id))
+
+    @server.prompt()
+    async def spending_review(budget_id: Annotated[str, Field(description="The budget to review.")]) -> str:
+        """Analyse the budget's current spending and propose concrete savings."""
+        entries = await state_of().engine.ledger.entries(budget_id, limit=30)
+        recent = [
+            {"at": e.at.isoformat(), "kind": e.kind.value, "budget_id": e.budget_id, "model": e.model,
+             "cost_nanos": e.cost_nanos, "tokens": e.tokens.total}
+            for e in entries
+        ]  # fmt: skip
+        return template("spending_review").format(
+            budget_id=budget_id, budget_status=await describe(budget_id), recent_entries=json.dumps(recent, indent=1)
+        )
+
+    @server.prompt()
+    async def plan_task_budget(
+        task: Annotated[str, Field(description="The task to plan, in plain words.")],
+        budget_id: Annotated[str, Field(description="The budget the task must fit in.")],
+    ) -> str:
+        """Plan sub-allocations and model choices for a multi-step task within a budget."""
+        return template("plan_task_budget").format(
+            task=task, budget_id=budget_id, budget_status=await describe(budget_id)
+        )
