@@ -67,6 +67,7 @@ STEPS: list[str] = [
         PRIMARY KEY (budget_id, reservation_id)
     ) WITHOUT ROWID;
     CREATE INDEX hold_budgets_reservation ON hold_budgets(reservation_id);
+    CREATE INDEX hold_budgets_expiry ON hold_budgets(expires_at_us);
 
     CREATE TABLE alerts (
         budget_id    TEXT NOT NULL,

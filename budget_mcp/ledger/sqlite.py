@@ -21,7 +21,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -49,9 +49,13 @@ from budget_mcp.ledger.schema import STEPS
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
-# Row values (budget_id, period, window_start) passed as one JSON parameter: any number of keys, one statement.
-_KEYS_FROM_JSON = (
-    "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?))"
+PRUNE_EVERY_BATCHES = 256
+HOLD_GRACE = timedelta(days=1)  # an expired hold can still be settled (and found) for this long
+# Keys (budget_id, period, window_start) arrive as one JSON parameter; joining from json_each makes each key
+# one primary-key lookup. (A row-value IN (...) here only used the key's prefix: a scan of every past window.)
+_JOIN_KEYS = (
+    "json_each(?) AS k JOIN {table} AS t ON t.budget_id = json_extract(k.value, '$[0]') "
+    "AND t.period = json_extract(k.value, '$[1]') AND t.window_start = json_extract(k.value, '$[2]')"
 )
 _ENTRY_COLUMNS = (
     "entry_id, kind, budget_id, at_us, cost_nanos, input_tokens, output_tokens, cache_read_tokens, "
@@ -76,6 +80,7 @@ class SqliteLedger:
         self._reader = reader
         self._queue: list[_Pending] = []
         self._draining = False
+        self._batches = 0
 
     @classmethod
     async def open(cls, path: str | Path) -> "SqliteLedger":
@@ -128,8 +133,11 @@ class SqliteLedger:
         return await future
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        # Now and then, forget holds long expired, so the per-budget hold lookups stay as small as the live holds.
+        prune = self._batches % PRUNE_EVERY_BATCHES == 0
+        self._batches += 1
         try:
-            outcomes = await self._in_thread(self._writer, lambda conn: _run_batch(conn, batch))
+            outcomes = await self._in_thread(self._writer, lambda conn: _run_batch(conn, batch, prune))
         except BudgetMcpError as exc:
             for pending in batch:
                 if not pending.future.done():
@@ -234,10 +242,14 @@ def _statements(script: str) -> Iterable[str]:
             buffer = ""
 
 
-def _run_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> list[tuple[bool, Any]]:
+def _run_batch(conn: sqlite3.Connection, batch: list[_Pending], prune: bool) -> list[tuple[bool, Any]]:
     outcomes: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if prune:
+            cutoff = (to_us(batch[0].now - HOLD_GRACE),)
+            conn.execute("DELETE FROM hold_budgets WHERE expires_at_us < ?", cutoff)
+            conn.execute("DELETE FROM holds WHERE expires_at_us < ?", cutoff)
         for pending in batch:
             conn.execute("SAVEPOINT op")
             try:
@@ -296,14 +308,13 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> Snapshot:
     if keys:
         keys_json = json.dumps(keys)
         for budget_id, period, _, spent, tokens, calls in conn.execute(
-            "SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals "
-            "WHERE (budget_id, period, window_start) IN " + _KEYS_FROM_JSON,
+            "SELECT t.budget_id, t.period, t.window_start, t.spent_nanos, t.spent_tokens, t.calls FROM "
+            + _JOIN_KEYS.format(table="totals"),
             (keys_json,),
         ):
             usage[budget_id][Period(period)] = WindowUsage(spent, tokens, calls)
         for budget_id, period, start, threshold in conn.execute(
-            "SELECT budget_id, period, window_start, threshold FROM alerts WHERE (budget_id, period, window_start) IN "
-            + _KEYS_FROM_JSON,
+            "SELECT t.budget_id, t.period, t.window_start, t.threshold FROM " + _JOIN_KEYS.format(table="alerts"),
             (keys_json,),
         ):
             alerts_raised.add((budget_id, Period(period), start, threshold))

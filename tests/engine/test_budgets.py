@@ -343,3 +343,20 @@ async def test_bad_check_input_is_refused_and_writes_nothing(
 async def test_charge_on_unknown_budget_is_refused(engine: BudgetEngine) -> None:
     with pytest.raises(BudgetNotFoundError, match="budget 'ghost' does not exist"):
         await engine.charge("ghost", cost_usd="1")
+
+
+async def test_long_expired_holds_are_forgotten_but_recent_ones_can_still_be_settled(
+    engine: BudgetEngine, clock: FakeClock
+) -> None:
+    await engine.allocate("acme", limit_usd="10")
+    old = await engine.check("acme", estimated_cost_usd="1", reserve=True, ttl_seconds=60)
+    recent = await engine.check("acme", estimated_cost_usd="1", reserve=True, ttl_seconds=60)
+    assert old.reservation_id and recent.reservation_id
+    clock.advance(minutes=5)
+    late = await engine.charge("acme", cost_usd="0.5", reservation_id=recent.reservation_id)
+    assert "had expired" in late.warnings[0]
+    clock.advance(days=2)
+    for _ in range(300):  # enough write batches for the ledger to prune
+        await engine.charge("acme", cost_usd="0")
+    with pytest.raises(ReservationNotFoundError, match="does not exist"):
+        await engine.charge("acme", cost_usd="0.5", reservation_id=old.reservation_id)
