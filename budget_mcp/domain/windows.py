@@ -35,10 +35,23 @@ def zone(name: str) -> ZoneInfo:
         ) from None
 
 
+_recent: dict[tuple[Period, str], tuple[datetime, datetime]] = {}
+
+
 def window(period: Period, tz: str, at: datetime) -> tuple[datetime, datetime | None]:
     """The [start, end) of the window holding `at`, as aware UTC datetimes; end is None for `total`."""
     if period is Period.TOTAL:
         return EPOCH, None
+    # Nearly every call asks about the current window again: reuse the last one computed when it still holds `at`.
+    known = _recent.get((period, tz))
+    if known is not None and known[0] <= at < known[1]:
+        return known
+    bounds = _compute(period, tz, at)
+    _recent[(period, tz)] = bounds
+    return bounds
+
+
+def _compute(period: Period, tz: str, at: datetime) -> tuple[datetime, datetime]:
     local = at.astimezone(zone(tz))
     if period is Period.HOURLY:
         # Truncating the aware local time keeps its DST fold, so a repeated local hour maps to the right UTC hour.
