@@ -173,30 +173,17 @@ class Forecast(_Result):
     exhausted_at: datetime | None
 
 
-class BudgetStatus(_Result):
-    """A budget's definition and its figures for the current window of its primary limit."""
+class BudgetStatus(LimitStatus):
+    """A budget's definition, and the figures of its primary limit's current window (every limit in `limits`)."""
 
     budget_id: str
     parent_id: str | None
     description: str | None
     enforcement: Enforcement
-    period: Period
     timezone: str
     closed: bool
-    limit_usd: str | None
-    limit_tokens: int | None
     per_call_usd: str | None
     alert_at: list[str]
-    window_start: datetime
-    resets_at: datetime | None
-    spent_usd: str
-    spent_tokens: int
-    held_usd: str
-    held_tokens: int
-    allocated_usd: str
-    allocated_tokens: int
-    available_usd: str | None
-    available_tokens: int | None
     calls: int
     burn_rate_usd_per_hour: str
     forecast: Forecast

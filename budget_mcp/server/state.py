@@ -9,6 +9,7 @@ from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
 
 from budget_mcp.config import Settings
 from budget_mcp.domain.ids import path_of
+from budget_mcp.domain.models import BudgetNode
 from budget_mcp.engine import BudgetEngine
 
 logger = logging.getLogger(__name__)
@@ -60,5 +61,5 @@ async def watch_other_processes(state: AppState) -> None:
             logger.exception("watching the ledger for changes failed")
 
 
-def _ids(nodes: list) -> list[str]:  # type: ignore[type-arg]
+def _ids(nodes: list[BudgetNode]) -> list[str]:
     return [id_ for node in nodes for id_ in [node.budget_id, *_ids(node.children)]]
