@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from budget_mcp.domain.ids import (
+    is_within,
     new_entry_id,
     new_reservation_id,
     parent_of,
@@ -90,7 +91,7 @@ class BudgetEngine:
         snapshot = await self.ledger.read(scope, self.clock())
         if prefix is not None and prefix not in snapshot.budgets:
             fig.state_of(snapshot, prefix)
-        ids = sorted(b for b in snapshot.budgets if prefix is None or b == prefix or b.startswith(prefix + "/"))
+        ids = sorted(b for b in snapshot.budgets if prefix is None or is_within(b, prefix))
         nodes = {b: BudgetNode(**fig.status(snapshot, b).model_dump()) for b in ids}
         roots: list[BudgetNode] = []
         for budget_id in ids:

@@ -30,7 +30,7 @@ import aiosqlite
 import anyio
 
 from budget_mcp.domain.accounting import TotalKey, spend_windows
-from budget_mcp.domain.ids import path_of
+from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.models import AlertRecord, Entry, EntryKind, Hold, TokenCounts
 from budget_mcp.domain.windows import Period, window_key
 from budget_mcp.errors import BudgetMcpError, LedgerError
@@ -367,7 +367,7 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> None
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (budget_id) DO UPDATE SET config = excluded.config, "
             "closed = excluded.closed, updated_at_us = excluded.updated_at_us",
             [
-                (c.budget_id, _parent(c.budget_id), config_to_json(c), int(c.closed), now_us, now_us)
+                (c.budget_id, parent_of(c.budget_id), config_to_json(c), int(c.closed), now_us, now_us)
                 for c in writes.budgets
             ],
         )
@@ -440,11 +440,6 @@ def _total_deltas(entries: Iterable[Entry], timezone_of: Callable[[str], str]) -
 def _timezone(conn: sqlite3.Connection, budget_id: str) -> str:
     row = conn.execute("SELECT config FROM budgets WHERE budget_id = ?", (budget_id,)).fetchone()
     return str(json.loads(row[0])["timezone"]) if row else "UTC"
-
-
-def _parent(budget_id: str) -> str | None:
-    head, sep, _ = budget_id.rpartition("/")
-    return head if sep else None
 
 
 def _entry_to_row(entry: Entry) -> tuple[Any, ...]:
