@@ -10,13 +10,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from budget_mcp.errors import ConfigError
 
 Transport = Literal["stdio", "sse", "http"]
 DEFAULT_PORT = 8013
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+PRICE_URL_VARIABLES = {
+    "genai-prices": "BUDGET_MCP_GENAI_PRICES_URL",
+    "litellm": "BUDGET_MCP_LITELLM_URL",
+    "openrouter": "BUDGET_MCP_OPENROUTER_URL",
+}
+
+
+def default_prices_cache() -> Path:
+    """Fetched price files in the platform's user cache directory, e.g. ~/.cache/budget-mcp/prices."""
+    return platformdirs.user_cache_path("budget-mcp") / "prices"
 
 
 def default_db_path() -> Path:
@@ -38,6 +50,10 @@ class Settings(BaseModel):
     port: int = DEFAULT_PORT
     insecure: bool = False
     change_poll_seconds: float = 1.0
+    prices_cache_dir: Path = Field(default_factory=default_prices_cache)
+    price_overrides: Path | None = None
+    price_urls: dict[str, str] = Field(default_factory=dict)
+    prices_refresh_hours: float | None = None
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> "Settings":
@@ -49,7 +65,19 @@ class Settings(BaseModel):
             "database_url": env.get("BUDGET_MCP_DATABASE_URL") or None,
             "budgets_file": Path(env["BUDGET_MCP_BUDGETS"]) if env.get("BUDGET_MCP_BUDGETS") else None,
             "token": env.get("BUDGET_MCP_TOKEN") or None,
+            "price_overrides": Path(env["BUDGET_MCP_PRICE_OVERRIDES"])
+            if env.get("BUDGET_MCP_PRICE_OVERRIDES")
+            else None,
+            "price_urls": {name: env[var] for name, var in PRICE_URL_VARIABLES.items() if env.get(var)},
         }
+        if env.get("BUDGET_MCP_PRICES_CACHE"):
+            values["prices_cache_dir"] = Path(env["BUDGET_MCP_PRICES_CACHE"]).expanduser()
+        hours = env.get("BUDGET_MCP_PRICES_REFRESH_HOURS")
+        if hours:
+            try:
+                values["prices_refresh_hours"] = float(hours) if float(hours) > 0 else None
+            except ValueError:
+                raise ConfigError(f"BUDGET_MCP_PRICES_REFRESH_HOURS={hours!r} is not a number of hours") from None
         if port:
             if not port.isdigit() or not 0 < int(port) < 65536:
                 raise ConfigError(f"BUDGET_PORT={port!r} is not a TCP port; use a number from 1 to 65535")

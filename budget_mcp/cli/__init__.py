@@ -1,9 +1,10 @@
-"""The `budget-mcp` command: serve, budgets, adjust, migrate."""
+"""The `budget-mcp` command: serve, budgets, adjust, migrate, prices."""
 
 import click
 
 from budget_mcp import __version__
 from budget_mcp.cli.budgets import adjust, budgets, migrate
+from budget_mcp.cli.prices import prices
 from budget_mcp.cli.serve import serve
 
 
@@ -17,5 +18,6 @@ main.add_command(serve)
 main.add_command(budgets)
 main.add_command(adjust)
 main.add_command(migrate)
+main.add_command(prices)
 
 __all__ = ["main"]

@@ -29,13 +29,23 @@ def settings(**flags: Any) -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
+def catalog(config: Settings) -> PriceCatalog:
+    """The price catalog the settings describe (cached remote copies, overrides); errors become CLI errors."""
+    try:
+        return PriceCatalog(cache_dir=config.prices_cache_dir, overrides_file=config.price_overrides)
+    except BudgetMcpError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def with_engine(config: Settings, action: Callable[[BudgetEngine], Awaitable[T]]) -> T:
     """Open the ledger, run `action` on an engine, close the ledger; BudgetMcpError becomes a ClickException."""
+
+    prices = catalog(config)
 
     async def run() -> T:
         ledger = await open_ledger(config.db_path)
         try:
-            return await action(BudgetEngine(ledger, PriceCatalog()))
+            return await action(BudgetEngine(ledger, prices))
         finally:
             await ledger.close()
 

@@ -267,3 +267,48 @@ class AdjustResult(_Result):
     budget_id: str
     amount_usd: str
     spent_usd: str
+
+
+class EstimateResult(_Result):
+    """The answer of estimate_cost: the exact cost and the price that produced it."""
+
+    model: str
+    provider: str
+    cost_usd: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    input_usd_per_mtok: str | None
+    output_usd_per_mtok: str | None
+    cache_read_usd_per_mtok: str | None
+    cache_write_usd_per_mtok: str | None
+    source: str
+
+
+class Recommendation(_Result):
+    """One model recommend_model proposes, with its estimated cost and why."""
+
+    model: str
+    provider: str
+    tier: str
+    estimated_cost_usd: str
+    fits_budget: bool
+    context_window: int
+    capabilities: list[str]
+    why: str
+    price_source: str
+
+
+class RecommendResult(_Result):
+    """The answer of recommend_model."""
+
+    recommendations: list[Recommendation]
+    budget_id: str | None
+    remaining_usd: str | None
+    input_tokens: int
+    output_tokens: int
+    needs: list[str]
+    min_tier: str | None
+    assumptions: list[str] = Field(description="defaults inferred from the task or assumed for missing sizes")
+    considered: int

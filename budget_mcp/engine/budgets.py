@@ -5,13 +5,15 @@ the ledger a pure `decide` function that sees a snapshot taken under the write l
 Nothing is written unless `decide` returns, so a refused request changes nothing.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from budget_mcp.domain.ids import (
     is_within,
@@ -36,14 +38,18 @@ from budget_mcp.domain.models import (
     Enforcement,
     Entry,
     EntryKind,
+    EstimateResult,
     Hold,
     Limit,
+    RecommendResult,
     ReleaseResult,
     TokenCounts,
 )
 from budget_mcp.domain.money import format_usd, human_usd, parse_tokens, parse_usd, to_nanos
 from budget_mcp.domain.windows import Period, window_key, zone
 from budget_mcp.engine import figures as fig
+from budget_mcp.engine import recommend
+from budget_mcp.engine.recommend import Requirements
 from budget_mcp.errors import (
     BudgetNotFoundError,
     IdempotencyConflictError,
@@ -53,7 +59,7 @@ from budget_mcp.errors import (
     UnknownModelError,
 )
 from budget_mcp.ledger import BudgetState, Ledger, Scope, Snapshot, StoredResult, WindowUsage, Writes
-from budget_mcp.pricing import PriceCatalog, PricedCost
+from budget_mcp.pricing import Capability, PriceCatalog, PricedCost, Tier, canonical_provider
 
 Clock = Callable[[], datetime]
 DEFAULT_TTL_SECONDS = 600
@@ -120,9 +126,18 @@ class BudgetEngine:
             input=parse_tokens(input_tokens or 0, "input_tokens"),
             output=parse_tokens(max_output_tokens or 0, "max_output_tokens"),
         )
+        notes: list[str] = []
         if estimated_cost_usd is not None:
             cost_nanos, source = to_nanos(parse_usd(estimated_cost_usd, "estimated_cost_usd")), None
         elif model:
+            facts = self.prices.facts(_text(model, "model"), provider)
+            if max_output_tokens is None and facts is not None:
+                # The worst case: the model may write up to its output limit.
+                tokens = dataclasses.replace(tokens, output=facts.max_output_tokens)
+                notes.append(
+                    f"max_output_tokens not given: priced the worst case of {facts.max_output_tokens} output tokens "
+                    f"({facts.model}'s limit); pass max_output_tokens for a tighter estimate"
+                )
             priced = self.prices.cost(_text(model, "model"), provider, tokens)
             cost_nanos, source = to_nanos(priced.cost_usd), f"{priced.provider}/{priced.model} ({priced.source})"
         else:
@@ -154,8 +169,112 @@ class BudgetEngine:
 
         scope = Scope(budget_ids=tuple(path_of(budget_id)))
         if not reserve:
-            return decide(await self.ledger.read(scope, self.clock()))[0]
-        return await self.ledger.write(scope, self.clock(), decide)
+            result = decide(await self.ledger.read(scope, self.clock()))[0]
+        else:
+            result = await self.ledger.write(scope, self.clock(), decide)
+        return result.model_copy(update={"warnings": [*notes, *result.warnings]}) if notes else result
+
+    # ---- prices and recommendations ----
+
+    def estimate(
+        self,
+        model: str,
+        *,
+        provider: str | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> EstimateResult:
+        """The exact cost of a call from the price catalog, with the rates and source used."""
+        tokens = TokenCounts(
+            input=parse_tokens(input_tokens, "input_tokens"),
+            output=parse_tokens(output_tokens, "output_tokens"),
+            cache_read=parse_tokens(cache_read_tokens, "cache_read_tokens"),
+            cache_write=parse_tokens(cache_write_tokens, "cache_write_tokens"),
+        )
+        priced = self.prices.cost(_text(model, "model"), _optional_text(provider, "provider"), tokens)
+        return EstimateResult(
+            model=priced.model,
+            provider=priced.provider,
+            cost_usd=format_usd(to_nanos(priced.cost_usd)),
+            input_tokens=tokens.input,
+            output_tokens=tokens.output,
+            cache_read_tokens=tokens.cache_read,
+            cache_write_tokens=tokens.cache_write,
+            input_usd_per_mtok=_rate(priced.input_mtok),
+            output_usd_per_mtok=_rate(priced.output_mtok),
+            cache_read_usd_per_mtok=_rate(priced.cache_read_mtok),
+            cache_write_usd_per_mtok=_rate(priced.cache_write_mtok),
+            source=priced.source,
+        )
+
+    async def recommend(
+        self,
+        task: str,
+        *,
+        budget_id: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        needs: Sequence[str] | None = None,
+        min_tier: str | None = None,
+        providers: Sequence[str] | None = None,
+        limit: int = 5,
+    ) -> RecommendResult:
+        """Models that meet the needs, tier, providers and call size; fitting the budget first, then cheapest."""
+        task = _text(task, "task")
+        if not 1 <= limit <= recommend.MAX_RESULTS:
+            raise InvalidInputError(f"limit must be between 1 and {recommend.MAX_RESULTS}, got {limit}")
+        assumptions = []
+        if input_tokens is None:
+            assumptions.append(f"input_tokens not given: assumed {recommend.DEFAULT_INPUT_TOKENS}")
+        if output_tokens is None:
+            assumptions.append(f"output_tokens not given: assumed {recommend.DEFAULT_OUTPUT_TOKENS}")
+        sizes = TokenCounts(
+            input=parse_tokens(
+                recommend.DEFAULT_INPUT_TOKENS if input_tokens is None else input_tokens, "input_tokens"
+            ),
+            output=parse_tokens(
+                recommend.DEFAULT_OUTPUT_TOKENS if output_tokens is None else output_tokens, "output_tokens"
+            ),
+        )
+        chosen_needs, tier, inferred = recommend.infer(
+            task, None if needs is None else [_choice(Capability, n, "needs") for n in needs],
+            None if min_tier is None else _choice(Tier, min_tier, "min_tier"),
+        )  # fmt: skip
+        wanted = Requirements(
+            needs=frozenset(chosen_needs),
+            min_tier=tier,
+            providers=frozenset(canonical_provider(_text(p, "providers")) for p in providers) if providers else None,
+            input_tokens=sizes.input,
+            output_tokens=sizes.output,
+        )
+        priced = []
+        for facts in self.prices.candidates():
+            if wanted.admits(facts):
+                with contextlib.suppress(UnknownModelError):
+                    priced.append((facts, self.prices.cost(facts.model, facts.provider, sizes)))
+        judge, remaining = None, None
+        if budget_id is not None:
+            validate_budget_id(budget_id)
+            snapshot = await self.ledger.read(Scope(budget_ids=tuple(path_of(budget_id))), self.clock())
+            remaining = _evaluate(snapshot, budget_id, 0, 0, None).remaining_usd
+
+            def judge(cost: PricedCost) -> tuple[bool, str]:
+                verdict = _evaluate(snapshot, budget_id, to_nanos(cost.cost_usd), sizes.total, None)
+                return verdict.decision is Decision.ALLOW, verdict.reason.removeprefix("allowed with a warning: ")
+
+        return RecommendResult(
+            recommendations=recommend.rank(priced, judge, limit),
+            budget_id=budget_id,
+            remaining_usd=remaining,
+            input_tokens=sizes.input,
+            output_tokens=sizes.output,
+            needs=sorted(chosen_needs),
+            min_tier=tier,
+            assumptions=assumptions + inferred,
+            considered=len(priced),
+        )
 
     # ---- charging ----
 
@@ -326,10 +445,10 @@ class BudgetEngine:
         validate_budget_id(budget_id)
         primary_limit_nanos = to_nanos(parse_usd(limit_usd, "limit_usd")) if limit_usd is not None else None
         primary_limit_tokens = parse_tokens(limit_tokens, "limit_tokens") if limit_tokens is not None else None
-        chosen_period = _period(period) if period is not None else None
+        chosen_period = _choice(Period, period, "period") if period is not None else None
         extras = [_extra_limit(x) for x in extra_limits] if extra_limits is not None else None
         per_call = to_nanos(parse_usd(per_call_usd, "per_call_usd")) if per_call_usd is not None else None
-        chosen_enforcement = _enforcement(enforcement) if enforcement is not None else None
+        chosen_enforcement = _choice(Enforcement, enforcement, "enforcement") if enforcement is not None else None
         thresholds = _thresholds(alert_at) if alert_at is not None else None
         if timezone is not None:
             zone(timezone)
@@ -688,25 +807,23 @@ def _extra_limit(raw: Mapping[str, Any]) -> Limit:
     )
     if nanos is None and tokens is None:
         raise InvalidInputError("each extra limit needs limit_usd and/or limit_tokens")
-    return Limit(_period(raw["period"]), nanos, tokens)
+    return Limit(_choice(Period, raw["period"], "period"), nanos, tokens)
 
 
 def _limit_json(limit: Limit) -> dict[str, Any]:
     return {"period": limit.period.value, "limit_nanos": limit.limit_nanos, "limit_tokens": limit.limit_tokens}
 
 
-def _period(value: object) -> Period:
-    try:
-        return Period(str(value))
-    except ValueError:
-        raise InvalidInputError(f"period {str(value)[:40]!r} is unknown; use one of {', '.join(Period)}") from None
+E = TypeVar("E", bound=StrEnum)
 
 
-def _enforcement(value: object) -> Enforcement:
+def _choice(kind: type[E], value: object, field: str) -> E:
+    """One value of a fixed vocabulary, or an error listing the allowed ones."""
     try:
-        return Enforcement(str(value))
+        return kind(str(value))
     except ValueError:
-        raise InvalidInputError(f"enforcement {str(value)[:40]!r} is unknown; use 'block' or 'warn'") from None
+        allowed = ", ".join(repr(str(v)) for v in kind)
+        raise InvalidInputError(f"{field} {str(value)[:40]!r} is unknown; use one of {allowed}") from None
 
 
 def _thresholds(values: Sequence[object]) -> tuple[Decimal, ...]:
@@ -730,6 +847,14 @@ def _text(value: object, field: str, *, limit: int = MAX_TEXT) -> str:
     if len(value) > limit:
         raise InvalidInputError(f"{field} is {len(value)} characters long; at most {limit} allowed")
     return value
+
+
+def _optional_text(value: object, field: str) -> str | None:
+    return None if value is None else _text(value, field, limit=100)
+
+
+def _rate(value: Decimal | None) -> str | None:
+    return None if value is None else f"{value:f}"
 
 
 def _metadata(value: Mapping[str, Any] | None) -> dict[str, Any]:

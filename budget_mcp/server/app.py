@@ -22,7 +22,7 @@ from budget_mcp.ledger import open_ledger
 from budget_mcp.pricing import PriceCatalog
 from budget_mcp.server.prompts import register_prompts
 from budget_mcp.server.resources import register_resources
-from budget_mcp.server.state import Announcer, AppState, watch_other_processes
+from budget_mcp.server.state import Announcer, AppState, refresh_prices_periodically, watch_other_processes
 from budget_mcp.server.tools import register_tools
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         ledger = await open_ledger(settings.db_path)
         try:
-            engine = BudgetEngine(ledger, PriceCatalog())
+            catalog = PriceCatalog(cache_dir=settings.prices_cache_dir, overrides_file=settings.price_overrides)
+            engine = BudgetEngine(ledger, catalog)
             if settings.budgets_file is not None:
                 applied = await apply_declarations(engine, load_budgets_file(settings.budgets_file))
                 logger.info("applied %d budgets from %s", len(applied), settings.budgets_file)
@@ -64,6 +65,8 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
             current.append(state)
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(watch_other_processes, state)
+                if settings.prices_refresh_hours:
+                    tasks.start_soon(refresh_prices_periodically, state, settings.prices_refresh_hours * 3600)
                 try:
                     yield state
                 finally:

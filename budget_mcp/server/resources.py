@@ -1,5 +1,6 @@
-"""The MCP resources: budget statuses as JSON, addressed by raw ids (slashes included)."""
+"""The MCP resources: budget statuses and the price catalog as JSON, budgets addressed by raw ids."""
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -36,3 +37,11 @@ def register_resources(server: MCPServer[Any], state_of: Callable[[], AppState])
         except BudgetMcpError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
         return status.model_dump_json(indent=2)
+
+    @server.resource(
+        "budget://prices", name="prices", mime_type="application/json",
+        description="The price catalog in use: sources and when fetched, each recommendable model's prices, "
+        "context window, capabilities and tier, local overrides, and rates the sources disagree on by over 5%.",
+    )  # fmt: skip
+    async def prices() -> str:
+        return json.dumps(state_of().engine.prices.describe(), indent=1)

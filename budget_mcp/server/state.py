@@ -11,6 +11,7 @@ from budget_mcp.config import Settings
 from budget_mcp.domain.ids import path_of
 from budget_mcp.domain.models import BudgetNode
 from budget_mcp.engine import BudgetEngine
+from budget_mcp.pricing import refresh_sources, remote_sources
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,22 @@ async def watch_other_processes(state: AppState) -> None:
                 await state.announcer.everything_changed(_ids(nodes))
         except Exception:  # a background task logs its own failures and keeps going
             logger.exception("watching the ledger for changes failed")
+
+
+async def refresh_prices_periodically(state: AppState, interval_seconds: float) -> None:
+    """Refresh the remote price sources now and every interval; failures keep the last good copies."""
+    settings, catalog = state.settings, state.engine.prices
+    while True:
+        try:
+            outcomes = await refresh_sources(remote_sources(settings.price_urls), settings.prices_cache_dir)
+            for outcome in outcomes:
+                if outcome.error:
+                    logger.warning("price refresh: %s", outcome.error)
+            await anyio.to_thread.run_sync(catalog.reload)
+            await state.announcer.bus.publish(ResourceUpdated(uri="budget://prices"))
+        except Exception:  # a background task logs its own failures and keeps going
+            logger.exception("refreshing prices failed")
+        await anyio.sleep(interval_seconds)
 
 
 def _ids(nodes: list[BudgetNode]) -> list[str]:

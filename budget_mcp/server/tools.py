@@ -6,7 +6,15 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult
 from pydantic import BaseModel, Field
 
-from budget_mcp.domain.models import BudgetNode, BudgetStatus, ChargeResult, CheckResult, ReleaseResult
+from budget_mcp.domain.models import (
+    BudgetNode,
+    BudgetStatus,
+    ChargeResult,
+    CheckResult,
+    EstimateResult,
+    RecommendResult,
+    ReleaseResult,
+)
 from budget_mcp.domain.money import human_amount as money
 from budget_mcp.server.state import AppState
 from budget_mcp.server.wire import (
@@ -21,6 +29,8 @@ from budget_mcp.server.wire import (
 )
 
 PeriodName = Literal["total", "hourly", "daily", "weekly", "monthly"]
+NeedName = Literal["tools", "vision", "reasoning", "json", "long_context"]
+TierName = Literal["basic", "standard", "advanced", "frontier"]
 
 
 class ExtraLimit(BaseModel):
@@ -207,6 +217,68 @@ def register_tools(server: MCPServer[Any]) -> None:
         listing = BudgetList(budgets=tree, count=_count(tree))
         roots = ", ".join(f"{n.budget_id} {money(n.available_usd)} left" for n in tree[:10])
         return result(listing, f"{listing.count} budgets; " + (roots or "none yet: create one with allocate"))
+
+    @server.tool()
+    async def estimate_cost(
+        model: Annotated[str, Field(description="Model name, e.g. 'claude-sonnet-4-5' or 'openai/gpt-4o'.")],
+        ctx: Context[Any, Any],
+        input_tokens: Annotated[Tokens, Field(description="Uncached input tokens.")] = 0,
+        output_tokens: Annotated[Tokens, Field(description="Output tokens (reasoning included).")] = 0,
+        cache_read_tokens: Annotated[Tokens, Field(description="Input tokens read from the prompt cache.")] = 0,
+        cache_write_tokens: Annotated[Tokens, Field(description="Input tokens written to the prompt cache.")] = 0,
+        provider: Annotated[str | None, Field(description="Provider id, e.g. 'anthropic'.")] = None,
+    ) -> Annotated[CallToolResult, EstimateResult]:
+        """What a call would cost, exactly, from the price catalog; nothing is charged or held.
+
+        Returns cost_usd, the USD-per-million-token rates used (the long-context tier when the prompt
+        is large enough) and the price source. An unknown model is an error listing close names.
+        """
+        with tool_errors():
+            estimate = _state(ctx).engine.estimate(
+                model, provider=provider, input_tokens=input_tokens, output_tokens=output_tokens,
+                cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens,
+            )  # fmt: skip
+        return result(estimate, f"{estimate.provider}/{estimate.model}: {money(estimate.cost_usd)} ({estimate.source})")
+
+    @server.tool()
+    async def recommend_model(
+        task: Annotated[str, Field(description="What the call must do, in words, e.g. 'summarize a 10-page PDF'.")],
+        ctx: Context[Any, Any],
+        budget_id: Annotated[
+            str | None, Field(description="Budget to fit; without it fits_budget is always true.", max_length=600)
+        ] = None,
+        input_tokens: Annotated[Tokens | None, Field(description="Prompt size; default 2000.")] = None,
+        output_tokens: Annotated[Tokens | None, Field(description="Expected output; default 1000.")] = None,
+        needs: Annotated[
+            list[NeedName] | None, Field(description="Required capabilities; inferred from task when omitted.")
+        ] = None,
+        min_tier: Annotated[
+            TierName | None, Field(description="Lowest acceptable quality tier; inferred from task when omitted.")
+        ] = None,
+        providers: Annotated[
+            list[str] | None, Field(description="Only these providers, e.g. ['anthropic', 'openai'].", max_length=20)
+        ] = None,
+        limit: Annotated[int, Field(description="How many models to return.", ge=1, le=50)] = 5,
+    ) -> Annotated[CallToolResult, RecommendResult]:
+        """The cheapest models that can do this task within what the budget has left.
+
+        Keeps models with the needed capabilities, tier, providers and context window, prices the call
+        for each, and ranks those that fit the budget first, then by estimated cost. Each comes with
+        why it was chosen; assumptions says what was inferred from the task.
+        """
+        with tool_errors():
+            found = await _state(ctx).engine.recommend(
+                task, budget_id=budget_id, input_tokens=input_tokens, output_tokens=output_tokens, needs=needs,
+                min_tier=min_tier, providers=providers, limit=limit,
+            )  # fmt: skip
+        best = found.recommendations[0] if found.recommendations else None
+        summary = (
+            f"best: {best.provider}/{best.model} ({best.tier}) at {money(best.estimated_cost_usd)}"
+            + ("" if best.fits_budget else ", but nothing fits the budget")
+            if best
+            else "no model meets these requirements; relax needs, min_tier, providers or the token sizes"
+        )
+        return result(found, summary)
 
 
 def _count(nodes: list[BudgetNode]) -> int:

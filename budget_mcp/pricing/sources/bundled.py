@@ -1,48 +1,131 @@
-"""The embedded price source: pydantic's genai-prices snapshot, exact Decimal prices, fully offline."""
+"""genai-prices: pydantic's price data, embedded in the package (offline) or as the file it publishes.
 
+genai-prices is the primary source: it knows ~2,300 models with exact Decimal prices, cache tokens,
+context-length tiers and the names providers answer with. This is the only module that imports it.
+"""
+
+import json
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import genai_prices
 from genai_prices import Usage, data_snapshot
+from genai_prices.types import TieredPrices
 
 from budget_mcp.domain.models import TokenCounts
-from budget_mcp.errors import UnknownModelError
-from budget_mcp.pricing.types import PricedCost
+from budget_mcp.errors import PriceSourceError
+from budget_mcp.pricing.types import ModelRates, PricedCost, Rates, SourceInfo
 
-SOURCE = f"genai-prices {genai_prices.__version__}"
-
-
-def known_models() -> list[tuple[str, str]]:
-    """(provider_id, model_id) for every model in the snapshot."""
-    return [(p.id, m.id) for p in data_snapshot.get_snapshot().providers for m in p.models]
+NAME = "genai-prices"
+VERSION = genai_prices.__version__
+PUBLISHED_URL = "https://raw.githubusercontent.com/pydantic/genai-prices/refs/heads/main/prices/new_data/v2/data.json"
 
 
-def price(model: str, provider: str | None, tokens: TokenCounts) -> PricedCost:
-    """The exact cost of one call; raises UnknownModelError when the snapshot has no such model."""
-    # genai-prices counts cache tokens inside input_tokens; ours are separate, and reasoning bills as output.
-    usage = Usage(
-        input_tokens=tokens.input + tokens.cache_read + tokens.cache_write,
-        output_tokens=tokens.output + tokens.reasoning,
-        cache_read_tokens=tokens.cache_read,
-        cache_write_tokens=tokens.cache_write,
-    )
-    try:
-        calc = genai_prices.calc_price(usage, model, provider_id=provider)
-    except LookupError as exc:
-        raise UnknownModelError(str(exc)) from exc
-    rates = calc.model_price
-    return PricedCost(
-        cost_usd=Decimal(calc.total_price),
-        model=calc.model.id,
-        provider=calc.provider.id,
-        source=SOURCE,
-        input_mtok=_rate(rates.input_mtok),
-        output_mtok=_rate(rates.output_mtok),
-        cache_read_mtok=_rate(rates.cache_read_mtok),
-        cache_write_mtok=_rate(rates.cache_write_mtok),
-    )
+class GenaiPrices:
+    """Prices from one genai-prices data snapshot: the bundled one, or a published file fetched later."""
+
+    def __init__(self, snapshot: data_snapshot.DataSnapshot, info: SourceInfo) -> None:
+        self._snapshot = snapshot
+        self.info = info
+
+    @classmethod
+    def bundled(cls) -> "GenaiPrices":
+        """The snapshot shipped inside the pinned genai-prices package."""
+        snapshot = data_snapshot.get_snapshot()
+        return cls(snapshot, SourceInfo(NAME, VERSION, models=_count(snapshot)))
+
+    @classmethod
+    def published(cls, raw: bytes, fetched_at: datetime | None = None, checksum: str = "") -> "GenaiPrices":
+        """Parse genai-prices' published data file; PriceSourceError when it is not that format."""
+        # The parser is private in genai-prices; its version is pinned exactly, and a test covers this call.
+        from genai_prices.types import _providers_from_raw
+
+        try:
+            providers = _providers_from_raw(json.loads(raw))
+        except ValueError as exc:  # json and pydantic validation errors are both ValueErrors
+            raise PriceSourceError(f"not a genai-prices data file: {str(exc)[:200]}") from exc
+        snapshot = data_snapshot.DataSnapshot(providers, from_auto_update=False)
+        version = f"data {checksum[:12]}" if checksum else "data"
+        return cls(snapshot, SourceInfo(NAME, version, fetched_at or datetime.now(UTC), models=_count(snapshot)))
+
+    def price(self, model: str, provider: str | None, tokens: TokenCounts) -> PricedCost | None:
+        """The exact cost of one call, or None when this snapshot has no such model."""
+        # genai-prices counts cache tokens inside input_tokens; ours are separate, and reasoning bills as output.
+        usage = Usage(
+            input_tokens=tokens.input + tokens.cache_read + tokens.cache_write,
+            output_tokens=tokens.output + tokens.reasoning,
+            cache_read_tokens=tokens.cache_read,
+            cache_write_tokens=tokens.cache_write,
+        )
+        try:
+            calc = self._snapshot.calc(usage, model, provider, None, None)
+        except LookupError:
+            return None
+        rates, prompt = calc.model_price, tokens.input + tokens.cache_read + tokens.cache_write
+        return PricedCost(
+            cost_usd=Decimal(calc.total_price),
+            model=calc.model.id,
+            provider=calc.provider.id,
+            source=self.info.label,
+            input_mtok=_applied(rates.input_mtok, prompt),
+            output_mtok=_applied(rates.output_mtok, prompt),
+            cache_read_mtok=_applied(rates.cache_read_mtok, prompt),
+            cache_write_mtok=_applied(rates.cache_write_mtok, prompt),
+        )
+
+    def context_window(self, model: str, provider: str | None) -> int | None:
+        """The model's context window as genai-prices knows it, or None."""
+        try:
+            _, info = self._snapshot.find_provider_model(model, None, provider, None)
+        except LookupError:
+            return None
+        return info.context_window
+
+    def all_rates(self) -> list[ModelRates]:
+        """Current base rates (and tiers) of every model, for comparison with other sources."""
+        now = datetime.now(UTC)
+        found = []
+        for provider in self._snapshot.providers:
+            for model in provider.models:
+                price = model.get_prices(now)
+                base = Rates(*(_base(getattr(price, f"{k}_mtok", None)) for k in _KINDS))
+                found.append(ModelRates(provider.id, model.id, base, _tiers(price)))
+        return found
 
 
-def _rate(value: object) -> Decimal | None:
-    """A flat per-million rate, or None when absent or tiered (the total above is still exact)."""
+_KINDS = ("input", "output", "cache_read", "cache_write")
+
+
+def _count(snapshot: data_snapshot.DataSnapshot) -> int:
+    return sum(len(p.models) for p in snapshot.providers)
+
+
+def _applied(value: object, prompt_tokens: int) -> Decimal | None:
+    """The per-million rate a call of this prompt size pays (genai-prices' cliff tiers: above `start`)."""
+    if isinstance(value, TieredPrices):
+        return next((t.price for t in reversed(value.tiers) if prompt_tokens > t.start), value.base)
     return value if isinstance(value, Decimal) else None
+
+
+def _base(value: object) -> Decimal | None:
+    if isinstance(value, TieredPrices):
+        return value.base
+    return value if isinstance(value, Decimal) else None
+
+
+def _tiers(price: object) -> tuple[tuple[int, Rates], ...]:
+    starts = sorted(
+        {t.start for k in _KINDS if isinstance(v := getattr(price, f"{k}_mtok", None), TieredPrices) for t in v.tiers}
+    )
+    tiers = []
+    for start in starts:
+        values: list[Decimal | None] = []
+        for kind in _KINDS:
+            value = getattr(price, f"{kind}_mtok", None)
+            if isinstance(value, TieredPrices):
+                applicable = [t.price for t in value.tiers if t.start <= start]
+                values.append(applicable[-1] if applicable else value.base)
+            else:
+                values.append(_base(value))
+        tiers.append((start, Rates(*values)))
+    return tuple(tiers)
