@@ -1,11 +1,15 @@
 """Rebuild budget_mcp/pricing/data/models.json: model facts from LiteLLM's price file plus curated tiers.
 
-    .venv/bin/python scripts/build_model_facts.py path/to/model_prices_and_context_window.json
+    .venv/bin/python scripts/build_model_facts.py tests/fixtures/litellm_model_prices.json.gz
+
+(or a fresh model_prices_and_context_window.json from LiteLLM's repository, then update the fixture too).
 
 The facts (context window, output limit, tools, vision, reasoning, JSON) come from LiteLLM's file
-(MIT); the tiers from scripts/model_tiers.toml; the context window from genai-prices when it knows it.
+(MIT); the tiers from scripts/model_tiers.toml; the context window is the larger of LiteLLM's input limit
+and genai-prices' window (each source is stale for some models).
 """
 
+import gzip
 import json
 import sys
 import tomllib
@@ -29,6 +33,8 @@ FLAGS = {
 
 def build(litellm_file: Path) -> dict[str, Any]:
     raw = litellm_file.read_bytes()
+    if litellm_file.suffix == ".gz":
+        raw = gzip.decompress(raw)
     entries: dict[tuple[str, str], dict[str, Any]] = {}
     for key, entry in litellm.load(raw).items():
         if entry.get("mode") in litellm.TEXT_MODES:
@@ -51,14 +57,14 @@ def build(litellm_file: Path) -> dict[str, Any]:
                     "provider": provider,
                     "model": model,
                     "tier": tier,
-                    "context_window": genai.context_window(model, provider) or max_input,
+                    "context_window": max(genai.context_window(model, provider) or 0, max_input),
                     "max_input_tokens": max_input,
                     "max_output_tokens": int(entry["max_output_tokens"]),
                     "capabilities": sorted(capabilities),
                 }
             )
     return {
-        "_generated": f"by scripts/build_model_facts.py from {litellm_file.name} and {TIERS.name}; do not edit",
+        "_generated": "by scripts/build_model_facts.py from LiteLLM's price file and model_tiers.toml; do not edit",
         "models": sorted(models, key=lambda m: (m["provider"], m["model"])),
     }
 

@@ -11,6 +11,8 @@ import pytest
 from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
 from budget_mcp.config import Settings
 from budget_mcp.ledger import Ledger
+from tests.loopback import Loopback, loopback_server
+from tests.price_files import litellm_file
 
 
 @pytest.fixture
@@ -50,6 +52,18 @@ def prices() -> PriceCatalog:
     return PriceCatalog()
 
 
+@pytest.fixture(scope="session")
+def litellm_bytes() -> bytes:
+    return litellm_file()
+
+
+@pytest.fixture
+def price_server() -> Iterator[Loopback]:
+    """A real HTTP server on loopback; the test sets what each path answers."""
+    with loopback_server() as server:
+        yield server
+
+
 @pytest.fixture
 def ledger_path(tmp_path: Path) -> Path:
     return tmp_path / "ledger.db"
@@ -68,5 +82,5 @@ async def engine(ledger: Ledger, prices: PriceCatalog, clock: FakeClock) -> Budg
 
 
 @pytest.fixture
-def settings(ledger_path: Path) -> Settings:
-    return Settings.load({}, db_path=ledger_path, change_poll_seconds=0.05)
+def settings(ledger_path: Path, tmp_path: Path) -> Settings:
+    return Settings.load({}, db_path=ledger_path, change_poll_seconds=0.05, prices_cache_dir=tmp_path / "prices")

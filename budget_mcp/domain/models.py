@@ -312,3 +312,4 @@ class RecommendResult(_Result):
     min_tier: str | None
     assumptions: list[str] = Field(description="defaults inferred from the task or assumed for missing sizes")
     considered: int
+    advice: str | None = Field(default=None, description="what to change when no model fits the budget")

@@ -45,7 +45,7 @@ from budget_mcp.domain.models import (
     ReleaseResult,
     TokenCounts,
 )
-from budget_mcp.domain.money import format_usd, human_usd, parse_tokens, parse_usd, to_nanos
+from budget_mcp.domain.money import format_usd, human_amount, human_usd, parse_tokens, parse_usd, to_nanos
 from budget_mcp.domain.windows import Period, window_key, zone
 from budget_mcp.engine import figures as fig
 from budget_mcp.engine import recommend
@@ -264,8 +264,15 @@ class BudgetEngine:
                 verdict = _evaluate(snapshot, budget_id, to_nanos(cost.cost_usd), sizes.total, None)
                 return verdict.decision is Decision.ALLOW, verdict.reason.removeprefix("allowed with a warning: ")
 
+        ranked = recommend.rank(priced, judge, limit)
+        advice = None
+        if ranked and not ranked[0].fits_budget:
+            advice = (
+                f"no {tier}-tier model fits what {budget_id} allows; the cheapest needs "
+                f"{human_amount(ranked[0].estimated_cost_usd)}: lower min_tier, shrink the call, or allocate more"
+            )
         return RecommendResult(
-            recommendations=recommend.rank(priced, judge, limit),
+            recommendations=ranked,
             budget_id=budget_id,
             remaining_usd=remaining,
             input_tokens=sizes.input,
@@ -274,6 +281,7 @@ class BudgetEngine:
             min_tier=tier,
             assumptions=assumptions + inferred,
             considered=len(priced),
+            advice=advice,
         )
 
     # ---- charging ----

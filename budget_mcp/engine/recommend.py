@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from budget_mcp.domain.models import Recommendation
-from budget_mcp.domain.money import format_usd, to_nanos
+from budget_mcp.domain.money import format_usd, human_amount, to_nanos
 from budget_mcp.pricing import Capability, ModelFacts, PricedCost, Tier
 
 DEFAULT_INPUT_TOKENS = 2_000
@@ -121,7 +121,7 @@ def rank(priced: Sequence[tuple[ModelFacts, PricedCost]], judge: Judge | None, l
 
 
 def _why(facts: ModelFacts, cost: PricedCost, fits: bool, reason: str, position: int, cheapest_of_tier: bool) -> str:
-    price = f"${_usd_text(cost)} for this call"
+    price = f"{human_amount(_usd_text(cost))} for this call"
     if not fits:
         return f"Meets the requirements, {price}, but does not fit the budget: {reason}."
     if position == 0:

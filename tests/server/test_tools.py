@@ -34,7 +34,10 @@ async def error_text(client: Client, tool: str, **arguments: Any) -> str:
 async def test_every_tool_has_flat_arguments_and_an_output_schema(settings: Settings) -> None:
     async with Client(build_server(settings)) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert set(tools) == {"check_budget", "charge", "allocate", "release", "get_budget", "list_budgets"}
+    assert set(tools) == {
+        "check_budget", "charge", "allocate", "release", "get_budget", "list_budgets", "estimate_cost",
+        "recommend_model",
+    }  # fmt: skip
     for tool in tools.values():
         assert tool.output_schema and tool.description
     assert {"budget_id", "estimated_cost_usd", "reserve"} <= set(tools["check_budget"].input_schema["properties"])
@@ -102,6 +105,10 @@ async def test_summary_text_is_one_line_an_agent_can_act_on(settings: Settings) 
         ("release", {"reservation_id": "res_" + "0" * 24}, "does not exist"),
         ("get_budget", {"budget_id": "ghost"}, "does not exist"),
         ("list_budgets", {"prefix": "../etc"}, "invalid segment"),
+        ("estimate_cost", {"model": "gpt-9-imaginary", "input_tokens": 5}, "no price known"),
+        ("estimate_cost", {"model": "  "}, "model must be a non-empty string"),
+        ("recommend_model", {"task": "chat", "budget_id": "ghost"}, "budget 'ghost' does not exist"),
+        ("recommend_model", {"task": ""}, "task must be a non-empty string"),
     ],
 )
 async def test_bad_input_is_a_clear_tool_error_and_changes_nothing(
@@ -203,3 +210,37 @@ async def test_prompts_carry_the_budget_id_and_live_figures(settings: Settings) 
     texts = [m.content.text for p in (assistant, review, plan) for m in p.messages]  # type: ignore[union-attr]
     assert all("acme: spent $0.0035 of $10.00 (total), $9.9965 available" in text for text in texts)
     assert '"model": "gpt-4o"' in texts[1] and "summarise 40 papers" in texts[2]
+
+
+async def test_estimate_cost_and_recommend_model_answer_with_prices_and_reasons(settings: Settings) -> None:
+    async with Client(build_server(settings)) as client:
+        await call(client, "allocate", budget_id="acme", limit_usd="0.01")
+        estimate = await call(
+            client, "estimate_cost", model="claude-haiku-4-5", input_tokens=1_000, output_tokens=200,
+            cache_read_tokens=10_000,
+        )  # fmt: skip
+        found = await call(
+            client, "recommend_model", task="describe this photo", budget_id="acme", input_tokens=1_000,
+            output_tokens=500, providers=["openai", "anthropic"], limit=3,
+        )  # fmt: skip
+        text = (await client.call_tool("recommend_model", {"task": "describe this photo"})).content[0].text  # type: ignore[union-attr]
+    # 1,000 x $1 + 200 x $5 + 10,000 x $0.10 per million
+    assert estimate["cost_usd"] == "0.003000" and estimate["cache_read_usd_per_mtok"] == "0.1"
+    assert estimate["source"] == "genai-prices 0.2.3"
+    assert found["needs"] == ["vision"] and found["remaining_usd"] == "0.010000" and len(found["recommendations"]) == 3
+    best = found["recommendations"][0]
+    assert best["fits_budget"] and best["provider"] in {"openai", "anthropic"} and best["why"]
+    assert text.startswith("best: ")
+
+
+async def test_prices_resource_lists_sources_models_and_tiers(settings: Settings) -> None:
+    async with Client(build_server(settings)) as client:
+        read = await client.read_resource("budget://prices")
+    catalog = json.loads(read.contents[0].text)  # type: ignore[union-attr]
+    assert catalog["sources"] == [
+        {"name": "genai-prices", "version": "0.2.3", "fetched_at": None, "origin": None, "models": 2330}
+    ]
+    gpt4o = next(m for m in catalog["models"] if m["model"] == "gpt-4o")
+    assert (gpt4o["input_usd_per_mtok"], gpt4o["output_usd_per_mtok"], gpt4o["tier"]) == ("2.5", "10", "standard")
+    assert gpt4o["context_window"] == 128_000 and "vision" in gpt4o["capabilities"] and gpt4o["flagged"] is False
+    assert catalog["verification"]["compared_rates"] == 0
