@@ -28,6 +28,8 @@ async def test_every_offered_tool_and_resource_is_documented_in_the_readme(setti
         templates = [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
     for name in tools:
         assert f"`{name}`" in README, f"tool {name} is not in the README"
-    assert "budget://budgets" in resources
+    assert sorted(resources) == ["budget://budgets", "budget://prices"]
+    for uri in resources:
+        assert f"`{uri}`" in README, f"resource {uri} is not in the README"
     assert templates == ["budget://budgets/{+budget_id}"]
     assert "`budget://budgets/{budget_id}`" in README
