@@ -54,6 +54,10 @@ class Settings(BaseModel):
     price_overrides: Path | None = None
     price_urls: dict[str, str] = Field(default_factory=dict)
     prices_refresh_hours: float | None = None
+    alert_webhook: str | None = None
+    alert_attempts: int = 5
+    alert_backoff_seconds: float = 1.0
+    alert_timeout_seconds: float = 5.0
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> "Settings":
@@ -69,6 +73,7 @@ class Settings(BaseModel):
             if env.get("BUDGET_MCP_PRICE_OVERRIDES")
             else None,
             "price_urls": {name: env[var] for name, var in PRICE_URL_VARIABLES.items() if env.get(var)},
+            "alert_webhook": env.get("BUDGET_MCP_ALERT_WEBHOOK") or None,
         }
         if env.get("BUDGET_MCP_PRICES_CACHE"):
             values["prices_cache_dir"] = Path(env["BUDGET_MCP_PRICES_CACHE"]).expanduser()
@@ -88,6 +93,9 @@ class Settings(BaseModel):
                 "the PostgreSQL backend is not available in this version; unset BUDGET_MCP_DATABASE_URL "
                 "(or --database-url) to use the SQLite ledger"
             )
+        webhook = values.get("alert_webhook")
+        if webhook and not str(webhook).startswith(("http://", "https://")):
+            raise ConfigError(f"BUDGET_MCP_ALERT_WEBHOOK={webhook!r} must be an http:// or https:// URL")
         return cls(**values)
 
     def check_exposure(self) -> None:

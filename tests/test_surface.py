@@ -31,5 +31,9 @@ async def test_every_offered_tool_and_resource_is_documented_in_the_readme(setti
     assert sorted(resources) == ["budget://budgets", "budget://prices"]
     for uri in resources:
         assert f"`{uri}`" in README, f"resource {uri} is not in the README"
-    assert templates == ["budget://budgets/{+budget_id}"]
-    assert "`budget://budgets/{budget_id}`" in README
+    assert templates == [
+        "budget://budgets/{+budget_id}", "budget://reports/{+budget_id}.md", "budget://reports/{+budget_id}",
+        "budget://ledger/{+budget_id}{?limit}",
+    ]  # fmt: skip
+    for documented in ("budget://budgets/{budget_id}", "budget://reports/{budget_id}", "budget://ledger/{budget_id}"):
+        assert f"`{documented}" in README, f"resource {documented} is not in the README"

@@ -1,10 +1,11 @@
-"""The `budget-mcp` command: serve, budgets, adjust, migrate, prices."""
+"""The `budget-mcp` command: serve, budgets, adjust, migrate, prices, report."""
 
 import click
 
 from budget_mcp import __version__
 from budget_mcp.cli.budgets import adjust, budgets, migrate
 from budget_mcp.cli.prices import prices
+from budget_mcp.cli.report import report
 from budget_mcp.cli.serve import serve
 
 
@@ -19,5 +20,6 @@ main.add_command(budgets)
 main.add_command(adjust)
 main.add_command(migrate)
 main.add_command(prices)
+main.add_command(report)
 
 __all__ = ["main"]

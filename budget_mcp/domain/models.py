@@ -313,3 +313,116 @@ class RecommendResult(_Result):
     assumptions: list[str] = Field(description="defaults inferred from the task or assumed for missing sizes")
     considered: int
     advice: str | None = Field(default=None, description="what to change when no model fits the budget")
+
+
+# ---- reports ----
+
+
+class SpendFigures(_Result):
+    """Spend of one slice of a report: USD, tokens and calls (adjustments count in cost, not in calls)."""
+
+    cost_usd: str
+    input_tokens: int
+    output_tokens: int
+    tokens: int
+    calls: int
+
+
+class ModelSpend(SpendFigures):
+    """Spend on one model (null: adjustments and charges recorded without a model)."""
+
+    model: str | None
+    provider: str | None
+
+
+class ProviderSpend(SpendFigures):
+    """Spend with one provider."""
+
+    provider: str | None
+
+
+class ChildSpend(SpendFigures):
+    """Spend of one child budget and its descendants (the budget's own id: spend charged to it directly)."""
+
+    budget_id: str
+
+
+class DaySpend(SpendFigures):
+    """Spend on one calendar day in the budget's timezone."""
+
+    day: str
+
+
+class HourSpend(SpendFigures):
+    """Spend in one hour, local time of the budget."""
+
+    hour: datetime
+
+
+class ReportTotals(_Result):
+    """A report's totals; `spent_usd` equals the ledger's running total of the window."""
+
+    spent_usd: str
+    spent_tokens: int
+    held_usd: str
+    allocated_usd: str | None
+    available_usd: str | None
+    limit_usd: str | None
+    limit_tokens: int | None
+    calls: int
+
+
+class AlertRaised(AlertInfo):
+    """An alert of the report's window, and what became of its webhook delivery."""
+
+    at: datetime
+    webhook: str | None = Field(description="'delivered', 'failed after N attempts', or null when not sent")
+
+
+class SpendReport(_Result):
+    """Where the money of one window went (SPEC section 4)."""
+
+    budget_id: str
+    period: Period
+    timezone: str
+    window_start: datetime
+    resets_at: datetime | None
+    current: bool
+    generated_at: datetime
+    totals: ReportTotals
+    by_model: list[ModelSpend]
+    by_provider: list[ProviderSpend]
+    by_child: list[ChildSpend]
+    by_day: list[DaySpend]
+    by_hour: list[HourSpend] = Field(description="for hourly and daily windows only")
+    alerts: list[AlertRaised]
+    burn_rate_usd_per_hour: str
+    forecast: Forecast
+
+
+class LedgerEntry(_Result):
+    """One ledger entry as the budget://ledger resource shows it."""
+
+    entry_id: str
+    kind: EntryKind
+    budget_id: str
+    at: datetime
+    cost_usd: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    model: str | None
+    provider: str | None
+    price_source: str | None
+    reservation_id: str | None
+    metadata: dict[str, Any]
+
+
+class LedgerListing(_Result):
+    """The latest entries of a budget and its descendants, newest first."""
+
+    budget_id: str
+    limit: int
+    entries: list[LedgerEntry]

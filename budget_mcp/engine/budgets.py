@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -27,7 +27,6 @@ from budget_mcp.domain.ids import (
 from budget_mcp.domain.models import (
     DEFAULT_ALERT_AT,
     AdjustResult,
-    AlertInfo,
     AlertRecord,
     BudgetConfig,
     BudgetNode,
@@ -40,16 +39,19 @@ from budget_mcp.domain.models import (
     EntryKind,
     EstimateResult,
     Hold,
+    LedgerListing,
     Limit,
     RecommendResult,
     ReleaseResult,
+    SpendReport,
     TokenCounts,
 )
 from budget_mcp.domain.money import format_usd, human_amount, human_usd, parse_tokens, parse_usd, to_nanos
-from budget_mcp.domain.windows import Period, window_key, zone
+from budget_mcp.domain.windows import Period, window, window_key, zone
 from budget_mcp.engine import figures as fig
 from budget_mcp.engine import recommend
 from budget_mcp.engine.recommend import Requirements
+from budget_mcp.engine.reports import alert_info, build_report, ledger_entry
 from budget_mcp.errors import (
     BudgetNotFoundError,
     IdempotencyConflictError,
@@ -66,6 +68,7 @@ DEFAULT_TTL_SECONDS = 600
 MAX_TTL_SECONDS = 86_400
 MAX_METADATA_BYTES = 4_096
 MAX_TEXT = 1_000
+MAX_LEDGER_ENTRIES = 1_000
 
 
 def utc_now() -> datetime:
@@ -104,6 +107,33 @@ class BudgetEngine:
             parent = parent_of(budget_id)
             (nodes[parent].children if parent in nodes else roots).append(nodes[budget_id])
         return roots
+
+    async def report(self, budget_id: str, *, window_of: date | datetime | None = None) -> SpendReport:
+        """Where the money went in the current window, or in the window holding `window_of` (a local date or time)."""
+        status = await self.status(budget_id)
+        now = self.clock()
+        if window_of is None:
+            start, end = status.window_start, status.resets_at
+        else:
+            tz = zone(status.timezone)
+            at = window_of if isinstance(window_of, datetime) else datetime.combine(window_of, time(12), tz)
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=tz)
+            if at > now:
+                raise InvalidInputError(f"{window_of} is in the future; ask for a window that has started")
+            start, end = window(status.period, status.timezone, at.astimezone(UTC))
+        rows = await self.ledger.spend(budget_id, start, end)
+        alerts = await self.ledger.alerts(budget_id, since=start)
+        deliveries = await self.ledger.deliveries(budget_id, since=start)
+        return build_report(status, rows, alerts, deliveries, window_start=start, window_end=end, now=now)
+
+    async def ledger_entries(self, budget_id: str, *, limit: int = 100) -> LedgerListing:
+        """The latest entries of a budget and its descendants, newest first (at most `limit`, up to 1000)."""
+        await self.status(budget_id)
+        if not 1 <= limit <= MAX_LEDGER_ENTRIES:
+            raise InvalidInputError(f"limit must be between 1 and {MAX_LEDGER_ENTRIES}, got {limit}")
+        entries = await self.ledger.entries(budget_id, limit=limit)
+        return LedgerListing(budget_id=budget_id, limit=limit, entries=[ledger_entry(e) for e in entries])
 
     # ---- checking and holding ----
 
@@ -388,7 +418,7 @@ class BudgetEngine:
                 remaining_usd=_usd(left_nanos),
                 remaining_tokens=left_tokens,
                 over_limit=_over_limit(after, budget_id),
-                alerts=[_alert_info(a) for a in alerts],
+                alerts=[alert_info(a) for a in alerts],
                 warnings=warnings,
                 reservation_id=reservation_id,
             )
@@ -686,19 +716,6 @@ def _crossed_alerts(before: Snapshot, after: Snapshot, budget_id: str) -> list[A
 
 def _reaches(new: int, old: int, limit: int | None, threshold: Decimal) -> bool:
     return limit is not None and limit > 0 and new > old and new >= threshold * limit
-
-
-def _alert_info(alert: AlertRecord) -> AlertInfo:
-    return AlertInfo(
-        budget_id=alert.budget_id,
-        period=alert.period,
-        threshold=str(alert.threshold),
-        spent_usd=format_usd(alert.spent_nanos),
-        limit_usd=_usd(alert.limit_nanos),
-        spent_tokens=alert.spent_tokens,
-        limit_tokens=alert.limit_tokens,
-        window_start=datetime.fromtimestamp(alert.window_key, UTC),
-    )
 
 
 def _open_hold(snapshot: Snapshot, reservation_id: str, budget_id: str | None) -> Hold:

@@ -10,6 +10,7 @@ check-and-reserve and charge are atomic on any backend.
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Protocol, TypeVar
 
 from budget_mcp.domain.models import AlertRecord, BudgetConfig, Entry, Hold
@@ -90,6 +91,50 @@ class Writes:
     stored_result: tuple[str, StoredResult] | None = None
 
 
+@dataclass(frozen=True)
+class SpendRow:
+    """Spend of one budget on one model in one 15-minute bucket (every timezone offset is a multiple of it)."""
+
+    budget_id: str
+    model: str | None
+    provider: str | None
+    bucket_start: datetime
+    cost_nanos: int
+    input_tokens: int
+    output_tokens: int
+    cache_tokens: int
+    reasoning_tokens: int
+    calls: int
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_tokens + self.reasoning_tokens
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One attempt to deliver an alert (budget, period, window, threshold) to the webhook: HTTP status or error."""
+
+    budget_id: str
+    period: Period
+    window_key: int
+    threshold: Decimal
+    attempt: int
+    at: datetime
+    status: int | None
+    error: str | None
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    def is_for(self, alert: AlertRecord) -> bool:
+        """Whether this attempt delivered (or tried to deliver) `alert`."""
+        return (self.budget_id, self.period, self.window_key, self.threshold) == (
+            alert.budget_id, alert.period, alert.window_key, alert.threshold,
+        )  # fmt: skip
+
+
 Decide = Callable[[Snapshot], tuple[T, Writes]]
 
 
@@ -110,6 +155,18 @@ class Ledger(Protocol):
 
     async def alerts(self, budget_id: str, *, since: datetime | None = None) -> list[AlertRecord]:
         """Alerts recorded for a budget, oldest first."""
+        ...
+
+    async def spend(self, budget_id: str, start: datetime, end: datetime | None) -> list[SpendRow]:
+        """Spend entries of a budget and its descendants in [start, end), summed per budget, model, 15 minutes."""
+        ...
+
+    async def record_delivery(self, attempt: DeliveryAttempt) -> None:
+        """Store one webhook delivery attempt of an alert."""
+        ...
+
+    async def deliveries(self, budget_id: str, *, since: datetime | None = None) -> list[DeliveryAttempt]:
+        """Webhook delivery attempts of a budget's alerts, oldest first."""
         ...
 
     async def reconcile(self) -> list[str]:

@@ -88,4 +88,20 @@ STEPS: list[str] = [
         result       TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: reports read a budget's entries by time; webhook deliveries of alerts, one row per attempt.
+    """
+    CREATE INDEX entries_budget_time ON entries(budget_id, at_us);
+
+    CREATE TABLE alert_deliveries (
+        budget_id    TEXT NOT NULL,
+        period       TEXT NOT NULL,
+        window_start INTEGER NOT NULL,
+        threshold    TEXT NOT NULL,
+        attempt      INTEGER NOT NULL,
+        at_us        INTEGER NOT NULL,
+        status       INTEGER,
+        error        TEXT,
+        PRIMARY KEY (budget_id, period, window_start, threshold, attempt)
+    ) WITHOUT ROWID;
+    """,
 ]

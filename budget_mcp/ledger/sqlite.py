@@ -19,7 +19,7 @@ Locking and durability:
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -37,9 +37,11 @@ from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
     BudgetState,
     Decide,
+    DeliveryAttempt,
     ReservationState,
     Scope,
     Snapshot,
+    SpendRow,
     StoredResult,
     WindowUsage,
     Writes,
@@ -50,6 +52,7 @@ from budget_mcp.ledger.schema import STEPS
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
 PRUNE_EVERY_BATCHES = 256
+_BUCKET_US = 15 * 60 * 1_000_000
 HOLD_GRACE = timedelta(days=1)  # an expired hold can still be settled (and found) for this long
 # Keys (budget_id, period, window_start) arrive as one JSON parameter; joining from json_each makes each key
 # one primary-key lookup. (A row-value IN (...) here only used the key's prefix: a scan of every past window.)
@@ -175,9 +178,55 @@ class SqliteLedger:
                 " spent_tokens FROM alerts WHERE budget_id = ? AND at_us >= ? ORDER BY at_us, threshold",
                 (budget_id, since_us),
             ).fetchall()
+            return [_alert_from_row(r) for r in rows]
+
+        return await self._in_thread(self._reader, run)
+
+    async def spend(self, budget_id: str, start: datetime, end: datetime | None) -> list[SpendRow]:
+        """Spend entries of `budget_id` and its descendants in [start, end), summed per budget, model, 15 minutes."""
+        bounds = (to_us(start), to_us(end) if end else 2**62)
+
+        def run(conn: sqlite3.Connection) -> list[SpendRow]:
+            rows = conn.execute(
+                f"SELECT budget_id, model, provider, at_us / {_BUCKET_US} * {_BUCKET_US}, SUM(cost_nanos),"
+                " SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens + cache_write_tokens),"
+                " SUM(reasoning_tokens), SUM(kind = 'charge') FROM entries"
+                " WHERE (budget_id = ? OR (budget_id > ? AND budget_id < ?)) AND kind IN ('charge', 'adjust')"
+                " AND at_us >= ? AND at_us < ? GROUP BY 1, 2, 3, 4 ORDER BY 4, 1, 2, 3",
+                (budget_id, budget_id + "/", budget_id + "0", *bounds),
+            ).fetchall()
+            return [SpendRow(r[0], r[1], r[2], from_us(r[3]), *r[4:]) for r in rows]
+
+        return await self._in_thread(self._reader, run)
+
+    async def record_delivery(self, attempt: DeliveryAttempt) -> None:
+        """Store one webhook delivery attempt (its own small transaction, apart from the charge batches)."""
+        a = attempt
+        row = (a.budget_id, a.period.value, a.window_key, str(a.threshold), a.attempt, to_us(a.at), a.status, a.error)
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("INSERT OR REPLACE INTO alert_deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._in_thread(self._writer, run)
+
+    async def deliveries(self, budget_id: str, *, since: datetime | None = None) -> list[DeliveryAttempt]:
+        """Webhook delivery attempts of `budget_id`'s alerts, oldest first."""
+        since_us = to_us(since) if since else -(2**62)
+
+        def run(conn: sqlite3.Connection) -> list[DeliveryAttempt]:
+            rows = conn.execute(
+                "SELECT budget_id, period, window_start, threshold, attempt, at_us, status, error FROM alert_deliveries"
+                " WHERE budget_id = ? AND at_us >= ? ORDER BY at_us, attempt",
+                (budget_id, since_us),
+            ).fetchall()
             return [
-                AlertRecord(r[0], Period(r[1]), r[2], Decimal(r[3]), from_us(r[4]), r[5], r[6], r[7], r[8])
-                for r in rows
+                DeliveryAttempt(r[0], Period(r[1]), r[2], Decimal(r[3]), r[4], from_us(r[5]), r[6], r[7]) for r in rows
             ]
 
         return await self._in_thread(self._reader, run)
@@ -435,6 +484,10 @@ def _total_deltas(entries: Iterable[Entry], timezone_of: Callable[[str], str]) -
             delta[1] += entry.tokens.total
             delta[2] += 1 if entry.kind is EntryKind.CHARGE else 0
     return deltas
+
+
+def _alert_from_row(r: Sequence[Any]) -> AlertRecord:
+    return AlertRecord(r[0], Period(r[1]), r[2], Decimal(r[3]), from_us(r[4]), r[5], r[6], r[7], r[8])
 
 
 def _timezone(conn: sqlite3.Connection, budget_id: str) -> str:

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from budget_mcp import __version__
+from budget_mcp.alerts import AlertWebhook
 from budget_mcp.config import Settings, load_budgets_file
 from budget_mcp.engine import BudgetEngine
 from budget_mcp.engine.declarations import apply_declarations
@@ -61,10 +62,18 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
             if settings.budgets_file is not None:
                 applied = await apply_declarations(engine, load_budgets_file(settings.budgets_file))
                 logger.info("applied %d budgets from %s", len(applied), settings.budgets_file)
-            state = AppState(settings, engine, Announcer(bus))
+            webhook = None
+            if settings.alert_webhook:
+                webhook = AlertWebhook(
+                    settings.alert_webhook, engine, attempts=settings.alert_attempts,
+                    backoff_seconds=settings.alert_backoff_seconds, timeout_seconds=settings.alert_timeout_seconds,
+                )  # fmt: skip
+            state = AppState(settings, engine, Announcer(bus), webhook)
             current.append(state)
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(watch_other_processes, state)
+                if webhook is not None:
+                    tasks.start_soon(webhook.run)
                 if settings.prices_refresh_hours:
                     tasks.start_soon(refresh_prices_periodically, state, settings.prices_refresh_hours * 3600)
                 try:

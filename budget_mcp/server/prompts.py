@@ -1,6 +1,5 @@
 """The MCP prompts: templates from `prompts/`, rendered with live figures from the ledger."""
 
-import json
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -9,7 +8,9 @@ from typing import Annotated, Any
 from mcp.server.mcpserver import MCPServer
 from pydantic import Field
 
+from budget_mcp.domain.money import human_amount as money
 from budget_mcp.errors import BudgetMcpError
+from budget_mcp.render import alert_lines, report_markdown
 from budget_mcp.server.state import AppState
 from budget_mcp.server.wire import status_summary
 
@@ -38,26 +39,50 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
             return f"(not available: {exc})"
         return "\n".join(f"- {status_summary(node)}" for node in nodes) or "(no budgets yet)"
 
+    async def recent_alerts(budget_id: str | None) -> str:
+        engine = state_of().engine
+        try:
+            ids = [budget_id] if budget_id else [node.budget_id for node in await engine.tree()]
+            lines = [line for b in ids for line in alert_lines(await engine.report(b))]
+        except BudgetMcpError as exc:
+            return f"(not available: {exc})"
+        return "\n".join(f"- {line}" for line in lines) or "(none in the current window)"
+
+    async def alternatives(task: str, budget_id: str) -> str:
+        try:
+            found = await state_of().engine.recommend(task, budget_id=budget_id, limit=6)
+        except BudgetMcpError as exc:
+            return f"(not available: {exc})"
+        lines = [
+            f"- {r.provider}/{r.model} ({r.tier}): {money(r.estimated_cost_usd)} per call"
+            f"{'' if r.fits_budget else ', does not fit the budget'}"
+            for r in found.recommendations
+        ]
+        assumed = "; ".join(found.assumptions)
+        return "\n".join(lines) + (f"\n\n(assumed: {assumed})" if assumed else "")
+
     @server.prompt()
     async def budget_assistant(
         budget_id: Annotated[
             str | None, Field(description="The budget to work within; all budgets if omitted.")
         ] = None,
     ) -> str:
-        """System prompt for a budget-aware assistant, with the live budget status embedded."""
-        return template("budget_assistant").format(budget_status=await describe(budget_id))
+        """System prompt for a budget-aware assistant, with the live budget status and alerts embedded."""
+        return template("budget_assistant").format(
+            budget_status=await describe(budget_id), alerts=await recent_alerts(budget_id)
+        )
 
     @server.prompt()
     async def spending_review(budget_id: Annotated[str, Field(description="The budget to review.")]) -> str:
-        """Analyse the budget's current spending and propose concrete savings."""
-        entries = await state_of().engine.ledger.entries(budget_id, limit=30)
-        recent = [
-            {"at": e.at.isoformat(), "kind": e.kind.value, "budget_id": e.budget_id, "model": e.model,
-             "cost_nanos": e.cost_nanos, "tokens": e.tokens.total}
-            for e in entries
-        ]  # fmt: skip
+        """Analyse the budget's current spend report and propose concrete savings."""
+        try:
+            report = report_markdown(await state_of().engine.report(budget_id))
+        except BudgetMcpError as exc:
+            report = f"(not available: {exc})"
         return template("spending_review").format(
-            budget_id=budget_id, budget_status=await describe(budget_id), recent_entries=json.dumps(recent, indent=1)
+            budget_id=budget_id,
+            report=report,
+            alternatives=await alternatives("everyday chat, summaries and code edits", budget_id),
         )
 
     @server.prompt()
@@ -67,5 +92,8 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
     ) -> str:
         """Plan sub-allocations and model choices for a multi-step task within a budget."""
         return template("plan_task_budget").format(
-            task=task, budget_id=budget_id, budget_status=await describe(budget_id)
+            task=task,
+            budget_id=budget_id,
+            budget_status=await describe(budget_id),
+            alternatives=await alternatives(task, budget_id),
         )

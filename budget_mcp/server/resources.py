@@ -1,8 +1,8 @@
-"""The MCP resources: budget statuses and the price catalog as JSON, budgets addressed by raw ids."""
+"""The MCP resources: budget statuses, spend reports, ledger entries and the price catalog; budgets by raw id."""
 
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
@@ -10,7 +10,10 @@ from pydantic import TypeAdapter
 
 from budget_mcp.domain.models import BudgetNode
 from budget_mcp.errors import BudgetMcpError
+from budget_mcp.render import report_markdown
 from budget_mcp.server.state import AppState
+
+T = TypeVar("T")
 
 _TREE = TypeAdapter(list[BudgetNode])
 
@@ -31,12 +34,33 @@ def register_resources(server: MCPServer[Any], state_of: Callable[[], AppState])
         description="One budget: limits, spent, held, allocated, available, window, burn rate and forecast.",
     )  # fmt: skip
     async def one_budget(budget_id: str) -> str:
-        state = state_of()
-        try:
-            status = await state.engine.status(budget_id)
-        except BudgetMcpError as exc:
-            raise ResourceNotFoundError(str(exc)) from exc
-        return status.model_dump_json(indent=2)
+        return (await _found(state_of().engine.status(budget_id))).model_dump_json(indent=2)
+
+    @server.resource(
+        "budget://reports/{+budget_id}.md", name="report-markdown", mime_type="text/markdown",
+        description="The spend report of a budget's current window, rendered as Markdown.",
+    )  # fmt: skip
+    async def report_markdown_resource(budget_id: str) -> str:
+        return report_markdown(await _found(state_of().engine.report(budget_id)))
+
+    @server.resource(
+        "budget://reports/{+budget_id}", name="report", mime_type="application/json",
+        description="Spend report of a budget's current window: totals, by model, provider, child budget, day "
+        "(and hour), alerts raised, burn rate and forecast. Breakdowns add up to the total.",
+    )  # fmt: skip
+    async def report(budget_id: str) -> str:
+        return (await _found(state_of().engine.report(budget_id))).model_dump_json(indent=1)
+
+    @server.resource(
+        "budget://ledger/{+budget_id}{?limit}", name="ledger", mime_type="application/json",
+        description="The latest ledger entries (charges, holds, releases, adjustments) of a budget and its "
+        "descendants, newest first; ?limit=N (default 100, at most 1000).",
+    )  # fmt: skip
+    async def ledger(budget_id: str, limit: str = "100") -> str:
+        if not limit.isdigit():
+            raise ResourceNotFoundError(f"limit must be a whole number, got {limit[:20]!r}")
+        listing = await _found(state_of().engine.ledger_entries(budget_id, limit=int(limit)))
+        return listing.model_dump_json(indent=1)
 
     @server.resource(
         "budget://prices", name="prices", mime_type="application/json",
@@ -45,3 +69,11 @@ def register_resources(server: MCPServer[Any], state_of: Callable[[], AppState])
     )  # fmt: skip
     async def prices() -> str:
         return json.dumps(state_of().engine.prices.describe(), indent=1)
+
+
+async def _found(pending: Awaitable[T]) -> T:
+    """The awaited value; a budget-mcp error (unknown id, bad argument) becomes a resource error."""
+    try:
+        return await pending
+    except BudgetMcpError as exc:
+        raise ResourceNotFoundError(str(exc)) from exc

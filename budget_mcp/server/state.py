@@ -7,6 +7,7 @@ import anyio
 from mcp.server.subscriptions import SubscriptionBus
 from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
 
+from budget_mcp.alerts import AlertWebhook
 from budget_mcp.config import Settings
 from budget_mcp.domain.ids import path_of
 from budget_mcp.domain.models import BudgetNode
@@ -14,6 +15,16 @@ from budget_mcp.engine import BudgetEngine
 from budget_mcp.pricing import refresh_sources, remote_sources
 
 logger = logging.getLogger(__name__)
+
+
+def budget_uris(budget_id: str) -> list[str]:
+    """Every resource that shows this budget's figures."""
+    return [
+        f"budget://budgets/{budget_id}",
+        f"budget://reports/{budget_id}",
+        f"budget://reports/{budget_id}.md",
+        f"budget://ledger/{budget_id}",
+    ]
 
 
 class Announcer:
@@ -25,7 +36,8 @@ class Announcer:
     async def budget_changed(self, budget_id: str, *, added: bool = False) -> None:
         """The budget and every ancestor changed (spend counts up the path); `added` also changes the list."""
         for current in path_of(budget_id):
-            await self.bus.publish(ResourceUpdated(uri=f"budget://budgets/{current}"))
+            for uri in budget_uris(current):
+                await self.bus.publish(ResourceUpdated(uri=uri))
         await self.bus.publish(ResourceUpdated(uri="budget://budgets"))
         if added:
             await self.bus.publish(ResourcesListChanged())
@@ -33,7 +45,8 @@ class Announcer:
     async def everything_changed(self, budget_ids: list[str]) -> None:
         """Another process committed: we do not know what, so every budget may have changed."""
         for budget_id in budget_ids:
-            await self.bus.publish(ResourceUpdated(uri=f"budget://budgets/{budget_id}"))
+            for uri in budget_uris(budget_id):
+                await self.bus.publish(ResourceUpdated(uri=uri))
         await self.bus.publish(ResourceUpdated(uri="budget://budgets"))
         await self.bus.publish(ResourcesListChanged())
 
@@ -45,6 +58,7 @@ class AppState:
     settings: Settings
     engine: BudgetEngine
     announcer: Announcer
+    webhook: AlertWebhook | None = None
 
 
 async def watch_other_processes(state: AppState) -> None:

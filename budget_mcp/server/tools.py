@@ -134,6 +134,8 @@ def register_tools(server: MCPServer[Any]) -> None:
                 idempotency_key=idempotency_key, metadata=metadata,
             )  # fmt: skip
         if not charged.duplicate:
+            if charged.alerts and state.webhook is not None:
+                state.webhook.submit(charged.alerts)
             await state.announcer.budget_changed(budget_id)
         return result(charged, charge_summary(charged))
 

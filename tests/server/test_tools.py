@@ -202,14 +202,21 @@ async def test_prompts_carry_the_budget_id_and_live_figures(settings: Settings) 
     async with Client(build_server(settings)) as client:
         await call(client, "allocate", budget_id="acme", limit_usd="10")
         await call(client, "charge", budget_id="acme", model="gpt-4o", input_tokens=1000, output_tokens=100)
+        await call(client, "charge", budget_id="acme", cost_usd="5")
         prompts = {p.name for p in (await client.list_prompts()).prompts}
         assistant = await client.get_prompt("budget_assistant", {"budget_id": "acme"})
         review = await client.get_prompt("spending_review", {"budget_id": "acme"})
         plan = await client.get_prompt("plan_task_budget", {"task": "summarise 40 papers", "budget_id": "acme"})
     assert prompts == {"budget_assistant", "spending_review", "plan_task_budget"}
-    texts = [m.content.text for p in (assistant, review, plan) for m in p.messages]  # type: ignore[union-attr]
-    assert all("acme: spent $0.0035 of $10.00 (total), $9.9965 available" in text for text in texts)
-    assert '"model": "gpt-4o"' in texts[1] and "summarise 40 papers" in texts[2]
+    assistant_text, review_text, plan_text = (p.messages[0].content.text for p in (assistant, review, plan))  # type: ignore[union-attr]
+    status_line = "acme: spent $5.0035 of $10.00 (total), $4.9965 available"
+    assert status_line in assistant_text and status_line in plan_text
+    assert "acme reached 50% of its total limit ($5.003500 of $10.000000)" in assistant_text
+    assert "# Spend report: acme" in review_text and "| gpt-4o | openai | $0.003500 | 1,000 | 100 | 1 |" in review_text
+    assert "| (no model) |  | $5.000000 | 0 | 0 | 1 |" in review_text
+    assert "summarise 40 papers" in plan_text and "per call" in plan_text
+    for text in (review_text, plan_text):  # cheaper alternatives from the catalog, as a list of provider/model lines
+        assert sum(line.startswith("- ") and "/" in line for line in text.splitlines()) >= 3
 
 
 async def test_estimate_cost_and_recommend_model_answer_with_prices_and_reasons(settings: Settings) -> None:

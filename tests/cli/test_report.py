@@ -1,0 +1,118 @@
+"""`budget-mcp report` in each format, for the current and a past window; the HTML page parses, one SVG per chart."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+
+import anyio
+import pytest
+from click.testing import CliRunner
+
+from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
+from budget_mcp.cli import main
+from tests.conftest import FakeClock
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), env={"COLUMNS": "160"})
+    return result.exit_code, result.output
+
+
+NOW = datetime.now(UTC)
+MONTH_START = NOW.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+LAST_MONTH = MONTH_START - timedelta(days=12)
+
+
+@pytest.fixture
+def db(ledger_path: Path) -> list[str]:
+    """A ledger with spend this month (its first hour and now) and last month, on two models and a child."""
+
+    async def fill() -> None:
+        ledger = await open_ledger(ledger_path)
+        clock = FakeClock(LAST_MONTH)
+        engine = BudgetEngine(ledger, PriceCatalog(), clock)
+        try:
+            await engine.allocate("acme", limit_usd="50", period="monthly")
+            await engine.allocate("acme/web", limit_usd="10")
+            await engine.charge("acme/web", cost_usd="0.75")
+            clock.now = MONTH_START + timedelta(minutes=30)
+            await engine.charge("acme/web", model="gpt-4o", input_tokens=400_000, output_tokens=20_000)  # $1.20
+            clock.now = datetime.now(UTC)
+            await engine.charge("acme", model="claude-haiku-4-5", input_tokens=1_000_000, output_tokens=0)  # $1
+        finally:
+            await ledger.close()
+
+    anyio.run(fill)
+    return ["--db", str(ledger_path)]
+
+
+def test_json_and_markdown_reports_add_up(db: list[str]) -> None:
+    code, out = run("report", "acme", "--format", "json", *db)
+    report = json.loads(out)
+    assert code == 0 and report["totals"]["spent_usd"] == "2.200000"
+    assert {m["model"]: m["cost_usd"] for m in report["by_model"]} == {
+        "gpt-4o": "1.200000",
+        "claude-haiku-4-5": "1.000000",
+    }
+
+    code, markdown = run("report", "acme", "--format", "md", *db)
+    assert code == 0 and "| gpt-4o | openai | $1.200000 | 400,000 | 20,000 | 1 |" in markdown
+
+
+def test_table_report_of_every_root(db: list[str]) -> None:
+    code, out = run("report", *db)
+    assert code == 0 and "acme" in out and "$2.200000 of $50.00" in out and "claude-haiku-4-5" in out
+
+
+def test_past_window_report(db: list[str]) -> None:
+    code, out = run("report", "acme", "--window", LAST_MONTH.date().isoformat(), "--format", "json", *db)
+    report = json.loads(out)
+    assert code == 0 and report["current"] is False and report["totals"]["spent_usd"] == "0.750000"
+    assert report["window_start"] == LAST_MONTH.replace(day=1, hour=0).isoformat().replace("+00:00", "Z")
+
+    code, out = run("report", "acme", "--window", "last month", *db)
+    assert code == 2 and "is not a date" in out
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.svgs: list[list[str]] = []
+        self.mismatched: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "svg":
+            self.svgs.append([])
+        elif "svg" in self.stack:
+            self.svgs[-1].append(tag)
+        if tag not in {"meta", "br", "line", "rect"}:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if "svg" in self.stack:
+            self.svgs[-1].append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in {"rect", "line"}:
+            return
+        if not self.stack or self.stack.pop() != tag:
+            self.mismatched.append(tag)
+
+
+def test_html_report_is_one_page_with_one_svg_per_chart(db: list[str], tmp_path: Path) -> None:
+    target = tmp_path / "acme.html"
+    code, out = run("report", "acme", "--format", "html", "--output", str(target), *db)
+    page = target.read_text()
+
+    parser = _Tags()
+    parser.feed(page)
+    parser.close()
+    assert code == 0 and out.strip() == f"wrote {target}"
+    assert page.startswith("<!DOCTYPE html>") and parser.stack == [] and parser.mismatched == []
+    assert len(parser.svgs) == 2  # spend per day, spend by model
+    per_day, by_model = parser.svgs
+    assert per_day.count("rect") == NOW.day  # the 1st to today, quiet days as zero-height bars
+    assert by_model.count("rect") == 2
+    assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # self-contained: nothing fetched
