@@ -39,7 +39,7 @@ def report_html(report: SpendReport) -> str:
     summary = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in summary_rows(report))
     tables = "".join(_html_table(title, header, rows) for title, header, rows in breakdowns(report))
     alerts = "".join(f"<li>{escape(t)}</li>" for t in alert_lines(report)) or "<li>none in this window</li>"
-    time_title = "Spend per hour" if report.by_hour else "Spend per day"
+    time_title = "Spend per hour (local time)" if report.by_hour else "Spend per day (local time)"
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -159,7 +159,7 @@ def _time_series(report: SpendReport) -> list[tuple[str, Decimal]]:
     last_moment = min(report.resets_at or report.generated_at, report.generated_at) - timedelta(microseconds=1)
     last = max(date.fromisoformat(max(spent)), last_moment.astimezone(tz).date())
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)][-62:]
-    return [(f"{d:%m-%d}", spent.get(d.isoformat(), Decimal(0))) for d in days]
+    return [(str(d.day), spent.get(d.isoformat(), Decimal(0))) for d in days]
 
 
 def _column_chart(points: Sequence[tuple[str, Decimal]], width: int = 880, height: int = 220) -> str:
@@ -198,7 +198,7 @@ def _bar_chart(items: Sequence[tuple[str, Decimal]], width: int = 880) -> str:
         bars.append(
             f'<text x="0" y="{y + 17}">{escape(label[:36])}</text>'
             f'<rect x="240" y="{y + 4}" width="{max(w, 1):.1f}" height="{row - 8}" fill="#8250df"/>'
-            f'<text x="{246 + w:.1f}" y="{y + 17}">${value}</text>'
+            f'<text x="{246 + w:.1f}" y="{y + 17}">{escape(human_amount(str(value)))}</text>'
         )
     empty = "" if items else '<text x="0" y="20">nothing spent</text>'
     return (
