@@ -58,6 +58,11 @@ class Settings(BaseModel):
     alert_attempts: int = 5
     alert_backoff_seconds: float = 1.0
     alert_timeout_seconds: float = 5.0
+    tokens_file: Path | None = None
+    hermes_url: str | None = None
+    public_url: str | None = None
+    hermes_heartbeat_seconds: float = 30.0
+    hermes_check_seconds: float = 300.0
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> "Settings":
@@ -74,7 +79,14 @@ class Settings(BaseModel):
             else None,
             "price_urls": {name: env[var] for name, var in PRICE_URL_VARIABLES.items() if env.get(var)},
             "alert_webhook": env.get("BUDGET_MCP_ALERT_WEBHOOK") or None,
+            "tokens_file": Path(env["BUDGET_MCP_TOKENS"]) if env.get("BUDGET_MCP_TOKENS") else None,
+            "hermes_url": env.get("HERMES_URL") or None,
+            "public_url": env.get("BUDGET_MCP_PUBLIC_URL") or None,
         }
+        for name, variable in (("hermes_heartbeat_seconds", "HERMES_HEARTBEAT_SECONDS"),
+                               ("hermes_check_seconds", "HERMES_CHECK_SECONDS")):  # fmt: skip
+            if env.get(variable):
+                values[name] = _seconds(variable, env[variable])
         if env.get("BUDGET_MCP_PRICES_CACHE"):
             values["prices_cache_dir"] = Path(env["BUDGET_MCP_PRICES_CACHE"]).expanduser()
         hours = env.get("BUDGET_MCP_PRICES_REFRESH_HOURS")
@@ -100,11 +112,37 @@ class Settings(BaseModel):
 
     def check_exposure(self) -> None:
         """Refuse to serve HTTP beyond loopback without a token, unless told it is deliberate."""
-        if self.transport != "stdio" and self.host not in LOOPBACK_HOSTS and not self.token and not self.insecure:
+        has_token = bool(self.token or self.tokens_file)
+        if self.transport != "stdio" and self.host not in LOOPBACK_HOSTS and not has_token and not self.insecure:
             raise ConfigError(
                 f"refusing to listen on {self.host} without a token: set BUDGET_MCP_TOKEN, bind to 127.0.0.1, "
                 "or pass --insecure if the network is trusted"
             )
+
+
+def _seconds(variable: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 86_400:
+        raise ConfigError(f"{variable}={text!r} must be a number of seconds between 0 and 86400")
+    return value
+
+
+def load_tokens_file(path: Path) -> list[dict[str, Any]]:
+    """Scoped tokens from a TOML file of `[[token]]` tables (name, token, prefixes, create_roots)."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the tokens file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the tokens file {path} is not valid TOML: {exc}") from exc
+    tokens = data.get("token")
+    if not isinstance(tokens, list) or not all(isinstance(t, dict) for t in tokens):
+        raise ConfigError(f"the tokens file {path} needs [[token]] tables; see the README for an example")
+    return tokens
 
 
 def load_budgets_file(path: Path) -> list[dict[str, Any]]:

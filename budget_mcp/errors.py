@@ -6,6 +6,7 @@
     ├── ReservationNotFoundError    no open hold with that id
     ├── ReservationExpiredError     the hold's TTL ran out before it was used
     ├── InsufficientFundsError      an allocation asks for more than the parent has
+    ├── AccessDeniedError           the caller's token may not use that budget
     ├── IdempotencyConflictError    a key was reused with other arguments
     ├── UnknownModelError           no price for a model, and no cost_usd given
     ├── LedgerError                 the storage failed (sqlite3 / driver errors, translated)
@@ -38,6 +39,10 @@ class ReservationExpiredError(BudgetMcpError):
 
 class InsufficientFundsError(BudgetMcpError):
     """An allocation asks for more than the parent has available."""
+
+
+class AccessDeniedError(BudgetMcpError):
+    """The caller's token is scoped to other budgets (or may not create root budgets)."""
 
 
 class IdempotencyConflictError(BudgetMcpError):

@@ -4,6 +4,7 @@ import logging
 import sys
 from pathlib import Path
 
+import anyio
 import click
 
 from budget_mcp.cli.common import db_option, settings
@@ -51,17 +52,15 @@ def serve(
     # stdout is the stdio transport's wire: everything we say goes to stderr.
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from budget_mcp.server import build_server
+    from budget_mcp.server.http import serve_http
 
     server = build_server(config)
     if config.transport == "stdio":
         server.run()
         return
     base = f"http://{config.host}:{config.port}"
-    if config.transport == "http":
-        click.echo(
-            f"budget-mcp: streamable HTTP on {base}/mcp (health: {base}/health), ledger {config.db_path}", err=True
-        )
-        server.run("streamable-http", host=config.host, port=config.port, streamable_http_path="/mcp")
-    else:
-        click.echo(f"budget-mcp: SSE on {base}/sse (health: {base}/health), ledger {config.db_path}", err=True)
-        server.run("sse", host=config.host, port=config.port)
+    where = f"streamable HTTP on {base}/mcp" if config.transport == "http" else f"SSE on {base}/sse"
+    click.echo(f"budget-mcp: {where} (health: {base}/health), ledger {config.db_path}", err=True)
+    if config.hermes_url:
+        click.echo(f"budget-mcp: registering with Hermes at {config.hermes_url} in the background", err=True)
+    anyio.run(serve_http, config, server)

@@ -535,20 +535,31 @@ class BudgetEngine:
         ids = tuple(path_of(budget_id))
         return await self.ledger.write(Scope(budget_ids=ids), self.clock(), decide)
 
-    async def release(self, *, reservation_id: str | None = None, budget_id: str | None = None) -> ReleaseResult:
-        """Drop a hold early (`reservation_id`), or close an allocation (`budget_id`) so its unspent part returns."""
+    async def release(
+        self,
+        *,
+        reservation_id: str | None = None,
+        budget_id: str | None = None,
+        guard: Callable[[str], None] | None = None,
+    ) -> ReleaseResult:
+        """Drop a hold early (`reservation_id`), or close an allocation (`budget_id`) so its unspent part returns.
+
+        `guard(budget_id)` runs inside the transaction on the hold's budget and may raise to refuse.
+        """
         if (reservation_id is None) == (budget_id is None):
             raise InvalidInputError(
                 "give exactly one of reservation_id (drop a hold) or budget_id (close an allocation)"
             )
         if reservation_id is not None:
-            return await self._release_hold(validate_reservation_id(reservation_id))
+            return await self._release_hold(validate_reservation_id(reservation_id), guard)
         assert budget_id is not None
         return await self._close(validate_budget_id(budget_id))
 
-    async def _release_hold(self, reservation_id: str) -> ReleaseResult:
+    async def _release_hold(self, reservation_id: str, guard: Callable[[str], None] | None) -> ReleaseResult:
         def decide(snapshot: Snapshot) -> tuple[ReleaseResult, Writes]:
             hold = _open_hold(snapshot, reservation_id, None)
+            if guard is not None:
+                guard(hold.budget_id)
             entry = Entry(
                 new_entry_id("rel"), EntryKind.RELEASE, hold.budget_id, snapshot.now, 0,
                 reservation_id=reservation_id, metadata={"released_nanos": hold.cost_nanos},

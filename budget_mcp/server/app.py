@@ -1,13 +1,11 @@
 """build_server: the MCPServer with budget-mcp's tools and resources, and a lifespan that opens the ledger."""
 
-import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
@@ -21,6 +19,7 @@ from budget_mcp.engine import BudgetEngine
 from budget_mcp.engine.declarations import apply_declarations
 from budget_mcp.ledger import open_ledger
 from budget_mcp.pricing import PriceCatalog
+from budget_mcp.server.access import TokenTable
 from budget_mcp.server.prompts import register_prompts
 from budget_mcp.server.resources import register_resources
 from budget_mcp.server.state import Announcer, AppState, refresh_prices_periodically, watch_other_processes
@@ -36,22 +35,11 @@ and close it with release when they finish. Amounts are USD decimal strings such
 """
 
 
-class StaticTokenVerifier:
-    """Accepts exactly one bearer token, compared in constant time."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token.encode()
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        if hmac.compare_digest(token.encode(), self._token):
-            return AccessToken(token=token, client_id="budget-mcp-client", scopes=[])
-        return None
-
-
 def build_server(settings: Settings) -> MCPServer[AppState]:
     """The MCP server for `settings`; the ledger is opened by its lifespan, once per process or client."""
     current: list[AppState] = []
     bus = InMemorySubscriptionBus()
+    tokens = TokenTable.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
@@ -68,7 +56,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
                     settings.alert_webhook, engine, attempts=settings.alert_attempts,
                     backoff_seconds=settings.alert_backoff_seconds, timeout_seconds=settings.alert_timeout_seconds,
                 )  # fmt: skip
-            state = AppState(settings, engine, Announcer(bus), webhook)
+            state = AppState(settings, engine, Announcer(bus), tokens, webhook)
             current.append(state)
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(watch_other_processes, state)
@@ -85,9 +73,9 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
             await ledger.close()
 
     auth: dict[str, Any] = {}
-    if settings.token and settings.transport != "stdio":
+    if tokens and settings.transport != "stdio":
         auth = {
-            "token_verifier": StaticTokenVerifier(settings.token),
+            "token_verifier": tokens,
             "auth": AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None),
         }
     server: MCPServer[AppState] = MCPServer(

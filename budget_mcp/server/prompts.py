@@ -5,12 +5,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
+from mcp import MCPError
 from mcp.server.mcpserver import MCPServer
+from mcp.types import INVALID_PARAMS
 from pydantic import Field
 
 from budget_mcp.domain.money import human_amount as money
 from budget_mcp.errors import BudgetMcpError
 from budget_mcp.render import alert_lines, report_markdown
+from budget_mcp.server.access import scoped_forest
 from budget_mcp.server.state import AppState
 from budget_mcp.server.wire import status_summary
 
@@ -28,13 +31,20 @@ def template(name: str) -> str:
 def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -> None:
     """Add the budget-assistant prompts to `server`."""
 
+    def permit(budget_id: str) -> None:
+        """Refuse, as a protocol error the client can read, a budget the caller's token does not cover."""
+        try:
+            state_of().grant().check(budget_id)
+        except BudgetMcpError as exc:
+            raise MCPError(INVALID_PARAMS, str(exc)) from exc
+
     async def describe(budget_id: str | None) -> str:
         engine = state_of().engine
         try:
             if budget_id:
                 status = await engine.status(budget_id)
                 return f"{status_summary(status)}\n\n```json\n{status.model_dump_json(indent=2)}\n```"
-            nodes = await engine.tree()
+            nodes = scoped_forest(await engine.tree(), state_of().grant())
         except BudgetMcpError as exc:
             return f"(not available: {exc})"
         return "\n".join(f"- {status_summary(node)}" for node in nodes) or "(no budgets yet)"
@@ -42,7 +52,8 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
     async def recent_alerts(budget_id: str | None) -> str:
         engine = state_of().engine
         try:
-            ids = [budget_id] if budget_id else [node.budget_id for node in await engine.tree()]
+            nodes = scoped_forest(await engine.tree(), state_of().grant())
+            ids = [budget_id] if budget_id else [node.budget_id for node in nodes]
             lines = [line for b in ids for line in alert_lines(await engine.report(b))]
         except BudgetMcpError as exc:
             return f"(not available: {exc})"
@@ -68,6 +79,8 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
         ] = None,
     ) -> str:
         """System prompt for a budget-aware assistant, with the live budget status and alerts embedded."""
+        if budget_id is not None:
+            permit(budget_id)
         return template("budget_assistant").format(
             budget_status=await describe(budget_id), alerts=await recent_alerts(budget_id)
         )
@@ -75,6 +88,7 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
     @server.prompt()
     async def spending_review(budget_id: Annotated[str, Field(description="The budget to review.")]) -> str:
         """Analyse the budget's current spend report and propose concrete savings."""
+        permit(budget_id)
         try:
             report = report_markdown(await state_of().engine.report(budget_id))
         except BudgetMcpError as exc:
@@ -91,6 +105,7 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
         budget_id: Annotated[str, Field(description="The budget the task must fit in.")],
     ) -> str:
         """Plan sub-allocations and model choices for a multi-step task within a budget."""
+        permit(budget_id)
         return template("plan_task_budget").format(
             task=task,
             budget_id=budget_id,

@@ -9,17 +9,27 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from pydantic import TypeAdapter
 
 from budget_mcp.domain.models import BudgetNode
+from budget_mcp.engine import BudgetEngine
 from budget_mcp.errors import BudgetMcpError
 from budget_mcp.render import report_markdown
+from budget_mcp.server.access import scoped_forest
 from budget_mcp.server.state import AppState
 
 T = TypeVar("T")
-
 _TREE = TypeAdapter(list[BudgetNode])
 
 
 def register_resources(server: MCPServer[Any], state_of: Callable[[], AppState]) -> None:
     """Add the budget resources to `server`; `state_of()` returns the running AppState."""
+
+    async def read(budget_id: str, reader: Callable[[BudgetEngine], Awaitable[T]]) -> T:
+        """What `reader` finds, once the caller's token is known to cover the budget; errors are resource errors."""
+        state = state_of()
+        try:
+            state.grant().check(budget_id)
+            return await reader(state.engine)
+        except BudgetMcpError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
 
     @server.resource(
         "budget://budgets", name="budgets", mime_type="application/json",
@@ -27,21 +37,21 @@ def register_resources(server: MCPServer[Any], state_of: Callable[[], AppState])
     )  # fmt: skip
     async def all_budgets() -> str:
         state = state_of()
-        return _TREE.dump_json(await state.engine.tree(), indent=2).decode()
+        return _TREE.dump_json(scoped_forest(await state.engine.tree(), state.grant()), indent=2).decode()
 
     @server.resource(
         "budget://budgets/{+budget_id}", name="budget", mime_type="application/json",
         description="One budget: limits, spent, held, allocated, available, window, burn rate and forecast.",
     )  # fmt: skip
     async def one_budget(budget_id: str) -> str:
-        return (await _found(state_of().engine.status(budget_id))).model_dump_json(indent=2)
+        return (await read(budget_id, lambda engine: engine.status(budget_id))).model_dump_json(indent=2)
 
     @server.resource(
         "budget://reports/{+budget_id}.md", name="report-markdown", mime_type="text/markdown",
         description="The spend report of a budget's current window, rendered as Markdown.",
     )  # fmt: skip
     async def report_markdown_resource(budget_id: str) -> str:
-        return report_markdown(await _found(state_of().engine.report(budget_id)))
+        return report_markdown(await read(budget_id, lambda engine: engine.report(budget_id)))
 
     @server.resource(
         "budget://reports/{+budget_id}", name="report", mime_type="application/json",
@@ -49,7 +59,7 @@ def register_resources(server: MCPServer[Any], state_of: Callable[[], AppState])
         "(and hour), alerts raised, burn rate and forecast. Breakdowns add up to the total.",
     )  # fmt: skip
     async def report(budget_id: str) -> str:
-        return (await _found(state_of().engine.report(budget_id))).model_dump_json(indent=1)
+        return (await read(budget_id, lambda engine: engine.report(budget_id))).model_dump_json(indent=1)
 
     @server.resource(
         "budget://ledger/{+budget_id}{?limit}", name="ledger", mime_type="application/json",
@@ -59,7 +69,7 @@ def register_resources(server: MCPServer[Any], state_of: Callable[[], AppState])
     async def ledger(budget_id: str, limit: str = "100") -> str:
         if not limit.isdigit():
             raise ResourceNotFoundError(f"limit must be a whole number, got {limit[:20]!r}")
-        listing = await _found(state_of().engine.ledger_entries(budget_id, limit=int(limit)))
+        listing = await read(budget_id, lambda engine: engine.ledger_entries(budget_id, limit=int(limit)))
         return listing.model_dump_json(indent=1)
 
     @server.resource(
@@ -69,11 +79,3 @@ def register_resources(server: MCPServer[Any], state_of: Callable[[], AppState])
     )  # fmt: skip
     async def prices() -> str:
         return json.dumps(state_of().engine.prices.describe(), indent=1)
-
-
-async def _found(pending: Awaitable[T]) -> T:
-    """The awaited value; a budget-mcp error (unknown id, bad argument) becomes a resource error."""
-    try:
-        return await pending
-    except BudgetMcpError as exc:
-        raise ResourceNotFoundError(str(exc)) from exc

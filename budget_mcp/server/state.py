@@ -13,6 +13,7 @@ from budget_mcp.domain.ids import path_of
 from budget_mcp.domain.models import BudgetNode
 from budget_mcp.engine import BudgetEngine
 from budget_mcp.pricing import refresh_sources, remote_sources
+from budget_mcp.server.access import Grant, TokenTable
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,12 @@ class AppState:
     settings: Settings
     engine: BudgetEngine
     announcer: Announcer
+    tokens: TokenTable
     webhook: AlertWebhook | None = None
+
+    def grant(self) -> Grant:
+        """What the caller of the request being served may use."""
+        return self.tokens.current()
 
 
 async def watch_other_processes(state: AppState) -> None:

@@ -16,6 +16,7 @@ from budget_mcp.domain.models import (
     ReleaseResult,
 )
 from budget_mcp.domain.money import human_amount as money
+from budget_mcp.server.access import scoped_forest
 from budget_mcp.server.state import AppState
 from budget_mcp.server.wire import (
     BudgetId,
@@ -85,6 +86,7 @@ def register_tools(server: MCPServer[Any]) -> None:
         """
         state = _state(ctx)
         with tool_errors():
+            state.grant().check(budget_id)
             check = await state.engine.check(
                 budget_id, estimated_cost_usd=estimated_cost_usd, model=model, provider=provider,
                 input_tokens=input_tokens, max_output_tokens=max_output_tokens, reserve=reserve,
@@ -127,6 +129,7 @@ def register_tools(server: MCPServer[Any]) -> None:
         """
         state = _state(ctx)
         with tool_errors():
+            state.grant().check(budget_id)
             charged = await state.engine.charge(
                 budget_id, model=model, provider=provider, input_tokens=input_tokens, output_tokens=output_tokens,
                 cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens,
@@ -174,6 +177,7 @@ def register_tools(server: MCPServer[Any]) -> None:
         """
         state = _state(ctx)
         with tool_errors():
+            state.grant().check(budget_id, allocating=True)
             status = await state.engine.allocate(
                 budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, period=period,
                 extra_limits=[x.model_dump(exclude_none=True) for x in extra_limits] if extra_limits else None,
@@ -196,16 +200,21 @@ def register_tools(server: MCPServer[Any]) -> None:
         Pass exactly one of reservation_id or budget_id. Returns what was released.
         """
         state = _state(ctx)
+        grant = state.grant()
         with tool_errors():
-            released = await state.engine.release(reservation_id=reservation_id, budget_id=budget_id)
+            if budget_id is not None:
+                grant.check(budget_id)
+            released = await state.engine.release(reservation_id=reservation_id, budget_id=budget_id, guard=grant.check)
         await state.announcer.budget_changed(released.budget_id)
         return result(released, released.message)
 
     @server.tool()
     async def get_budget(budget_id: BudgetId, ctx: Context[Any, Any]) -> Annotated[CallToolResult, BudgetStatus]:
         """A budget's status now: limits, spent, held, allocated to children, available, window and reset time."""
+        state = _state(ctx)
         with tool_errors():
-            status = await _state(ctx).engine.status(budget_id)
+            state.grant().check(budget_id)
+            status = await state.engine.status(budget_id)
         return result(status, status_summary(status))
 
     @server.tool()
@@ -214,8 +223,9 @@ def register_tools(server: MCPServer[Any]) -> None:
         prefix: Annotated[str | None, Field(description="Only this budget and those under it, e.g. 'acme'.")] = None,
     ) -> Annotated[CallToolResult, BudgetList]:
         """Every budget (or those under prefix) as a tree, each with its current status."""
+        state = _state(ctx)
         with tool_errors():
-            tree = await _state(ctx).engine.tree(prefix)
+            tree = scoped_forest(await state.engine.tree(prefix), state.grant())
         listing = BudgetList(budgets=tree, count=_count(tree))
         roots = ", ".join(f"{n.budget_id} {money(n.available_usd)} left" for n in tree[:10])
         return result(listing, f"{listing.count} budgets; " + (roots or "none yet: create one with allocate"))
@@ -268,8 +278,11 @@ def register_tools(server: MCPServer[Any]) -> None:
         for each, and ranks those that fit the budget first, then by estimated cost. Each comes with
         why it was chosen; assumptions says what was inferred from the task.
         """
+        state = _state(ctx)
         with tool_errors():
-            found = await _state(ctx).engine.recommend(
+            if budget_id is not None:
+                state.grant().check(budget_id)
+            found = await state.engine.recommend(
                 task, budget_id=budget_id, input_tokens=input_tokens, output_tokens=output_tokens, needs=needs,
                 min_tier=min_tier, providers=providers, limit=limit,
             )  # fmt: skip

@@ -1,14 +1,8 @@
 """The real `budget-mcp serve` process over stdio, streamable HTTP and SSE, with and without a token."""
 
 import json
-import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
@@ -17,45 +11,9 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.servers import EXE, free_port, server_env, serving
+
 pytestmark = pytest.mark.anyio
-EXE = str(Path(sys.executable).with_name("budget-mcp"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def server_env(db: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUDGET_MCP_") and k != "HERMES_URL"}
-    return {**env, "BUDGET_MCP_DB": str(db), **extra}
-
-
-@contextmanager
-def serving(transport: str, db: Path, **extra: str) -> Iterator[str]:
-    """A `budget-mcp serve` subprocess on a free loopback port; yields its base URL once /health answers."""
-    port = free_port()
-    process = subprocess.Popen(
-        [EXE, "serve", "--transport", transport, "--port", str(port)],
-        env=server_env(db, **extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx2.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "the server did not answer /health within 20 s"
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        process.communicate(timeout=20)
 
 
 async def session_round_trip(client: Client) -> None:

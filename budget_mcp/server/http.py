@@ -1,0 +1,91 @@
+"""Serving over HTTP: the streamable HTTP or SSE app under uvicorn, with Hermes registration beside it.
+
+Hermes runs in the web app's lifespan, once per process, and not in the MCP lifespan: with SSE
+the SDK enters that one once per connection. Registration never delays start-up (it runs in the
+background), and the entry is removed during shutdown, before uvicorn re-raises the stop signal.
+"""
+
+import re
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from starlette.applications import Starlette
+
+from budget_mcp import __version__
+from budget_mcp.config import Settings
+from budget_mcp.hermes import HermesClient
+
+MAX_REQUEST_BYTES = 256 * 1024
+CAPABILITIES = ["budget_management", "cost_tracking", "model_recommendations", "mcp"]
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[Any]]
+
+
+async def serve_http(settings: Settings, server: MCPServer[Any]) -> None:
+    """Serve `server` on settings.transport ('http' or 'sse') until stopped; register with Hermes if configured."""
+    if settings.transport == "http":
+        app = server.streamable_http_app(
+            streamable_http_path="/mcp", host=settings.host, max_request_body_size=MAX_REQUEST_BYTES
+        )
+    else:
+        app = server.sse_app(host=settings.host, max_request_body_size=MAX_REQUEST_BYTES)
+    if settings.hermes_url:
+        tools = [tool.name for tool in await server.list_tools()]
+        hermes = HermesClient(
+            settings.hermes_url,
+            registration(settings, tools),
+            heartbeat_seconds=settings.hermes_heartbeat_seconds,
+            check_seconds=settings.hermes_check_seconds,
+        )
+        app.router.lifespan_context = _with_hermes(app.router.lifespan_context, hermes)
+    await uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")).serve()
+
+
+def _with_hermes(lifespan: Lifespan, hermes: HermesClient) -> Lifespan:
+    """The app's lifespan, plus Hermes in the background; unregistering before uvicorn hands back the signal."""
+
+    @asynccontextmanager
+    async def combined(app: Starlette) -> AsyncIterator[Any]:
+        async with lifespan(app) as state, anyio.create_task_group() as tasks:
+            tasks.start_soon(hermes.run)
+            try:
+                yield state
+            finally:
+                tasks.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await hermes.unregister()
+
+    return combined
+
+
+def base_url(settings: Settings) -> str:
+    """Where clients reach this server: BUDGET_MCP_PUBLIC_URL, or the bound address (the host name for 0.0.0.0)."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host = socket.gethostname() if settings.host in {"0.0.0.0", "::"} else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+def registration(settings: Settings, tools: list[str]) -> dict[str, Any]:
+    """The body of Hermes' /api/register for this server (SPEC section 7)."""
+    base = base_url(settings)
+    host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-") or "host"
+    return {
+        "component_id": f"budget-{host}-{settings.port}",
+        "name": "budget",
+        "version": __version__,
+        "type": "budget",
+        "endpoint": base,
+        "capabilities": CAPABILITIES,
+        "metadata": {
+            "mcp_url": f"{base}/mcp" if settings.transport == "http" else None,
+            "sse_url": f"{base}/sse" if settings.transport == "sse" else None,
+            "tools": tools,
+            "port": settings.port,
+            "transport": settings.transport,
+        },
+    }
