@@ -11,6 +11,9 @@ import pytest
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
+from budget_mcp.config import Settings
+from budget_mcp.errors import ConfigError
+from budget_mcp.server.access import TokenTable
 from tests.servers import serving
 
 pytestmark = pytest.mark.anyio
@@ -153,3 +156,23 @@ async def test_missing_wrong_or_forged_credentials_are_refused(tmp_path: Path, t
         health = httpx2.get(f"{base}/health")
     statuses = [r.status_code for r in (no_token, wrong, forged_host, forged_origin, huge, health)]
     assert statuses == [401, 401, 421, 403, 413, 200]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('[[token]]\nname = "a"\ntoken = "short"\n', "at least 16 characters"),
+        ('[[token]]\ntoken = "0123456789abcdef0"\n', "needs a name"),
+        ('[[token]]\nname = "a"\ntoken = "0123456789abcdef0"\nprefixes = ["Acme!"]\n', "invalid segment"),
+        ('[[token]]\nname = "a"\ntoken = "0123456789abcdef0"\nscopes = []\n', "unknown fields ['scopes']"),
+        ('token = "x"\n', "needs [[token]] tables"),
+    ],
+)
+def test_a_wrong_tokens_file_is_a_clear_error(tmp_path: Path, content: str, problem: str) -> None:
+    path = tmp_path / "tokens.toml"
+    path.write_text(content)
+
+    with pytest.raises(ConfigError) as caught:
+        TokenTable.from_settings(Settings.load({"BUDGET_MCP_TOKENS": str(path)}, db_path=tmp_path / "l.db"))
+
+    assert problem in str(caught.value) and "0123456789abcdef0" not in str(caught.value)
