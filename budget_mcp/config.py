@@ -100,15 +100,18 @@ class Settings(BaseModel):
                 raise ConfigError(f"BUDGET_PORT={port!r} is not a TCP port; use a number from 1 to 65535")
             values["port"] = int(port)
         values.update({name: value for name, value in flags.items() if value is not None})
-        if values.get("database_url"):
-            raise ConfigError(
-                "the PostgreSQL backend is not available in this version; unset BUDGET_MCP_DATABASE_URL "
-                "(or --database-url) to use the SQLite ledger"
-            )
+        url = values.get("database_url")
+        if url and not str(url).startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"the database URL must start with postgresql://, got {str(url).split(':')[0]}:...")
         webhook = values.get("alert_webhook")
         if webhook and not str(webhook).startswith(("http://", "https://")):
             raise ConfigError(f"BUDGET_MCP_ALERT_WEBHOOK={webhook!r} must be an http:// or https:// URL")
         return cls(**values)
+
+    @property
+    def ledger_location(self) -> str | Path:
+        """Where the ledger lives: the PostgreSQL URL when one is set, else the SQLite file."""
+        return self.database_url or self.db_path
 
     def check_exposure(self) -> None:
         """Refuse to serve HTTP beyond loopback without a token, unless told it is deliberate."""

@@ -11,7 +11,9 @@ import pytest
 from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
 from budget_mcp.config import Settings
 from budget_mcp.ledger import Ledger
+from budget_mcp.ledger.postgres import PostgresLedger
 from tests.loopback import Loopback, loopback_server
+from tests.postgres_server import find_bin, postgres_server
 from tests.price_files import litellm_file
 
 
@@ -69,9 +71,30 @@ def ledger_path(tmp_path: Path) -> Path:
     return tmp_path / "ledger.db"
 
 
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """One PostgreSQL server for the whole session (skipped, with the reason, when its binaries are missing)."""
+    if find_bin() is None and not os.environ.get("BUDGET_MCP_REQUIRE_POSTGRES"):
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql-15); CI requires them")
+    with postgres_server() as dsn:
+        yield dsn
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def ledger_location(request: pytest.FixtureRequest, ledger_path: Path) -> str:
+    """Where the ledger lives, for each backend: a SQLite file, or an emptied PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(ledger_path)
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    emptied = await PostgresLedger.open(dsn)
+    await emptied.truncate()
+    await emptied.close()
+    return dsn
+
+
 @pytest.fixture
-async def ledger(ledger_path: Path) -> AsyncIterator[Ledger]:
-    opened = await open_ledger(ledger_path)
+async def ledger(ledger_location: str) -> AsyncIterator[Ledger]:
+    opened = await open_ledger(ledger_location)
     yield opened
     await opened.close()
 

@@ -10,6 +10,7 @@ from rich.tree import Tree
 from budget_mcp.cli.common import db_option, settings, with_engine
 from budget_mcp.domain.models import BudgetNode, BudgetStatus
 from budget_mcp.domain.money import human_amount
+from budget_mcp.ledger import redact_url
 
 
 @click.group()
@@ -98,12 +99,16 @@ def adjust(budget_id: str, amount_usd: str, reason: str, db_path: Path | None) -
 
 @click.command()
 @db_option
-def migrate(db_path: Path | None) -> None:
-    """Create the ledger, or bring its schema up to date."""
-    config = settings(db_path=db_path)
+@click.option("--database-url", default=None, help="PostgreSQL URL [env BUDGET_MCP_DATABASE_URL].")
+def migrate(db_path: Path | None, database_url: str | None) -> None:
+    """Create the ledger, or bring its schema up to date (safe while servers run)."""
+    config = settings(db_path=db_path, database_url=database_url)
 
     async def noop(_: object) -> None:
         return None
 
     with_engine(config, noop)
-    click.echo(f"ledger {config.db_path} is at the current schema")
+    where = (
+        f"PostgreSQL ledger {redact_url(config.database_url)}" if config.database_url else f"ledger {config.db_path}"
+    )
+    click.echo(f"{where} is at the current schema")

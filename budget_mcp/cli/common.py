@@ -43,7 +43,7 @@ def with_engine(config: Settings, action: Callable[[BudgetEngine], Awaitable[T]]
     prices = catalog(config)
 
     async def run() -> T:
-        ledger = await open_ledger(config.db_path)
+        ledger = await open_ledger(config.ledger_location)
         try:
             return await action(BudgetEngine(ledger, prices))
         finally:

@@ -57,3 +57,12 @@ def config_from_json(budget_id: str, text: str, *, closed: bool, created_at: dat
         closed=closed,
         created_at=created_at,
     )
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password, fit for messages and logs."""
+    head, at, host = url.rpartition("@")
+    if not at:
+        return url
+    scheme, _, credentials = head.partition("://")
+    return f"{scheme}://{credentials.split(':')[0]}@{host}"

@@ -19,7 +19,7 @@ Locking and durability:
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -29,9 +29,9 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 import anyio
 
-from budget_mcp.domain.accounting import TotalKey, spend_windows
+from budget_mcp.domain.accounting import TotalKey
 from budget_mcp.domain.ids import parent_of, path_of
-from budget_mcp.domain.models import AlertRecord, Entry, EntryKind, Hold, TokenCounts
+from budget_mcp.domain.models import AlertRecord, Entry, Hold
 from budget_mcp.domain.windows import Period, window_key
 from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
@@ -47,6 +47,15 @@ from budget_mcp.ledger.base import (
     Writes,
 )
 from budget_mcp.ledger.codec import config_from_json, config_to_json, from_us, to_us
+from budget_mcp.ledger.rows import (
+    ENTRY_COLUMNS,
+    add_deltas,
+    alert_from_row,
+    differences,
+    entry_from_row,
+    entry_to_row,
+    total_deltas,
+)
 from budget_mcp.ledger.schema import STEPS
 
 T = TypeVar("T")
@@ -59,10 +68,6 @@ HOLD_GRACE = timedelta(days=1)  # an expired hold can still be settled (and foun
 _JOIN_KEYS = (
     "json_each(?) AS k JOIN {table} AS t ON t.budget_id = json_extract(k.value, '$[0]') "
     "AND t.period = json_extract(k.value, '$[1]') AND t.window_start = json_extract(k.value, '$[2]')"
-)
-_ENTRY_COLUMNS = (
-    "entry_id, kind, budget_id, at_us, cost_nanos, input_tokens, output_tokens, cache_read_tokens, "
-    "cache_write_tokens, reasoning_tokens, model, provider, price_source, reservation_id, idempotency_key, metadata"
 )
 
 
@@ -160,11 +165,11 @@ class SqliteLedger:
 
         def run(conn: sqlite3.Connection) -> list[Entry]:
             rows = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE (budget_id = ? OR (budget_id > ? AND budget_id < ?)) "
+                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE (budget_id = ? OR (budget_id > ? AND budget_id < ?)) "
                 "AND at_us >= ? ORDER BY seq DESC LIMIT ?",
                 (budget_id, budget_id + "/", budget_id + "0", since_us, limit),
             ).fetchall()
-            return [_entry_from_row(row) for row in rows]
+            return [entry_from_row(row) for row in rows]
 
         return await self._in_thread(self._reader, run)
 
@@ -178,7 +183,7 @@ class SqliteLedger:
                 " spent_tokens FROM alerts WHERE budget_id = ? AND at_us >= ? ORDER BY at_us, threshold",
                 (budget_id, since_us),
             ).fetchall()
-            return [_alert_from_row(r) for r in rows]
+            return [alert_from_row(r) for r in rows]
 
         return await self._in_thread(self._reader, run)
 
@@ -422,12 +427,12 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> None
         )
     if writes.entries:
         conn.executemany(
-            f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({', '.join('?' * 16)})",
-            [_entry_to_row(entry) for entry in writes.entries],
+            f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES ({', '.join('?' * 16)})",
+            [entry_to_row(entry) for entry in writes.entries],
         )
         timezones = {b: s.config.timezone for b, s in snapshot.budgets.items()}
         timezones.update({c.budget_id: c.timezone for c in writes.budgets})
-        deltas = _total_deltas(writes.entries, lambda b: timezones.get(b) or _timezone(conn, b))
+        deltas = total_deltas(writes.entries, lambda b: timezones.get(b) or _timezone(conn, b))
         if deltas:
             conn.executemany(
                 "INSERT INTO totals (budget_id, period, window_start, spent_nanos, spent_tokens, calls) "
@@ -475,71 +480,16 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> None
         conn.execute("INSERT INTO idempotency VALUES (?, ?, ?)", (key, stored.request_hash, stored.result_json))
 
 
-def _total_deltas(entries: Iterable[Entry], timezone_of: Callable[[str], str]) -> dict[TotalKey, list[int]]:
-    deltas: dict[TotalKey, list[int]] = {}
-    for entry in entries:
-        for key in spend_windows(entry, timezone_of):
-            delta = deltas.setdefault(key, [0, 0, 0])
-            delta[0] += entry.cost_nanos
-            delta[1] += entry.tokens.total
-            delta[2] += 1 if entry.kind is EntryKind.CHARGE else 0
-    return deltas
-
-
-def _alert_from_row(r: Sequence[Any]) -> AlertRecord:
-    return AlertRecord(r[0], Period(r[1]), r[2], Decimal(r[3]), from_us(r[4]), r[5], r[6], r[7], r[8])
-
-
 def _timezone(conn: sqlite3.Connection, budget_id: str) -> str:
     row = conn.execute("SELECT config FROM budgets WHERE budget_id = ?", (budget_id,)).fetchone()
     return str(json.loads(row[0])["timezone"]) if row else "UTC"
 
 
-def _entry_to_row(entry: Entry) -> tuple[Any, ...]:
-    t = entry.tokens
-    return (
-        entry.entry_id, entry.kind.value, entry.budget_id, to_us(entry.at), entry.cost_nanos,
-        t.input, t.output, t.cache_read, t.cache_write, t.reasoning,
-        entry.model, entry.provider, entry.price_source, entry.reservation_id, entry.idempotency_key,
-        json.dumps(entry.metadata, separators=(",", ":")) if entry.metadata else None,
-    )  # fmt: skip
-
-
-def _entry_from_row(row: tuple[Any, ...]) -> Entry:
-    return Entry(
-        entry_id=row[0],
-        kind=EntryKind(row[1]),
-        budget_id=row[2],
-        at=from_us(row[3]),
-        cost_nanos=row[4],
-        tokens=TokenCounts(row[5], row[6], row[7], row[8], row[9]),
-        model=row[10],
-        provider=row[11],
-        price_source=row[12],
-        reservation_id=row[13],
-        idempotency_key=row[14],
-        metadata=json.loads(row[15]) if row[15] else {},
-    )
-
-
 def _reconcile(conn: sqlite3.Connection) -> list[str]:
     timezones = {b: json.loads(cfg)["timezone"] for b, cfg in conn.execute("SELECT budget_id, config FROM budgets")}
     expected: dict[TotalKey, list[int]] = {}
-    cursor = conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE kind IN ('charge', 'adjust') ORDER BY seq")
+    cursor = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind IN ('charge', 'adjust') ORDER BY seq")
     while rows := cursor.fetchmany(10_000):
-        for key, delta in _total_deltas(map(_entry_from_row, rows), lambda b: timezones.get(b, "UTC")).items():
-            totals = expected.setdefault(key, [0, 0, 0])
-            for i in range(3):
-                totals[i] += delta[i]
-    actual = {
-        (b, Period(p), k): [n, t, c]
-        for b, p, k, n, t, c in conn.execute(
-            "SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals"
-        )
-    }
-    differences = []
-    for key in sorted(expected.keys() | actual.keys()):
-        want, have = expected.get(key, [0, 0, 0]), actual.get(key, [0, 0, 0])
-        if want != have:
-            differences.append(f"{key[0]} {key[1].value} window {key[2]}: entries give {want}, totals hold {have}")
-    return differences
+        add_deltas(expected, total_deltas(map(entry_from_row, rows), lambda b: timezones.get(b, "UTC")))
+    actual = conn.execute("SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals")
+    return differences(expected, actual)

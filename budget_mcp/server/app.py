@@ -43,7 +43,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        ledger = await open_ledger(settings.db_path)
+        ledger = await open_ledger(settings.ledger_location)
         try:
             catalog = PriceCatalog(cache_dir=settings.prices_cache_dir, overrides_file=settings.price_overrides)
             engine = BudgetEngine(ledger, catalog)

@@ -1,4 +1,4 @@
-"""Many OS processes on one ledger file, and a process killed mid-charge."""
+"""Many OS processes on one ledger (a SQLite file, or a PostgreSQL database), and a process killed mid-charge."""
 
 import signal
 import sqlite3
@@ -23,12 +23,12 @@ def spawn(*args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-async def test_six_processes_reserving_and_charging_never_overspend(ledger_path: Path, tmp_path: Path) -> None:
-    ledger = await open_ledger(ledger_path)
+async def test_eight_processes_reserving_and_charging_never_overspend(ledger_location: str, tmp_path: Path) -> None:
+    ledger = await open_ledger(ledger_location)
     engine = BudgetEngine(ledger, PriceCatalog())
     await engine.allocate("shared", limit_usd="120")
     start = tmp_path / "start"
-    workers = [spawn("reserve-charge", str(ledger_path), "shared", str(start)) for _ in range(6)]
+    workers = [spawn("reserve-charge", ledger_location, "shared", str(start)) for _ in range(8)]
     for worker in workers:  # every worker has opened the ledger before any of them starts
         assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
     start.touch()
@@ -49,18 +49,19 @@ async def test_six_processes_reserving_and_charging_never_overspend(ledger_path:
     await ledger.close()
 
 
-async def test_charges_acknowledged_before_sigkill_survive(ledger_path: Path) -> None:
-    ledger = await open_ledger(ledger_path)
+async def test_charges_acknowledged_before_sigkill_survive(ledger_location: str) -> None:
+    ledger = await open_ledger(ledger_location)
     await BudgetEngine(ledger, PriceCatalog()).allocate("crashy")
     await ledger.close()
-    worker = spawn("charge-forever", str(ledger_path), "crashy")
+    worker = spawn("charge-forever", ledger_location, "crashy")
     assert worker.stdout is not None
     acknowledged = [worker.stdout.readline().strip() for _ in range(200)]
     worker.send_signal(signal.SIGKILL)
     worker.communicate(timeout=30)
-    with sqlite3.connect(ledger_path) as raw:
-        assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    reopened = await open_ledger(ledger_path)
+    if not ledger_location.startswith("postgresql://"):
+        with sqlite3.connect(ledger_location) as raw:
+            assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    reopened = await open_ledger(ledger_location)
     recorded = {e.entry_id for e in await reopened.entries("crashy", limit=1_000_000)}
     assert set(acknowledged) <= recorded
     assert await reopened.reconcile() == []

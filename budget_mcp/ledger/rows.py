@@ -1,0 +1,78 @@
+"""Rows shared by the storage backends: entries and alerts to and from rows, running-total deltas, reconcile."""
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from budget_mcp.domain.accounting import TotalKey, spend_windows
+from budget_mcp.domain.models import AlertRecord, Entry, EntryKind, TokenCounts
+from budget_mcp.domain.windows import Period
+from budget_mcp.ledger.codec import from_us, to_us
+
+ENTRY_COLUMNS = (
+    "entry_id, kind, budget_id, at_us, cost_nanos, input_tokens, output_tokens, cache_read_tokens, "
+    "cache_write_tokens, reasoning_tokens, model, provider, price_source, reservation_id, idempotency_key, metadata"
+)
+
+
+def total_deltas(entries: Iterable[Entry], timezone_of: Callable[[str], str]) -> dict[TotalKey, list[int]]:
+    """(spent nanos, tokens, calls) to add to each running total for these entries."""
+    deltas: dict[TotalKey, list[int]] = {}
+    for entry in entries:
+        for key in spend_windows(entry, timezone_of):
+            delta = deltas.setdefault(key, [0, 0, 0])
+            delta[0] += entry.cost_nanos
+            delta[1] += entry.tokens.total
+            delta[2] += 1 if entry.kind is EntryKind.CHARGE else 0
+    return deltas
+
+
+def add_deltas(into: dict[TotalKey, list[int]], deltas: dict[TotalKey, list[int]]) -> None:
+    """Add `deltas` into the running sums of `into`."""
+    for key, delta in deltas.items():
+        totals = into.setdefault(key, [0, 0, 0])
+        for i in range(3):
+            totals[i] += delta[i]
+
+
+def differences(expected: dict[TotalKey, list[int]], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """Each running total (rows of budget, period, window, nanos, tokens, calls) that the entries disagree with."""
+    actual = {(b, Period(p), k): [n, t, c] for b, p, k, n, t, c in rows}
+    found = []
+    for key in sorted(expected.keys() | actual.keys()):
+        want, have = expected.get(key, [0, 0, 0]), actual.get(key, [0, 0, 0])
+        if want != have:
+            found.append(f"{key[0]} {key[1].value} window {key[2]}: entries give {want}, totals hold {have}")
+    return found
+
+
+def alert_from_row(r: Sequence[Any]) -> AlertRecord:
+    return AlertRecord(r[0], Period(r[1]), r[2], Decimal(r[3]), from_us(r[4]), r[5], r[6], r[7], r[8])
+
+
+def entry_to_row(entry: Entry) -> tuple[Any, ...]:
+    t = entry.tokens
+    return (
+        entry.entry_id, entry.kind.value, entry.budget_id, to_us(entry.at), entry.cost_nanos,
+        t.input, t.output, t.cache_read, t.cache_write, t.reasoning,
+        entry.model, entry.provider, entry.price_source, entry.reservation_id, entry.idempotency_key,
+        json.dumps(entry.metadata, separators=(",", ":")) if entry.metadata else None,
+    )  # fmt: skip
+
+
+def entry_from_row(row: tuple[Any, ...]) -> Entry:
+    return Entry(
+        entry_id=row[0],
+        kind=EntryKind(row[1]),
+        budget_id=row[2],
+        at=from_us(row[3]),
+        cost_nanos=row[4],
+        tokens=TokenCounts(row[5], row[6], row[7], row[8], row[9]),
+        model=row[10],
+        provider=row[11],
+        price_source=row[12],
+        reservation_id=row[13],
+        idempotency_key=row[14],
+        metadata=json.loads(row[15]) if row[15] else {},
+    )

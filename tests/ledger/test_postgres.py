@@ -1,0 +1,94 @@
+"""What only the PostgreSQL backend has to prove: concurrent migrations, notifications, connection loss."""
+
+import secrets
+
+import anyio
+import asyncpg
+import pytest
+
+from budget_mcp import BudgetEngine, PriceCatalog
+from budget_mcp.errors import LedgerError
+from budget_mcp.ledger.postgres import PostgresLedger, migrate
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def fresh_dsn(postgres_dsn: str) -> str:
+    """A new, empty database on the session's server."""
+    name = "fresh_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(postgres_dsn)
+    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.close()
+    return postgres_dsn.replace("/budget?", f"/{name}?")
+
+
+async def test_servers_starting_at_once_migrate_safely(fresh_dsn: str) -> None:
+    versions: list[int] = []
+
+    async def start() -> None:
+        versions.append(await migrate(fresh_dsn))
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(6):
+            tasks.start_soon(start)
+
+    conn = await asyncpg.connect(fresh_dsn)
+    applied = [r[0] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")]
+    await conn.close()
+    assert versions == [1] * 6 and applied == [1]
+
+
+async def test_a_write_on_one_server_is_heard_by_another(fresh_dsn: str) -> None:
+    one, other = await PostgresLedger.open(fresh_dsn), await PostgresLedger.open(fresh_dsn)
+    try:
+        before = await other.change_counter()
+        await BudgetEngine(one, PriceCatalog()).allocate("acme", limit_usd="5")
+        with anyio.fail_after(5):
+            while await other.change_counter() == before:
+                await anyio.sleep(0.01)
+    finally:
+        await one.close()
+        await other.close()
+
+
+async def test_a_lost_connection_fails_the_request_in_flight_cleanly_and_the_next_one_works(fresh_dsn: str) -> None:
+    ledger = await PostgresLedger.open(fresh_dsn)
+    engine = BudgetEngine(ledger, PriceCatalog())
+    await engine.allocate("acme", limit_usd="5")
+    admin = await asyncpg.connect(fresh_dsn)
+    try:
+        # Hold the idempotency key's lock, so the charge waits inside its transaction; then cut its connection.
+        await admin.execute("BEGIN")
+        await admin.execute("SELECT pg_advisory_xact_lock(hashtextextended('key:retry-me', 0))")
+        failure: list[BaseException] = []
+
+        async def charge() -> None:
+            try:
+                await engine.charge("acme", cost_usd="1", idempotency_key="retry-me")
+            except LedgerError as exc:
+                failure.append(exc)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(charge)
+            with anyio.fail_after(10):
+                while not await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                ):
+                    await anyio.sleep(0.01)
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+        await admin.execute("ROLLBACK")
+        assert len(failure) == 1 and "connection to PostgreSQL was lost" in str(failure[0])
+        assert (await engine.status("acme")).spent_usd == "0.000000"  # nothing half-written
+
+        retried = await engine.charge("acme", cost_usd="1", idempotency_key="retry-me")
+        again = await engine.charge("acme", cost_usd="1", idempotency_key="retry-me")
+        assert not retried.duplicate and again.duplicate
+        assert (await engine.status("acme")).spent_usd == "1.000000"
+        assert await ledger.reconcile() == []
+    finally:
+        await admin.close()
+        await ledger.close()
