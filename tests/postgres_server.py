@@ -35,8 +35,11 @@ def _as_owner() -> dict[str, Any]:
 
 
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """Start a server, create database `budget`, yield its DSN; stop and delete everything afterwards."""
+def postgres_server(*, durable: bool = False) -> Iterator[str]:
+    """Start a server, create database `budget`, yield its DSN; stop and delete everything afterwards.
+
+    Tests run with fsync off (they kill clients, not the server); `durable=True` keeps PostgreSQL's defaults.
+    """
     folder = find_bin()
     if folder is None:
         raise FileNotFoundError("PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql-15")
@@ -51,7 +54,7 @@ def postgres_server() -> Iterator[str]:
     data = base / "data"
     try:
         run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
-        options = f"-k {base} -c listen_addresses='' -c fsync=off -c max_connections=200"
+        options = f"-k {base} -c listen_addresses='' -c max_connections=200" + ("" if durable else " -c fsync=off")
         run("pg_ctl", "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start")
         try:
             run("createdb", "-h", str(base), "-U", "postgres", "budget")

@@ -19,6 +19,7 @@ Driver and locking, chosen by measurement (benchmarks/postgres_bench.py; the pro
 Money is BIGINT nano-USD; budget ids are `COLLATE "C"` so prefix ranges compare byte-wise as in SQLite.
 """
 
+import hashlib
 import json
 import logging
 from datetime import datetime
@@ -181,7 +182,12 @@ class PostgresLedger:
         """Connect to `dsn`, bring the schema up to date (safe when several servers start at once)."""
         try:
             await migrate(dsn)
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_connections, reset=_no_reset)
+            # Generic plans: the ledger's few statements are planned once per connection, not per call
+            # (planning the snapshot statement cost twice its execution).
+            pool = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=max_connections, reset=_no_reset,
+                server_settings={"plan_cache_mode": "force_generic_plan"},
+            )  # fmt: skip
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise LedgerError(f"cannot open the PostgreSQL ledger at {redact_url(dsn)}: {exc}") from exc
         return cls(dsn, pool)
@@ -193,20 +199,27 @@ class PostgresLedger:
         await self._pool.close()
 
     async def read(self, scope: Scope, now: datetime) -> Snapshot:
-        """A consistent snapshot of `scope` (one REPEATABLE READ transaction), without any lock."""
-        async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        """A consistent snapshot of `scope`: one statement, so one MVCC snapshot, and no lock."""
+        async with self._connection() as conn:
             return await _load(conn, scope, now)
 
     async def write(self, scope: Scope, now: datetime, decide: Decide[T]) -> T:
-        """Lock the scope's trees, run `decide` on a fresh snapshot, store its writes: all in one transaction."""
-        async with self._connection() as conn, conn.transaction():
-            await _lock(conn, scope)
-            snapshot = await _load(conn, scope, now)
-            result, writes = decide(snapshot)
-            await _store(conn, writes, snapshot)
-            touched = sorted({e.budget_id for e in writes.entries} | {c.budget_id for c in writes.budgets})
-            if touched:
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, json.dumps(touched)[:7000])
+        """Lock the scope's trees, run `decide` on a fresh snapshot, store its writes: all in one transaction.
+
+        Four round trips: BEGIN with the locks, the snapshot, the writes (one statement), COMMIT.
+        """
+        async with self._connection() as conn:
+            keys = await _lock_keys(conn, scope)
+            await conn.execute("BEGIN; " + "".join(f"SELECT pg_advisory_xact_lock({k}); " for k in keys))
+            try:
+                snapshot = await _load(conn, scope, now)
+                result, writes = decide(snapshot)
+                await _store(conn, writes, snapshot)
+                await conn.execute("COMMIT")
+            except BaseException:
+                if not conn.is_closed():
+                    await conn.execute("ROLLBACK")
+                raise
         self._writes += 1
         if self._writes % PRUNE_EVERY_WRITES == 0:
             # Forget holds long expired, in a statement of its own, outside any budget's lock.
@@ -374,121 +387,157 @@ async def migrate(dsn: str) -> int:
 # ---- one transaction's work ----
 
 
-async def _lock(conn: asyncpg.Connection, scope: Scope) -> None:
-    keys = {"budget:" + b.split("/")[0] for b in scope.budget_ids}
+async def _lock_keys(conn: asyncpg.Connection, scope: Scope) -> list[int]:
+    """Advisory lock keys, sorted: the root of every budget of the scope, and the idempotency key."""
+    names = {"budget:" + b.split("/")[0] for b in scope.budget_ids}
     if scope.reservation_id and not scope.budget_ids:
         owner = await conn.fetchval("SELECT budget_id FROM holds WHERE reservation_id = $1", scope.reservation_id)
         if owner:
-            keys.add("budget:" + owner.split("/")[0])
+            names.add("budget:" + owner.split("/")[0])
     if scope.idempotency_key:
-        keys.add("key:" + scope.idempotency_key)
-    if keys:
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(x, 0) AS k "
-            "FROM unnest($1::text[]) AS x ORDER BY 1) AS sorted",
-            sorted(keys),
-        )
+        names.add("key:" + scope.idempotency_key)
+    return sorted(lock_key(name) for name in names)
+
+
+def lock_key(name: str) -> int:
+    """The 64-bit advisory lock key of a name ('budget:<root>' or 'key:<idempotency key>')."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+_SCOPES = {
+    "ids": "budget_id = ANY($1::text[])",
+    "subtree": "budget_id = ($1::text[])[1] "
+    "OR (budget_id > ($1::text[])[1] || '/' AND budget_id < ($1::text[])[1] || '0')",
+    "everything": "cardinality($1::text[]) >= 0",
+}
+_LOAD = """
+WITH b AS (
+    SELECT budget_id, parent_id, config, closed, created_at_us FROM budgets WHERE {scope}
+), c AS (
+    SELECT budget_id, parent_id, config, closed, created_at_us FROM budgets
+    WHERE NOT closed AND parent_id IN (SELECT budget_id FROM b) AND budget_id NOT IN (SELECT budget_id FROM b)
+), every AS (SELECT * FROM b UNION ALL SELECT * FROM c)
+SELECT
+    (SELECT coalesce(json_agg(json_build_array(budget_id, parent_id, config, closed, created_at_us)), '[]')
+       FROM b),
+    (SELECT coalesce(json_agg(json_build_array(budget_id, parent_id, config, closed, created_at_us)), '[]')
+       FROM c),
+    (SELECT coalesce(json_agg(json_build_array(t.budget_id, t.period, t.window_start, t.spent_nanos,
+                                               t.spent_tokens, t.calls)), '[]')
+       FROM every CROSS JOIN unnest($2::text[]) AS p(period)
+       CROSS JOIN LATERAL (SELECT * FROM totals t WHERE t.budget_id = every.budget_id AND t.period = p.period
+                           AND t.window_start <= $3 ORDER BY t.window_start DESC LIMIT 1) AS t),
+    (SELECT coalesce(json_agg(json_build_array(a.budget_id, a.period, a.window_start, a.threshold)), '[]')
+       FROM alerts a WHERE a.budget_id IN (SELECT budget_id FROM every)
+       AND (a.window_start >= $4 OR a.window_start = 0)),
+    (SELECT coalesce(json_agg(json_build_array(budget_id, nanos, tokens)), '[]') FROM (
+       SELECT budget_id, SUM(cost_nanos) AS nanos, SUM(tokens) AS tokens FROM hold_budgets
+       WHERE budget_id IN (SELECT budget_id FROM every) AND expires_at_us > $5 GROUP BY budget_id) AS h),
+    (SELECT json_build_array(reservation_id, budget_id, cost_nanos, tokens, created_at_us, expires_at_us)
+       FROM holds WHERE reservation_id = $6),
+    (SELECT json_build_array(entry_id, kind) FROM entries
+       WHERE reservation_id = $6 AND kind <> 'hold' ORDER BY seq DESC LIMIT 1),
+    (SELECT json_build_array(request_hash, result) FROM idempotency WHERE key = $7)
+"""
+_OLDEST_CURRENT_WINDOW = 40 * 86_400  # seconds: every non-total window that holds `now` started after now - 40 days
 
 
 async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime) -> Snapshot:
-    now_us = to_us(now)
-    columns = "budget_id, parent_id, config, closed, created_at_us"
-    if scope.everything:
-        rows = await conn.fetch(f"SELECT {columns} FROM budgets")
-    elif scope.subtree is not None:
-        root = scope.subtree
-        rows = await conn.fetch(
-            f"SELECT {columns} FROM budgets WHERE budget_id = $1 OR (budget_id > $2 AND budget_id < $3)",
-            root, root + "/", root + "0",
-        )  # fmt: skip
-    else:
-        rows = await conn.fetch(
-            f"SELECT {columns} FROM budgets WHERE budget_id = ANY($1::text[])", list(scope.budget_ids)
-        )
-    loaded = {row[0]: row for row in rows}
-    children: dict[str, list[str]] = {budget_id: [] for budget_id in loaded}
-    if loaded:
-        for row in await conn.fetch(
-            f"SELECT {columns} FROM budgets WHERE NOT closed AND parent_id = ANY($1::text[])", list(loaded)
-        ):
-            children[row[1]].append(row[0])
-            loaded.setdefault(row[0], row)
-    configs = {
-        budget_id: config_from_json(budget_id, row[2], closed=bool(row[3]), created_at=from_us(row[4]))
-        for budget_id, row in loaded.items()
-    }
+    """The scope's snapshot in one statement (one round trip, one MVCC snapshot)."""
+    now_s = int(now.timestamp())
+    kind, selector = (
+        ("everything", []) if scope.everything
+        else ("subtree", [scope.subtree]) if scope.subtree is not None
+        else ("ids", list(scope.budget_ids))
+    )  # fmt: skip
+    row = await conn.fetchrow(
+        _LOAD.format(scope=_SCOPES[kind]), selector, [p.value for p in Period], now_s,
+        now_s - _OLDEST_CURRENT_WINDOW, to_us(now), scope.reservation_id, scope.idempotency_key,
+    )  # fmt: skip
+    scoped, extra, totals, alerts, holds = (json.loads(row[n]) for n in range(5))
+    rows = scoped + extra
+    in_scope = {r[0] for r in scoped}
+    children: dict[str, list[str]] = {budget_id: [] for budget_id in in_scope}
+    for budget_id, parent_id, _, closed, _ in rows:
+        if not closed and parent_id in in_scope:
+            children[parent_id].append(budget_id)
+    configs = {r[0]: config_from_json(r[0], r[2], closed=bool(r[3]), created_at=from_us(r[4])) for r in rows}
+    current = {(b, p.value): window_key(p, c.timezone, now) for b, c in configs.items() for p in Period}
     usage: dict[str, dict[Period, WindowUsage]] = {b: {p: WindowUsage() for p in Period} for b in configs}
-    alerts_raised: set[tuple[str, Period, int, str]] = set()
-    held: dict[str, tuple[int, int]] = {}
-    if configs:
-        keys = [(b, p.value, window_key(p, c.timezone, now)) for b, c in configs.items() for p in Period]
-        key_args = ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
-        join = (
-            "unnest($1::text[], $2::text[], $3::bigint[]) AS k(b, p, w) JOIN {table} AS t "
-            "ON t.budget_id = k.b AND t.period = k.p AND t.window_start = k.w"
-        )
-        for budget_id, period, spent, tokens, calls in await conn.fetch(
-            "SELECT t.budget_id, t.period, t.spent_nanos, t.spent_tokens, t.calls FROM " + join.format(table="totals"),
-            *key_args,
-        ):
+    for budget_id, period, start, spent, tokens, calls in totals:
+        if current.get((budget_id, period)) == start:
             usage[budget_id][Period(period)] = WindowUsage(spent, tokens, calls)
-        for budget_id, period, start, threshold in await conn.fetch(
-            "SELECT t.budget_id, t.period, t.window_start, t.threshold FROM " + join.format(table="alerts"), *key_args
-        ):
-            alerts_raised.add((budget_id, Period(period), start, threshold))
-        for budget_id, nanos, tokens in await conn.fetch(
-            "SELECT budget_id, SUM(cost_nanos), SUM(tokens) FROM hold_budgets "
-            "WHERE budget_id = ANY($1::text[]) AND expires_at_us > $2 GROUP BY budget_id",
-            list(configs), now_us,
-        ):  # fmt: skip
-            held[budget_id] = (int(nanos), int(tokens))
+    alerts_raised = {
+        (b, Period(p), start, threshold) for b, p, start, threshold in alerts if current.get((b, p)) == start
+    }
+    held = {budget_id: (int(nanos), int(tokens)) for budget_id, nanos, tokens in holds}
     budgets = {
         b: BudgetState(c, usage[b], *held.get(b, (0, 0)), children=sorted(children.get(b, [])))
         for b, c in configs.items()
     }
     snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised)
     if scope.reservation_id:
-        snapshot.reservation = await _load_reservation(conn, scope.reservation_id)
-    if scope.idempotency_key:
-        row = await conn.fetchrow("SELECT request_hash, result FROM idempotency WHERE key = $1", scope.idempotency_key)
-        snapshot.stored_result = StoredResult(row[0], row[1]) if row else None
+        hold, closing = (json.loads(row[n]) if row[n] else None for n in (5, 6))
+        if hold:
+            found = Hold(hold[0], hold[1], hold[2], hold[3], from_us(hold[4]), from_us(hold[5]))
+            snapshot.reservation = ReservationState(scope.reservation_id, found)
+        elif closing:
+            snapshot.reservation = ReservationState(scope.reservation_id, None, closing[0], closing[1])
+    if scope.idempotency_key and row[7]:
+        stored = json.loads(row[7])
+        snapshot.stored_result = StoredResult(stored[0], stored[1])
     return snapshot
 
 
-async def _load_reservation(conn: asyncpg.Connection, reservation_id: str) -> ReservationState | None:
-    row = await conn.fetchrow(
-        "SELECT reservation_id, budget_id, cost_nanos, tokens, created_at_us, expires_at_us FROM holds "
-        "WHERE reservation_id = $1",
-        reservation_id,
-    )
-    if row:
-        hold = Hold(row[0], row[1], row[2], row[3], from_us(row[4]), from_us(row[5]))
-        return ReservationState(reservation_id, hold)
-    closing = await conn.fetchrow(
-        "SELECT entry_id, kind FROM entries WHERE reservation_id = $1 AND kind != 'hold' ORDER BY seq DESC LIMIT 1",
-        reservation_id,
-    )
-    return ReservationState(reservation_id, None, closing[0], closing[1]) if closing else None
+_STORE = f"""
+WITH new_budgets AS (
+    INSERT INTO budgets (budget_id, parent_id, config, closed, created_at_us, updated_at_us)
+    SELECT b, p, c, x, t, t FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[]) AS n(b, p, c, x),
+         (SELECT $5::bigint AS t) AS now
+    ON CONFLICT (budget_id) DO UPDATE
+    SET config = excluded.config, closed = excluded.closed, updated_at_us = excluded.updated_at_us
+), new_entries AS (
+    INSERT INTO entries ({ENTRY_COLUMNS})
+    SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[],
+                         $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[], $17::text[],
+                         $18::text[], $19::text[], $20::text[], $21::text[])
+), new_totals AS (
+    INSERT INTO totals (budget_id, period, window_start, spent_nanos, spent_tokens, calls)
+    SELECT * FROM unnest($22::text[], $23::text[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[])
+    ON CONFLICT (budget_id, period, window_start) DO UPDATE
+    SET spent_nanos = totals.spent_nanos + excluded.spent_nanos,
+        spent_tokens = totals.spent_tokens + excluded.spent_tokens, calls = totals.calls + excluded.calls
+), new_holds AS (
+    INSERT INTO holds SELECT * FROM unnest($28::text[], $29::text[], $30::bigint[], $31::bigint[], $32::bigint[],
+                                           $33::bigint[])
+), new_hold_budgets AS (
+    INSERT INTO hold_budgets (budget_id, reservation_id, cost_nanos, tokens, expires_at_us)
+    SELECT * FROM unnest($34::text[], $35::text[], $36::bigint[], $37::bigint[], $38::bigint[])
+), gone_holds AS (
+    DELETE FROM holds WHERE reservation_id = ANY($39::text[])
+), gone_hold_budgets AS (
+    DELETE FROM hold_budgets WHERE reservation_id = ANY($39::text[])
+), new_alerts AS (
+    INSERT INTO alerts SELECT * FROM unnest($40::text[], $41::text[], $42::bigint[], $43::text[], $44::bigint[],
+                                            $45::bigint[], $46::bigint[], $47::bigint[], $48::bigint[])
+    ON CONFLICT DO NOTHING
+), new_result AS (
+    INSERT INTO idempotency SELECT * FROM unnest($49::text[], $50::text[], $51::text[])
+)
+SELECT pg_notify('{CHANNEL}', $52) WHERE $52 IS NOT NULL
+"""
 
 
 async def _store(conn: asyncpg.Connection, writes: Writes, snapshot: Snapshot) -> None:
+    """All of a decision's writes, and the change notification, in one statement."""
+    if not (writes.budgets or writes.entries or writes.holds_added or writes.holds_removed or writes.alerts):
+        if writes.stored_result is None:
+            return
     now_us = to_us(snapshot.now)
-    if writes.budgets:
-        await conn.executemany(
-            "INSERT INTO budgets (budget_id, parent_id, config, closed, created_at_us, updated_at_us) "
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (budget_id) DO UPDATE SET config = excluded.config, "
-            "closed = excluded.closed, updated_at_us = excluded.updated_at_us",
-            [
-                (c.budget_id, parent_of(c.budget_id), config_to_json(c), c.closed, now_us, now_us)
-                for c in writes.budgets
-            ],
-        )
+    budgets = [(c.budget_id, parent_of(c.budget_id), config_to_json(c), c.closed) for c in writes.budgets]
+    entries = [entry_to_row(entry) for entry in writes.entries]
+    totals: list[tuple[Any, ...]] = []
     if writes.entries:
-        placeholders = ", ".join(f"${n}" for n in range(1, 17))
-        await conn.executemany(
-            f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES ({placeholders})",
-            [entry_to_row(entry) for entry in writes.entries],
-        )
         timezones = {b: s.config.timezone for b, s in snapshot.budgets.items()}
         timezones.update({c.budget_id: c.timezone for c in writes.budgets})
         missing = {b for e in writes.entries for b in path_of(e.budget_id)} - timezones.keys()
@@ -498,41 +547,35 @@ async def _store(conn: asyncpg.Connection, writes: Writes, snapshot: Snapshot) -
             ):
                 timezones[budget_id] = json.loads(config)["timezone"]
         deltas = total_deltas(writes.entries, lambda b: timezones.get(b, "UTC"))
-        if deltas:
-            # Sorted, so two transactions touching the same totals take their row locks in the same order.
-            await conn.executemany(
-                "INSERT INTO totals (budget_id, period, window_start, spent_nanos, spent_tokens, calls) "
-                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (budget_id, period, window_start) DO UPDATE SET "
-                "spent_nanos = totals.spent_nanos + excluded.spent_nanos, "
-                "spent_tokens = totals.spent_tokens + excluded.spent_tokens, calls = totals.calls + excluded.calls",
-                sorted((b, p.value, k, *d) for (b, p, k), d in deltas.items()),
-            )
-    for hold in writes.holds_added:
-        await conn.execute(
-            "INSERT INTO holds VALUES ($1, $2, $3, $4, $5, $6)",
-            hold.reservation_id, hold.budget_id, hold.cost_nanos, hold.tokens, to_us(hold.created_at),
-            to_us(hold.expires_at),
-        )  # fmt: skip
-        await conn.executemany(
-            "INSERT INTO hold_budgets (budget_id, reservation_id, cost_nanos, tokens, expires_at_us) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            [
-                (b, hold.reservation_id, hold.cost_nanos, hold.tokens, to_us(hold.expires_at))
-                for b in path_of(hold.budget_id)
-            ],
-        )
-    if writes.holds_removed:
-        await conn.execute("DELETE FROM holds WHERE reservation_id = ANY($1::text[])", writes.holds_removed)
-        await conn.execute("DELETE FROM hold_budgets WHERE reservation_id = ANY($1::text[])", writes.holds_removed)
-    if writes.alerts:
-        await conn.executemany(
-            "INSERT INTO alerts VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-            [
-                (a.budget_id, a.period.value, a.window_key, str(a.threshold), to_us(a.at), a.spent_nanos,
-                 a.limit_nanos, a.spent_tokens, a.limit_tokens)
-                for a in writes.alerts
-            ],
-        )  # fmt: skip
-    if writes.stored_result:
-        key, stored = writes.stored_result
-        await conn.execute("INSERT INTO idempotency VALUES ($1, $2, $3)", key, stored.request_hash, stored.result_json)
+        totals = sorted((b, p.value, k, *d) for (b, p, k), d in deltas.items())
+    holds = [
+        (h.reservation_id, h.budget_id, h.cost_nanos, h.tokens, to_us(h.created_at), to_us(h.expires_at))
+        for h in writes.holds_added
+    ]
+    hold_budgets = [
+        (b, h.reservation_id, h.cost_nanos, h.tokens, to_us(h.expires_at))
+        for h in writes.holds_added
+        for b in path_of(h.budget_id)
+    ]
+    alerts = [
+        (a.budget_id, a.period.value, a.window_key, str(a.threshold), to_us(a.at), a.spent_nanos, a.limit_nanos,
+         a.spent_tokens, a.limit_tokens)
+        for a in writes.alerts
+    ]  # fmt: skip
+    results = (
+        [(key, stored.request_hash, stored.result_json) for key, stored in [writes.stored_result]]
+        if (writes.stored_result)
+        else []
+    )
+    touched = sorted({e.budget_id for e in writes.entries} | {c.budget_id for c in writes.budgets})
+    await conn.execute(
+        _STORE,
+        *_columns(budgets, 4), now_us, *_columns(entries, 16), *_columns(totals, 6), *_columns(holds, 6),
+        *_columns(hold_budgets, 5), list(writes.holds_removed), *_columns(alerts, 9), *_columns(results, 3),
+        json.dumps(touched)[:7000] if touched else None,
+    )  # fmt: skip
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows turned into one list per column, as unnest() takes them."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]

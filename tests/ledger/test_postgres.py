@@ -8,7 +8,7 @@ import pytest
 
 from budget_mcp import BudgetEngine, PriceCatalog
 from budget_mcp.errors import LedgerError
-from budget_mcp.ledger.postgres import PostgresLedger, migrate
+from budget_mcp.ledger.postgres import PostgresLedger, lock_key, migrate
 
 pytestmark = pytest.mark.anyio
 
@@ -60,7 +60,7 @@ async def test_a_lost_connection_fails_the_request_in_flight_cleanly_and_the_nex
     try:
         # Hold the idempotency key's lock, so the charge waits inside its transaction; then cut its connection.
         await admin.execute("BEGIN")
-        await admin.execute("SELECT pg_advisory_xact_lock(hashtextextended('key:retry-me', 0))")
+        await admin.execute("SELECT pg_advisory_xact_lock($1)", lock_key("key:retry-me"))
         failure: list[BaseException] = []
 
         async def charge() -> None:
