@@ -22,9 +22,9 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from budget_mcp import BudgetEngine, PriceCatalog  # noqa: E402
-from budget_mcp.ledger.postgres import PostgresLedger  # noqa: E402
-from tests.postgres_server import postgres_server  # noqa: E402
+from budget_mcp import BudgetEngine, PriceCatalog
+from budget_mcp.ledger.postgres import PostgresLedger
+from tests.postgres_server import postgres_server
 
 TASKS = 32
 POOL = 8

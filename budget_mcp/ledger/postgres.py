@@ -98,7 +98,7 @@ STEPS: list[str] = [
     );
     CREATE INDEX entries_budget ON entries(budget_id, seq);
     CREATE INDEX entries_budget_time ON entries(budget_id, at_us);
-    CREATE INDEX entries_reservation ON entries(reservation_id) WHERE reservation_id IS NOT NULL;
+    CREATE INDEX entries_reservation ON entries(reservation_id, seq);
     CREATE FUNCTION entries_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN RAISE EXCEPTION 'ledger entries are append-only'; END $$;
     CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE ON entries
@@ -436,8 +436,8 @@ SELECT
     (SELECT json_build_array(reservation_id, budget_id, cost_nanos, tokens, created_at_us, expires_at_us)
        FROM holds WHERE reservation_id = $6),
     (SELECT json_build_array(entry_id, kind) FROM entries
-       WHERE reservation_id = $6 AND kind <> 'hold' ORDER BY seq DESC LIMIT 1),
-    (SELECT json_build_array(request_hash, result) FROM idempotency WHERE key = $7)
+       WHERE $6::text IS NOT NULL AND reservation_id = $6 AND kind <> 'hold' ORDER BY seq DESC LIMIT 1),
+    (SELECT json_build_array(request_hash, result) FROM idempotency WHERE $7::text IS NOT NULL AND key = $7)
 """
 _OLDEST_CURRENT_WINDOW = 40 * 86_400  # seconds: every non-total window that holds `now` started after now - 40 days
 
