@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run stdio test check bench install
+.PHONY: run stdio test check bench bench-postgres install
 
 $(BIN)/budget-mcp: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,3 +27,6 @@ check: install  ## formatting, lint and types
 
 bench: install  ## ledger benchmark (add ARGS=--quick for a short run)
 	$(BIN)/python benchmarks/ledger_bench.py $(ARGS)
+
+bench-postgres: install  ## PostgreSQL benchmark: starts its own server (needs postgresql-15); ARGS=--quick for a short run
+	$(BIN)/python benchmarks/postgres_bench.py $(ARGS)

@@ -63,3 +63,17 @@ def test_console_script_runs_as_a_process(ledger_path: Path) -> None:
     exe = Path(sys.executable).with_name("budget-mcp")
     done = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("budget-mcp, version ")
+
+
+def test_cli_works_on_a_postgresql_ledger(postgres_dsn: str) -> None:
+    env = {"BUDGET_MCP_DATABASE_URL": postgres_dsn}
+    migrated = CliRunner().invoke(main, ["migrate"], env=env)
+    assert migrated.exit_code == 0 and "PostgreSQL ledger postgresql://postgres@/budget" in migrated.output
+    assert CliRunner().invoke(main, ["budgets", "set", "pgroot", "--limit-usd", "7"], env=env).exit_code == 0
+    shown = CliRunner().invoke(main, ["budgets", "show", "pgroot"], env=env)
+    assert shown.exit_code == 0 and json.loads(shown.output)["limit_usd"] == "7.000000"
+
+
+def test_a_database_url_that_is_not_postgresql_is_refused(tmp_path: Path) -> None:
+    code, out = run("migrate", "--database-url", "mysql://x@y/z")
+    assert code == 1 and "must start with postgresql://" in out
