@@ -133,16 +133,19 @@ def _seconds(variable: str, text: str) -> float:
     return value
 
 
-def load_tokens_file(path: Path) -> list[dict[str, Any]]:
-    """Scoped tokens from a TOML file of `[[token]]` tables (name, token, prefixes, create_roots)."""
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
+            return tomllib.load(handle)
     except OSError as exc:
-        raise ConfigError(f"cannot read the tokens file {path}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"the tokens file {path} is not valid TOML: {exc}") from exc
-    tokens = data.get("token")
+        raise ConfigError(f"the {what} file {path} is not valid TOML: {exc}") from exc
+
+
+def load_tokens_file(path: Path) -> list[dict[str, Any]]:
+    """Scoped tokens from a TOML file of `[[token]]` tables (name, token, prefixes, create_roots)."""
+    tokens = _read_toml(path, "tokens").get("token")
     if not isinstance(tokens, list) or not all(isinstance(t, dict) for t in tokens):
         raise ConfigError(f"the tokens file {path} needs [[token]] tables; see the README for an example")
     return tokens
@@ -150,14 +153,7 @@ def load_tokens_file(path: Path) -> list[dict[str, Any]]:
 
 def load_budgets_file(path: Path) -> list[dict[str, Any]]:
     """Budget declarations from a TOML file (`[budgets."id"]` tables), parents before children."""
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read the budgets file {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"the budgets file {path} is not valid TOML: {exc}") from exc
-    budgets = data.get("budgets")
+    budgets = _read_toml(path, "budgets").get("budgets")
     if not isinstance(budgets, dict):
         raise ConfigError(f'the budgets file {path} has no [budgets."<id>"] tables; see the README for an example')
     declarations = []

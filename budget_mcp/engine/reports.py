@@ -28,7 +28,7 @@ from budget_mcp.domain.models import (
     SpendFigures,
     SpendReport,
 )
-from budget_mcp.domain.money import format_usd
+from budget_mcp.domain.money import format_usd, to_nanos
 from budget_mcp.domain.windows import Period, zone
 from budget_mcp.ledger import DeliveryAttempt, SpendRow
 
@@ -50,7 +50,7 @@ def build_report(
     current = window_start == status.window_start
     tz = zone(status.timezone)
     spent = sum(r.cost_nanos for r in rows)
-    totals = _totals(status, rows, spent) if current else _past_totals(status, rows, spent)
+    totals = _totals(status, rows, spent, current)
     if current:
         burn, forecast = status.burn_rate_usd_per_hour, status.forecast
     else:
@@ -114,31 +114,20 @@ def ledger_entry(entry: Entry) -> LedgerEntry:
     )
 
 
-def _totals(status: BudgetStatus, rows: Sequence[SpendRow], spent: int) -> ReportTotals:
+def _totals(status: BudgetStatus, rows: Sequence[SpendRow], spent: int, current: bool) -> ReportTotals:
+    """The current window's figures come from the status; a past window's from its rows (nothing held then)."""
+    calls = sum(r.calls for r in rows)
+    common = {"limit_usd": status.limit_usd, "limit_tokens": status.limit_tokens, "calls": calls}
+    if current:
+        return ReportTotals(
+            spent_usd=status.spent_usd, spent_tokens=status.spent_tokens, held_usd=status.held_usd,
+            allocated_usd=status.allocated_usd, available_usd=status.available_usd, **common,
+        )  # fmt: skip
+    limit = None if status.limit_usd is None else to_nanos(Decimal(status.limit_usd))
     return ReportTotals(
-        spent_usd=status.spent_usd,
-        spent_tokens=status.spent_tokens,
-        held_usd=status.held_usd,
-        allocated_usd=status.allocated_usd,
-        available_usd=status.available_usd,
-        limit_usd=status.limit_usd,
-        limit_tokens=status.limit_tokens,
-        calls=sum(r.calls for r in rows),
-    )
-
-
-def _past_totals(status: BudgetStatus, rows: Sequence[SpendRow], spent: int) -> ReportTotals:
-    limit = None if status.limit_usd is None else Decimal(status.limit_usd)
-    return ReportTotals(
-        spent_usd=format_usd(spent),
-        spent_tokens=sum(r.tokens for r in rows),
-        held_usd=format_usd(0),
-        allocated_usd=None,
-        available_usd=None if limit is None else format_usd(int(limit * 10**9) - spent),
-        limit_usd=status.limit_usd,
-        limit_tokens=status.limit_tokens,
-        calls=sum(r.calls for r in rows),
-    )
+        spent_usd=format_usd(spent), spent_tokens=sum(r.tokens for r in rows), held_usd=format_usd(0),
+        allocated_usd=None, available_usd=None if limit is None else format_usd(limit - spent), **common,
+    )  # fmt: skip
 
 
 def _group(
