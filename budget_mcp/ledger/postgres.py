@@ -163,8 +163,13 @@ STEPS: list[str] = [
 TABLES = ("alert_deliveries", "idempotency", "alerts", "hold_budgets", "holds", "totals", "entries", "budgets")
 
 
-async def _no_reset(_: asyncpg.Connection) -> None:
-    """Pooled connections never keep session state, so releasing one needs no reset round trip."""
+async def _reset(conn: asyncpg.Connection) -> None:
+    """Roll back what a request cut off mid-transaction left open; otherwise nothing (no reset round trip).
+
+    Pooled connections carry no session state, so the driver's default reset query is not needed.
+    """
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 class PostgresLedger:
@@ -185,7 +190,7 @@ class PostgresLedger:
             # Generic plans: the ledger's few statements are planned once per connection, not per call
             # (planning the snapshot statement cost twice its execution).
             pool = await asyncpg.create_pool(
-                dsn, min_size=1, max_size=max_connections, reset=_no_reset,
+                dsn, min_size=1, max_size=max_connections, reset=_reset,
                 server_settings={"plan_cache_mode": "force_generic_plan"},
             )  # fmt: skip
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -210,14 +215,14 @@ class PostgresLedger:
         """
         async with self._connection() as conn:
             keys = await _lock_keys(conn, scope)
-            await conn.execute("BEGIN; " + "".join(f"SELECT pg_advisory_xact_lock({k}); " for k in keys))
             try:
+                await conn.execute("BEGIN; " + "".join(f"SELECT pg_advisory_xact_lock({k}); " for k in keys))
                 snapshot = await _load(conn, scope, now)
                 result, writes = decide(snapshot)
                 await _store(conn, writes, snapshot)
                 await conn.execute("COMMIT")
             except BaseException:
-                if not conn.is_closed():
+                if not conn.is_closed() and conn.is_in_transaction():
                     await conn.execute("ROLLBACK")
                 raise
         self._writes += 1
