@@ -494,43 +494,61 @@ async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime) -> Snapsh
     return snapshot
 
 
-_STORE = f"""
-WITH new_budgets AS (
-    INSERT INTO budgets (budget_id, parent_id, config, closed, created_at_us, updated_at_us)
-    SELECT b, p, c, x, t, t FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[]) AS n(b, p, c, x),
-         (SELECT $5::bigint AS t) AS now
-    ON CONFLICT (budget_id) DO UPDATE
-    SET config = excluded.config, closed = excluded.closed, updated_at_us = excluded.updated_at_us
-), new_entries AS (
-    INSERT INTO entries ({ENTRY_COLUMNS})
-    SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[],
-                         $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[], $17::text[],
-                         $18::text[], $19::text[], $20::text[], $21::text[])
-), new_totals AS (
-    INSERT INTO totals (budget_id, period, window_start, spent_nanos, spent_tokens, calls)
-    SELECT * FROM unnest($22::text[], $23::text[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[])
-    ON CONFLICT (budget_id, period, window_start) DO UPDATE
-    SET spent_nanos = totals.spent_nanos + excluded.spent_nanos,
-        spent_tokens = totals.spent_tokens + excluded.spent_tokens, calls = totals.calls + excluded.calls
-), new_holds AS (
-    INSERT INTO holds SELECT * FROM unnest($28::text[], $29::text[], $30::bigint[], $31::bigint[], $32::bigint[],
-                                           $33::bigint[])
-), new_hold_budgets AS (
-    INSERT INTO hold_budgets (budget_id, reservation_id, cost_nanos, tokens, expires_at_us)
-    SELECT * FROM unnest($34::text[], $35::text[], $36::bigint[], $37::bigint[], $38::bigint[])
-), gone_holds AS (
-    DELETE FROM holds WHERE reservation_id = ANY($39::text[])
-), gone_hold_budgets AS (
-    DELETE FROM hold_budgets WHERE reservation_id = ANY($39::text[])
-), new_alerts AS (
-    INSERT INTO alerts SELECT * FROM unnest($40::text[], $41::text[], $42::bigint[], $43::text[], $44::bigint[],
-                                            $45::bigint[], $46::bigint[], $47::bigint[], $48::bigint[])
-    ON CONFLICT DO NOTHING
-), new_result AS (
-    INSERT INTO idempotency SELECT * FROM unnest($49::text[], $50::text[], $51::text[])
-)
-SELECT pg_notify('{CHANNEL}', $52) WHERE $52 IS NOT NULL
-"""
+# The writes of one decision as one statement: a data-modifying CTE per kind of row present (so each shape
+# of write has its own small statement, planned once), each fed whole columns through unnest().
+_WRITE_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "budgets": (
+        "INSERT INTO budgets (budget_id, parent_id, config, closed, created_at_us, updated_at_us) "
+        "SELECT b, p, c, x, t, t FROM unnest({0}, {1}, {2}, {3}, {4}) AS n(b, p, c, x, t) "
+        "ON CONFLICT (budget_id) DO UPDATE "
+        "SET config = excluded.config, closed = excluded.closed, updated_at_us = excluded.updated_at_us",
+        ("text", "text", "text", "bool", "bigint"),
+    ),
+    "entries": (
+        f"INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM unnest({', '.join(f'{{{n}}}' for n in range(16))})",
+        ("text", "text", "text", *("bigint",) * 7, *("text",) * 6),
+    ),
+    "totals": (
+        "INSERT INTO totals (budget_id, period, window_start, spent_nanos, spent_tokens, calls) "
+        "SELECT * FROM unnest({0}, {1}, {2}, {3}, {4}, {5}) "
+        "ON CONFLICT (budget_id, period, window_start) DO UPDATE "
+        "SET spent_nanos = totals.spent_nanos + excluded.spent_nanos, "
+        "spent_tokens = totals.spent_tokens + excluded.spent_tokens, calls = totals.calls + excluded.calls",
+        ("text", "text", "bigint", "bigint", "bigint", "bigint"),
+    ),
+    "holds": (
+        "INSERT INTO holds SELECT * FROM unnest({0}, {1}, {2}, {3}, {4}, {5})",
+        ("text", "text", "bigint", "bigint", "bigint", "bigint"),
+    ),
+    "hold_budgets": (
+        "INSERT INTO hold_budgets (budget_id, reservation_id, cost_nanos, tokens, expires_at_us) "
+        "SELECT * FROM unnest({0}, {1}, {2}, {3}, {4})",
+        ("text", "text", "bigint", "bigint", "bigint"),
+    ),
+    "gone_holds": ("DELETE FROM holds WHERE reservation_id = ANY({0})", ("text",)),
+    "gone_hold_budgets": ("DELETE FROM hold_budgets WHERE reservation_id = ANY({0})", ("text",)),
+    "alerts": (
+        "INSERT INTO alerts SELECT * FROM unnest({0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}) ON CONFLICT DO NOTHING",
+        ("text", "text", "bigint", "text", "bigint", "bigint", "bigint", "bigint", "bigint"),
+    ),
+    "idempotency": ("INSERT INTO idempotency SELECT * FROM unnest({0}, {1}, {2})", ("text", "text", "text")),
+}
+
+
+def _write_statement(rows: dict[str, list[tuple[Any, ...]]], notify: str | None) -> tuple[str, list[Any]]:
+    """The statement (and its arguments) writing the non-empty `rows` of each part, then notifying."""
+    ctes: list[str] = []
+    args: list[Any] = []
+    for name, found in rows.items():
+        if not found:
+            continue
+        template, types = _WRITE_PARTS[name]
+        numbers = [f"${len(args) + n + 1}::{kind}[]" for n, kind in enumerate(types)]
+        args.extend(list(column) for column in zip(*found, strict=True))
+        ctes.append(f"w_{name} AS ({template.format(*numbers)})")
+    args.append(notify)
+    head = f"WITH {', '.join(ctes)} " if ctes else ""
+    return f"{head}SELECT pg_notify('{CHANNEL}', ${len(args)}) WHERE ${len(args)}::text IS NOT NULL", args
 
 
 async def _store(conn: asyncpg.Connection, writes: Writes, snapshot: Snapshot) -> None:
@@ -539,7 +557,7 @@ async def _store(conn: asyncpg.Connection, writes: Writes, snapshot: Snapshot) -
         if writes.stored_result is None:
             return
     now_us = to_us(snapshot.now)
-    budgets = [(c.budget_id, parent_of(c.budget_id), config_to_json(c), c.closed) for c in writes.budgets]
+    budgets = [(c.budget_id, parent_of(c.budget_id), config_to_json(c), c.closed, now_us) for c in writes.budgets]
     entries = [entry_to_row(entry) for entry in writes.entries]
     totals: list[tuple[Any, ...]] = []
     if writes.entries:
@@ -573,14 +591,18 @@ async def _store(conn: asyncpg.Connection, writes: Writes, snapshot: Snapshot) -
         else []
     )
     touched = sorted({e.budget_id for e in writes.entries} | {c.budget_id for c in writes.budgets})
-    await conn.execute(
-        _STORE,
-        *_columns(budgets, 4), now_us, *_columns(entries, 16), *_columns(totals, 6), *_columns(holds, 6),
-        *_columns(hold_budgets, 5), list(writes.holds_removed), *_columns(alerts, 9), *_columns(results, 3),
+    statement, args = _write_statement(
+        {
+            "budgets": budgets,
+            "entries": entries,
+            "totals": totals,
+            "holds": holds,
+            "hold_budgets": hold_budgets,
+            "gone_holds": [(r,) for r in writes.holds_removed],
+            "gone_hold_budgets": [(r,) for r in writes.holds_removed],
+            "alerts": alerts,
+            "idempotency": results,
+        },
         json.dumps(touched)[:7000] if touched else None,
-    )  # fmt: skip
-
-
-def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows turned into one list per column, as unnest() takes them."""
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+    )
+    await conn.execute(statement, *args)
