@@ -20,6 +20,7 @@ from budget_mcp.engine.declarations import apply_declarations
 from budget_mcp.ledger import open_ledger
 from budget_mcp.pricing import PriceCatalog
 from budget_mcp.server.access import TokenTable
+from budget_mcp.server.legacy import LegacySubscribers
 from budget_mcp.server.prompts import register_prompts
 from budget_mcp.server.resources import register_resources
 from budget_mcp.server.state import Announcer, AppState, refresh_prices_periodically, watch_other_processes
@@ -39,6 +40,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
     """The MCP server for `settings`; the ledger is opened by its lifespan, once per process or client."""
     current: list[AppState] = []
     bus = InMemorySubscriptionBus()
+    legacy = LegacySubscribers()
     tokens = TokenTable.from_settings(settings)
 
     @asynccontextmanager
@@ -56,7 +58,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
                     settings.alert_webhook, engine, attempts=settings.alert_attempts,
                     backoff_seconds=settings.alert_backoff_seconds, timeout_seconds=settings.alert_timeout_seconds,
                 )  # fmt: skip
-            state = AppState(settings, engine, Announcer(bus), tokens, webhook)
+            state = AppState(settings, engine, Announcer(bus, legacy), tokens, webhook)
             current.append(state)
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(watch_other_processes, state)
@@ -87,6 +89,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         **auth,
     )
     state_of: Callable[[], AppState] = lambda: current[-1]  # noqa: E731
+    legacy.install(server)
     register_tools(server)
     register_resources(server, state_of)
     register_prompts(server, state_of)

@@ -14,6 +14,7 @@ from budget_mcp.domain.models import BudgetNode
 from budget_mcp.engine import BudgetEngine
 from budget_mcp.pricing import refresh_sources, remote_sources
 from budget_mcp.server.access import Grant, TokenTable
+from budget_mcp.server.legacy import LegacySubscribers
 
 logger = logging.getLogger(__name__)
 
@@ -29,27 +30,30 @@ def budget_uris(budget_id: str) -> list[str]:
 
 
 class Announcer:
-    """Publishes resource changes to clients listening on `subscriptions/listen`."""
+    """Publishes resource changes: on the `subscriptions/listen` bus, and to legacy (2025-11-25) sessions."""
 
-    def __init__(self, bus: SubscriptionBus) -> None:
+    def __init__(self, bus: SubscriptionBus, legacy: LegacySubscribers | None = None) -> None:
         self.bus = bus
+        self.legacy = legacy
 
     async def budget_changed(self, budget_id: str, *, added: bool = False) -> None:
         """The budget and every ancestor changed (spend counts up the path); `added` also changes the list."""
-        for current in path_of(budget_id):
-            for uri in budget_uris(current):
-                await self.bus.publish(ResourceUpdated(uri=uri))
-        await self.bus.publish(ResourceUpdated(uri="budget://budgets"))
-        if added:
-            await self.bus.publish(ResourcesListChanged())
+        await self._changed([uri for current in path_of(budget_id) for uri in budget_uris(current)], added)
 
     async def everything_changed(self, budget_ids: list[str]) -> None:
         """Another process committed: we do not know what, so every budget may have changed."""
-        for budget_id in budget_ids:
-            for uri in budget_uris(budget_id):
-                await self.bus.publish(ResourceUpdated(uri=uri))
-        await self.bus.publish(ResourceUpdated(uri="budget://budgets"))
-        await self.bus.publish(ResourcesListChanged())
+        await self._changed([uri for budget_id in budget_ids for uri in budget_uris(budget_id)], True)
+
+    async def _changed(self, uris: list[str], list_changed: bool) -> None:
+        uris.append("budget://budgets")
+        for uri in uris:
+            await self.bus.publish(ResourceUpdated(uri=uri))
+        if list_changed:
+            await self.bus.publish(ResourcesListChanged())
+        if self.legacy is not None:
+            await self.legacy.updated(uris)
+            if list_changed:
+                await self.legacy.list_changed()
 
 
 @dataclass

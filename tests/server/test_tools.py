@@ -7,6 +7,7 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client, MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning
 
 from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
 from budget_mcp.config import Settings
@@ -251,3 +252,26 @@ async def test_prices_resource_lists_sources_models_and_tiers(settings: Settings
     assert (gpt4o["input_usd_per_mtok"], gpt4o["output_usd_per_mtok"], gpt4o["tier"]) == ("2.5", "10", "standard")
     assert gpt4o["context_window"] == 128_000 and "vision" in gpt4o["capabilities"] and gpt4o["flagged"] is False
     assert catalog["verification"]["compared_rates"] == 0
+
+
+async def test_legacy_clients_subscribe_and_hear_changes(settings: Settings) -> None:
+    heard: list[Any] = []
+    arrived = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        heard.append(message)
+        if len(heard) >= 2:
+            arrived.set()
+
+    async with Client(build_server(settings), mode="legacy", message_handler=on_message) as client:
+        capabilities = client.session.server_capabilities
+        with pytest.warns(MCPDeprecationWarning, match="resources/subscribe is removed as of 2026-07-28"):
+            await client.subscribe_resource("budget://budgets/acme")
+        await call(client, "allocate", budget_id="acme", limit_usd="10")
+        with anyio.fail_after(5):
+            await arrived.wait()
+    assert capabilities is not None and capabilities.resources is not None
+    assert capabilities.resources.subscribe and capabilities.resources.list_changed
+    texts = [str(m) for m in heard]
+    assert any("budget://budgets/acme" in t and "updated" in t.lower() for t in texts), texts
+    assert any("list_changed" in t or "ResourceListChanged" in t for t in texts), texts
