@@ -99,7 +99,7 @@ async def ledger_statements(dsn: str, charges: int) -> float:
     await BudgetEngine(ledger, PriceCatalog()).allocate("b0", limit_usd="1000000")
     scope, now = Scope(budget_ids=("b0",)), datetime.now(UTC)
     snapshot = await ledger.read(scope, now)
-    keys = await postgres._lock_keys(None, scope)
+    keys = await ledger._lock_keys(scope)
     async with ledger._pool.acquire() as conn:
         started = time.perf_counter()
         for _ in range(charges):

@@ -3,9 +3,11 @@
 Driver and locking, chosen by measurement (benchmarks/postgres_bench.py; the project's PostgreSQL notes):
 - asyncpg, on a pool whose connections carry no session state, so the reset query on release is
   skipped (one round trip less per operation, about +40% throughput in the notes' measurements).
-- READ COMMITTED. A write first takes transaction-scoped advisory locks, in one statement and in a
+- READ COMMITTED. A write first takes transaction-scoped advisory locks, sent with BEGIN and in a
   fixed (sorted) order, on the root of every budget it touches and on its idempotency key; then it
-  reads its snapshot and stores the engine's decision in the same transaction. Writers on one budget
+  reads its snapshot and stores the engine's decision in the same transaction. Writes that queue
+  for the same tree while a transaction runs are committed together in the next one (group commit:
+  32 tasks charging one budget went from 1,322 to 2,147 charges/s). Writers on one budget
   tree queue behind each other (so a `block` budget is never overspent, whatever the number of
   servers), other trees proceed in parallel, and a lock on a root also covers budgets not yet
   created, which row locks (SELECT ... FOR UPDATE) cannot. SERIALIZABLE bought retries, not safety.
@@ -19,13 +21,16 @@ Driver and locking, chosen by measurement (benchmarks/postgres_bench.py; the pro
 Money is BIGINT nano-USD; budget ids are `COLLATE "C"` so prefix ranges compare byte-wise as in SQLite.
 """
 
+import asyncio
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import anyio
 import asyncpg
 
 from budget_mcp.domain.ids import parent_of, path_of
@@ -62,6 +67,7 @@ CHANNEL = "budget_events"
 MIGRATION_LOCK = 7_301_847_555_117_057_792  # any constant: serialises schema upgrades of servers starting at once
 _BUCKET_US = 15 * 60 * 1_000_000
 PRUNE_EVERY_WRITES = 256
+MAX_BATCH = 64
 HOLD_GRACE_US = 86_400 * 1_000_000
 _FAR = 2**62
 
@@ -163,6 +169,15 @@ STEPS: list[str] = [
 TABLES = ("alert_deliveries", "idempotency", "alerts", "hold_budgets", "holds", "totals", "entries", "budgets")
 
 
+@dataclass
+class _Pending:
+    scope: Scope
+    now: datetime
+    decide: Decide[Any]
+    keys: list[int]
+    future: "asyncio.Future[Any]"
+
+
 async def _reset(conn: asyncpg.Connection) -> None:
     """Roll back what a request cut off mid-transaction left open; otherwise nothing (no reset round trip).
 
@@ -181,6 +196,7 @@ class PostgresLedger:
         self._listener: asyncpg.Connection | None = None
         self._heard = 0
         self._writes = 0
+        self._queues: dict[int, list[_Pending]] = {}
 
     @classmethod
     async def open(cls, dsn: str, *, max_connections: int = 10) -> "PostgresLedger":
@@ -209,29 +225,83 @@ class PostgresLedger:
             return await _load(conn, scope, now)
 
     async def write(self, scope: Scope, now: datetime, decide: Decide[T]) -> T:
-        """Lock the scope's trees, run `decide` on a fresh snapshot, store its writes: all in one transaction.
+        """Lock the scope's tree, run `decide` on a fresh snapshot, store its writes: all in one transaction.
 
-        Four round trips: BEGIN with the locks, the snapshot, the writes (one statement), COMMIT.
+        Writes to the same budget tree queue up, and what has queued while one transaction ran goes in the
+        next one together (group commit): one BEGIN with the locks, then per write its snapshot and its
+        writes (two round trips), then one COMMIT. Writes to other trees run beside them on other connections.
         """
-        async with self._connection() as conn:
-            keys = await _lock_keys(conn, scope)
-            try:
-                await conn.execute("BEGIN; " + "".join(f"SELECT pg_advisory_xact_lock({k}); " for k in keys))
-                snapshot = await _load(conn, scope, now)
-                result, writes = decide(snapshot)
-                await _store(conn, writes, snapshot)
-                await conn.execute("COMMIT")
-            except BaseException:
-                if not conn.is_closed() and conn.is_in_transaction():
-                    await conn.execute("ROLLBACK")
-                raise
-        self._writes += 1
-        if self._writes % PRUNE_EVERY_WRITES == 0:
+        keys = await self._lock_keys(scope)
+        tree = keys[0] if keys else 0
+        pending = _Pending(scope, now, decide, keys, asyncio.get_running_loop().create_future())
+        queue = self._queues.setdefault(tree, [])
+        queue.append(pending)
+        if len(queue) == 1:
+            # Shielded: the batch holds other callers' writes, so one caller's cancellation must not drop them.
+            with anyio.CancelScope(shield=True):
+                while queue:
+                    batch = queue[:MAX_BATCH]
+                    await self._commit(batch)
+                    del queue[: len(batch)]  # more may have queued meanwhile: they go in the next batch
+                del self._queues[tree]
+        return cast(T, await pending.future)
+
+    async def _commit(self, batch: list["_Pending"]) -> None:
+        keys = sorted({k for pending in batch for k in pending.keys})
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            async with self._connection() as conn:
+                try:
+                    await conn.execute("BEGIN; " + "".join(f"SELECT pg_advisory_xact_lock({k}); " for k in keys))
+                    for pending in batch:
+                        snapshot = await _load(conn, pending.scope, pending.now)
+                        try:
+                            result, writes = pending.decide(snapshot)
+                        except Exception as exc:  # decide is pure: its failure wrote nothing, the others go on
+                            outcomes.append((False, exc))
+                            continue
+                        await _store(conn, writes, snapshot)
+                        outcomes.append((True, result))
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    if not conn.is_closed() and conn.is_in_transaction():
+                        await conn.execute("ROLLBACK")
+                    raise
+        except Exception as exc:  # the transaction failed: nothing of this batch was written, tell every caller
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        for pending, (ok, value) in zip(batch, outcomes, strict=True):
+            if pending.future.done():
+                continue
+            if ok:
+                pending.future.set_result(value)
+            else:
+                pending.future.set_exception(value)
+        self._writes += len(batch)
+        if self._writes // PRUNE_EVERY_WRITES != (self._writes - len(batch)) // PRUNE_EVERY_WRITES:
             # Forget holds long expired, in a statement of its own, outside any budget's lock.
-            cutoff = to_us(now) - HOLD_GRACE_US
-            await self._execute("DELETE FROM hold_budgets WHERE expires_at_us < $1", cutoff)
-            await self._execute("DELETE FROM holds WHERE expires_at_us < $1", cutoff)
-        return result
+            cutoff = to_us(batch[-1].now) - HOLD_GRACE_US
+            try:
+                await self._execute("DELETE FROM hold_budgets WHERE expires_at_us < $1", cutoff)
+                await self._execute("DELETE FROM holds WHERE expires_at_us < $1", cutoff)
+            except LedgerError as exc:  # housekeeping: the next round tries again
+                logger.warning("pruning expired holds failed: %s", exc)
+
+    async def _lock_keys(self, scope: Scope) -> list[int]:
+        """Advisory lock keys, sorted: the root of every budget of the scope, and the idempotency key."""
+        names = {"budget:" + b.split("/")[0] for b in scope.budget_ids}
+        if scope.reservation_id and not scope.budget_ids:
+            async with self._connection() as conn:
+                owner = await conn.fetchval(
+                    "SELECT budget_id FROM holds WHERE reservation_id = $1", scope.reservation_id
+                )
+            if owner:
+                names.add("budget:" + owner.split("/")[0])
+        if scope.idempotency_key:
+            names.add("key:" + scope.idempotency_key)
+        return sorted(lock_key(name) for name in names)
 
     async def entries(self, budget_id: str, *, limit: int = 100, since: datetime | None = None) -> list[Entry]:
         """The latest entries of `budget_id` and its descendants, newest first."""
@@ -390,18 +460,6 @@ async def migrate(dsn: str) -> int:
 
 
 # ---- one transaction's work ----
-
-
-async def _lock_keys(conn: asyncpg.Connection, scope: Scope) -> list[int]:
-    """Advisory lock keys, sorted: the root of every budget of the scope, and the idempotency key."""
-    names = {"budget:" + b.split("/")[0] for b in scope.budget_ids}
-    if scope.reservation_id and not scope.budget_ids:
-        owner = await conn.fetchval("SELECT budget_id FROM holds WHERE reservation_id = $1", scope.reservation_id)
-        if owner:
-            names.add("budget:" + owner.split("/")[0])
-    if scope.idempotency_key:
-        names.add("key:" + scope.idempotency_key)
-    return sorted(lock_key(name) for name in names)
 
 
 def lock_key(name: str) -> int:

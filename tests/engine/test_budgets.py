@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+import anyio
 import pytest
 
 from budget_mcp import BudgetEngine
@@ -360,3 +361,26 @@ async def test_long_expired_holds_are_forgotten_but_recent_ones_can_still_be_set
         await engine.charge("acme", cost_usd="0")
     with pytest.raises(ReservationNotFoundError, match="does not exist"):
         await engine.charge("acme", cost_usd="0.5", reservation_id=old.reservation_id)
+
+
+async def test_many_concurrent_agents_in_one_process_spend_exactly_the_limit(engine: BudgetEngine) -> None:
+    await engine.allocate("crowd", limit_usd="100")
+    await engine.allocate("crowd/team", limit_usd="60")
+    acknowledged: list[str] = []
+
+    async def agent(budget_id: str) -> None:
+        while True:
+            check = await engine.check(budget_id, estimated_cost_usd="1", reserve=True)
+            if not check.allowed:
+                return
+            charged = await engine.charge(budget_id, cost_usd="1", reservation_id=check.reservation_id)
+            acknowledged.append(charged.charge_id)
+
+    async with anyio.create_task_group() as agents:  # their writes queue and commit together
+        for n in range(48):
+            agents.start_soon(agent, "crowd/team" if n % 2 else "crowd")
+
+    assert len(acknowledged) == len(set(acknowledged)) == 100
+    assert usd((await engine.status("crowd")).spent_usd) == Decimal(100)
+    assert usd((await engine.status("crowd/team")).spent_usd) == Decimal(60)
+    assert await engine.ledger.reconcile() == []
