@@ -4,6 +4,7 @@ import asyncio
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 
 import click
 from rich.console import Console
@@ -122,8 +123,11 @@ def _spread(c: RateComparison) -> str:
     return "inf" if not c.spread.is_finite() else f"{c.spread * 100:.1f}%"
 
 
-def _rate(value: object) -> str:
-    return "" if value is None else f"{value:f}" if not isinstance(value, str) else value
+def _rate(value: Decimal | str | None) -> str:
+    """A rate per million tokens as plain decimal text ('' when the source gives none)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else f"{value:f}"
 
 
 @contextmanager

@@ -611,9 +611,8 @@ def _write_statement(rows: dict[str, list[tuple[Any, ...]]], notify: str | None)
 
 async def _store(conn: asyncpg.Connection, writes: Writes, snapshot: Snapshot) -> None:
     """All of a decision's writes, and the change notification, in one statement."""
-    if not (writes.budgets or writes.entries or writes.holds_added or writes.holds_removed or writes.alerts):
-        if writes.stored_result is None:
-            return
+    if writes == Writes():
+        return
     now_us = to_us(snapshot.now)
     budgets = [(c.budget_id, parent_of(c.budget_id), config_to_json(c), c.closed, now_us) for c in writes.budgets]
     entries = [entry_to_row(entry) for entry in writes.entries]
@@ -643,11 +642,10 @@ async def _store(conn: asyncpg.Connection, writes: Writes, snapshot: Snapshot) -
          a.spent_tokens, a.limit_tokens)
         for a in writes.alerts
     ]  # fmt: skip
-    results = (
-        [(key, stored.request_hash, stored.result_json) for key, stored in [writes.stored_result]]
-        if (writes.stored_result)
-        else []
-    )
+    results = []
+    if writes.stored_result is not None:
+        key, stored = writes.stored_result
+        results.append((key, stored.request_hash, stored.result_json))
     touched = sorted({e.budget_id for e in writes.entries} | {c.budget_id for c in writes.budgets})
     statement, args = _write_statement(
         {

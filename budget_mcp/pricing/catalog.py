@@ -152,7 +152,7 @@ class PriceCatalog:
     @cached_property
     def model_names(self) -> list[str]:
         """Every known model id, sorted."""
-        names = {model for _, model in ((m.provider, m.model) for m in self._bundled.all_rates())}
+        names = {m.model for m in self._bundled.all_rates()}
         for layer in self._layers:
             if isinstance(layer, _RatesTable):
                 names |= {p.model for p in layer.prices}
