@@ -364,13 +364,16 @@ class BudgetEngine:
                     if reservation_id is None:
                         raise
                     pricing_problem = str(exc)
-        request_hash = _hash(
-            budget_id=budget_id, model=model, provider=provider, tokens=tokens.__dict__,
-            cost_usd=str(explicit) if explicit is not None else None, reservation_id=reservation_id, metadata=meta,
-        )  # fmt: skip
+        request_hash: str | None = None
+        if key is not None:  # only a charge with a key is compared with an earlier one
+            request_hash = _hash(
+                budget_id=budget_id, model=model, provider=provider, tokens=tokens.__dict__,
+                cost_usd=str(explicit) if explicit is not None else None, reservation_id=reservation_id,
+                metadata=meta,
+            )  # fmt: skip
 
         def decide(snapshot: Snapshot) -> tuple[ChargeResult, Writes]:
-            if key is not None and snapshot.stored_result is not None:
+            if key is not None and request_hash is not None and snapshot.stored_result is not None:
                 return _replay(
                     key, snapshot.stored_result.request_hash, request_hash, snapshot.stored_result.result_json
                 )
@@ -424,7 +427,7 @@ class BudgetEngine:
             )
             writes.entries.append(entry)
             writes.alerts.extend(alerts)
-            if key is not None:
+            if key is not None and request_hash is not None:
                 writes.stored_result = (key, _stored(request_hash, result))
             return result, writes
 

@@ -33,6 +33,7 @@ from typing import Any, TypeVar, cast
 import anyio
 import asyncpg
 
+from budget_mcp.domain.accounting import TotalKey
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.models import AlertRecord, Entry, Hold
 from budget_mcp.domain.windows import Period, window_key
@@ -59,6 +60,7 @@ from budget_mcp.ledger.rows import (
     entry_to_row,
     total_deltas,
 )
+from budget_mcp.ledger.tree_cache import TreeCache, View, advance, applicable, cacheable, view_of
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -165,8 +167,21 @@ STEPS: list[str] = [
         PRIMARY KEY (budget_id, period, window_start, threshold, attempt)
     );
     """,
+    # 2: a version per budget tree, changed by every write to the tree (see tree_cache.py).
+    """
+    CREATE SEQUENCE tree_versions;
+    CREATE TABLE trees (
+        root    TEXT COLLATE "C" PRIMARY KEY,
+        version BIGINT NOT NULL
+    );
+    CREATE FUNCTION budget_tree_changed() RETURNS BIGINT LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+            MESSAGE = 'the budget tree changed since this server last read it'; END $$;
+    """,
 ]
-TABLES = ("alert_deliveries", "idempotency", "alerts", "hold_budgets", "holds", "totals", "entries", "budgets")
+TABLES = (
+    "alert_deliveries", "idempotency", "alerts", "hold_budgets", "holds", "totals", "entries", "budgets", "trees",
+)  # fmt: skip
 
 
 @dataclass
@@ -174,8 +189,29 @@ class _Pending:
     scope: Scope
     now: datetime
     decide: Decide[Any]
-    keys: list[int]
+    roots: tuple[str, ...]
+    key_locks: list[int]
     future: "asyncio.Future[Any]"
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A snapshot, the version of its tree when it was read (None if not one tree), and its first hold expiry."""
+
+    snapshot: Snapshot
+    version: int | None
+    first_hold_expiry: datetime | None
+
+
+def _settle(batch: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:
+    """Hand each waiting caller its result or its exception."""
+    for pending, (ok, value) in zip(batch, outcomes, strict=True):
+        if pending.future.done():
+            continue
+        if ok:
+            pending.future.set_result(value)
+        else:
+            pending.future.set_exception(value)
 
 
 async def _reset(conn: asyncpg.Connection) -> None:
@@ -196,7 +232,8 @@ class PostgresLedger:
         self._listener: asyncpg.Connection | None = None
         self._heard = 0
         self._writes = 0
-        self._queues: dict[int, list[_Pending]] = {}
+        self._queues: dict[tuple[str, ...], list[_Pending]] = {}
+        self._trees: dict[str, TreeCache] = {}
 
     @classmethod
     async def open(cls, dsn: str, *, max_connections: int = 10) -> "PostgresLedger":
@@ -222,63 +259,133 @@ class PostgresLedger:
     async def read(self, scope: Scope, now: datetime) -> Snapshot:
         """A consistent snapshot of `scope`: one statement, so one MVCC snapshot, and no lock."""
         async with self._connection() as conn:
-            return await _load(conn, scope, now)
+            return (await _load(conn, scope, now)).snapshot
 
     async def write(self, scope: Scope, now: datetime, decide: Decide[T]) -> T:
-        """Lock the scope's tree, run `decide` on a fresh snapshot, store its writes: all in one transaction.
+        """Run `decide` on a snapshot that no other write changes before its writes are stored; store them.
 
-        Writes to the same budget tree queue up, and what has queued while one transaction ran goes in the
-        next one together (group commit): one BEGIN with the locks, then per write its snapshot and its
-        writes (two round trips), then one COMMIT. Writes to other trees run beside them on other connections.
+        Writes to the same budget tree queue up, and what has queued while one batch was being stored goes
+        in the next batch together (group commit). A batch is first decided on the snapshots this server
+        kept from its last writes to the tree and stored by one statement that also checks the tree's
+        version (one round trip). When that cannot be done, or another writer changed the tree meanwhile,
+        the batch runs locked: BEGIN with the locks, then per write its snapshot and its writes, then COMMIT.
         """
-        keys = await self._lock_keys(scope)
-        tree = keys[0] if keys else 0
-        pending = _Pending(scope, now, decide, keys, asyncio.get_running_loop().create_future())
-        queue = self._queues.setdefault(tree, [])
+        roots, key_locks = await self._locks(scope)
+        pending = _Pending(scope, now, decide, roots, key_locks, asyncio.get_running_loop().create_future())
+        queue = self._queues.setdefault(roots, [])
         queue.append(pending)
         if len(queue) == 1:
             # Shielded: the batch holds other callers' writes, so one caller's cancellation must not drop them.
             with anyio.CancelScope(shield=True):
                 while queue:
                     batch = queue[:MAX_BATCH]
-                    await self._commit(batch)
+                    if not await self._store_on_kept(batch):
+                        await self._store_locked(batch)
                     del queue[: len(batch)]  # more may have queued meanwhile: they go in the next batch
-                del self._queues[tree]
+                del self._queues[roots]
         return cast(T, await pending.future)
 
-    async def _commit(self, batch: list["_Pending"]) -> None:
-        keys = sorted({k for pending in batch for k in pending.keys})
-        outcomes: list[tuple[bool, Any]] = []
+    async def _store_on_kept(self, batch: list[_Pending]) -> bool:
+        """Decide the batch on kept snapshots and store it if its tree is unchanged; False (nothing done) if not."""
+        root = batch[0].roots[0] if len(batch[0].roots) == 1 else None
+        tree = self._trees.get(root) if root is not None else None
+        if root is None or tree is None:
+            return False
+        views = tree.views
+        decided: list[tuple[Any, Writes]] = []
+        deltas: dict[TotalKey, list[int]] = {}
+        for pending in batch:
+            view = views.get(pending.scope.budget_ids) if cacheable(pending.scope) else None
+            snapshot = view.at(pending.now) if view is not None else None
+            if snapshot is None:
+                return False
+            try:
+                result, writes = pending.decide(snapshot)
+            except Exception:
+                return False  # a refusal is only ever given on a fresh snapshot
+            if not applicable(writes) or any(
+                b not in tree.timezones for e in writes.entries for b in path_of(e.budget_id)
+            ):
+                return False
+            added = total_deltas(writes.entries, tree.timezones.__getitem__)
+            views = advance(views, writes, added, pending.now)
+            add_deltas(deltas, added)
+            decided.append((result, writes))
+        all_writes = [writes for _, writes in decided]
+        statement, args = _write_statement(
+            _rows(all_writes, deltas, to_us(batch[-1].now)), _notice(all_writes), guard=(root, tree.version)
+        )
         try:
             async with self._connection() as conn:
                 try:
-                    await conn.execute("BEGIN; " + "".join(f"SELECT pg_advisory_xact_lock({k}); " for k in keys))
+                    version = await conn.fetchval(statement, *args)
+                except (asyncpg.SerializationError, asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+                    version = None  # the tree changed, or a key was used already: decide again, locked and fresh
+        except Exception as exc:  # nothing of the batch is known to be stored: tell every caller
+            del self._trees[root]
+            _settle(batch, [(False, exc)] * len(batch))
+            return True
+        if version is None:
+            del self._trees[root]
+            return False
+        self._trees[root] = TreeCache(version, views, tree.timezones)
+        _settle(batch, [(True, result) for result, _ in decided])
+        await self._wrote(batch)
+        return True
+
+    async def _store_locked(self, batch: list[_Pending]) -> None:
+        """Lock the batch's tree, then per write load a snapshot, decide and store; commit once."""
+        roots = batch[0].roots  # a batch shares its queue's roots
+        outcomes: list[tuple[bool, Any]] = []
+        loaded: list[tuple[_Pending, _Loaded, Writes]] = []
+        try:
+            async with self._connection() as conn:
+                try:
+                    await conn.execute(_begin(sorted({k for pending in batch for k in pending.key_locks}), roots))
                     for pending in batch:
-                        snapshot = await _load(conn, pending.scope, pending.now)
+                        found = await _load(conn, pending.scope, pending.now)
                         try:
-                            result, writes = pending.decide(snapshot)
+                            result, writes = pending.decide(found.snapshot)
                         except Exception as exc:  # decide is pure: its failure wrote nothing, the others go on
                             outcomes.append((False, exc))
+                            loaded.append((pending, found, Writes()))
                             continue
-                        await _store(conn, writes, snapshot)
+                        await _store(conn, writes, found.snapshot)
                         outcomes.append((True, result))
+                        loaded.append((pending, found, writes))
                     await conn.execute("COMMIT")
                 except BaseException:
                     if not conn.is_closed() and conn.is_in_transaction():
                         await conn.execute("ROLLBACK")
                     raise
         except Exception as exc:  # the transaction failed: nothing of this batch was written, tell every caller
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
+            self._trees.pop(roots[0] if roots else "", None)
+            _settle(batch, [(False, exc)] * len(batch))
             return
-        for pending, (ok, value) in zip(batch, outcomes, strict=True):
-            if pending.future.done():
+        self._keep(roots, loaded)
+        _settle(batch, outcomes)
+        await self._wrote(batch)
+
+    def _keep(self, roots: tuple[str, ...], loaded: list[tuple[_Pending, "_Loaded", Writes]]) -> None:
+        """Keep the snapshots a locked batch loaded, brought up to date with its writes, for the next writes."""
+        version = next((found.version for _, found, _ in loaded if found.version is not None), None)
+        if len(roots) != 1 or version is None:
+            self._trees.pop(roots[0] if roots else "", None)
+            return
+        timezones = {b: s.config.timezone for _, found, _ in loaded for b, s in found.snapshot.budgets.items()}
+        views: dict[tuple[str, ...], View] = {}
+        for pending, found, writes in loaded:
+            if not applicable(writes):
+                views = {}  # the snapshots loaded before these writes are out of date; later ones are not
                 continue
-            if ok:
-                pending.future.set_result(value)
-            else:
-                pending.future.set_exception(value)
+            deltas = total_deltas(writes.entries, lambda b: timezones.get(b, "UTC"))
+            views = advance(views, writes, deltas, pending.now)
+            if cacheable(pending.scope):
+                fresh = {pending.scope.budget_ids: view_of(found.snapshot, found.first_hold_expiry)}
+                views.update(advance(fresh, writes, deltas, pending.now))
+        self._trees[roots[0]] = TreeCache(version, views, timezones)
+
+    async def _wrote(self, batch: list[_Pending]) -> None:
         self._writes += len(batch)
         if self._writes // PRUNE_EVERY_WRITES != (self._writes - len(batch)) // PRUNE_EVERY_WRITES:
             # Forget holds long expired, in a statement of its own, outside any budget's lock.
@@ -289,19 +396,18 @@ class PostgresLedger:
             except LedgerError as exc:  # housekeeping: the next round tries again
                 logger.warning("pruning expired holds failed: %s", exc)
 
-    async def _lock_keys(self, scope: Scope) -> list[int]:
-        """Advisory lock keys, sorted: the root of every budget of the scope, and the idempotency key."""
-        names = {"budget:" + b.split("/")[0] for b in scope.budget_ids}
+    async def _locks(self, scope: Scope) -> tuple[tuple[str, ...], list[int]]:
+        """The roots of the trees a write touches (sorted), and the advisory lock of its idempotency key."""
+        roots = {b.split("/")[0] for b in scope.budget_ids}
         if scope.reservation_id and not scope.budget_ids:
             async with self._connection() as conn:
                 owner = await conn.fetchval(
                     "SELECT budget_id FROM holds WHERE reservation_id = $1", scope.reservation_id
                 )
             if owner:
-                names.add("budget:" + owner.split("/")[0])
-        if scope.idempotency_key:
-            names.add("key:" + scope.idempotency_key)
-        return sorted(lock_key(name) for name in names)
+                roots.add(owner.split("/")[0])
+        key_locks = [lock_key("key:" + scope.idempotency_key)] if scope.idempotency_key else []
+        return tuple(sorted(roots)), key_locks
 
     async def entries(self, budget_id: str, *, limit: int = 100, since: datetime | None = None) -> list[Entry]:
         """The latest entries of `budget_id` and its descendants, newest first."""
@@ -386,6 +492,7 @@ class PostgresLedger:
     async def truncate(self) -> None:
         """Empty every table (for tests and benchmarks; the schema stays)."""
         await self._execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+        self._trees.clear()
 
     def _heard_one(self, *_: object) -> None:
         self._heard += 1
@@ -493,20 +600,22 @@ SELECT
     (SELECT coalesce(json_agg(json_build_array(a.budget_id, a.period, a.window_start, a.threshold)), '[]')
        FROM alerts a WHERE a.budget_id IN (SELECT budget_id FROM every)
        AND (a.window_start >= $4 OR a.window_start = 0)),
-    (SELECT coalesce(json_agg(json_build_array(budget_id, nanos, tokens)), '[]') FROM (
-       SELECT budget_id, SUM(cost_nanos) AS nanos, SUM(tokens) AS tokens FROM hold_budgets
+    (SELECT coalesce(json_agg(json_build_array(budget_id, nanos, tokens, first_expiry)), '[]') FROM (
+       SELECT budget_id, SUM(cost_nanos) AS nanos, SUM(tokens) AS tokens, MIN(expires_at_us) AS first_expiry
+       FROM hold_budgets
        WHERE budget_id IN (SELECT budget_id FROM every) AND expires_at_us > $5 GROUP BY budget_id) AS h),
     (SELECT json_build_array(reservation_id, budget_id, cost_nanos, tokens, created_at_us, expires_at_us)
        FROM holds WHERE reservation_id = $6),
     (SELECT json_build_array(entry_id, kind) FROM entries
        WHERE $6::text IS NOT NULL AND reservation_id = $6 AND kind <> 'hold' ORDER BY seq DESC LIMIT 1),
-    (SELECT json_build_array(request_hash, result) FROM idempotency WHERE $7::text IS NOT NULL AND key = $7)
+    (SELECT json_build_array(request_hash, result) FROM idempotency WHERE $7::text IS NOT NULL AND key = $7),
+    (SELECT version FROM trees WHERE $8::text IS NOT NULL AND root = $8)
 """
 _OLDEST_CURRENT_WINDOW = 40 * 86_400  # seconds: every non-total window that holds `now` started after now - 40 days
 
 
-async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime) -> Snapshot:
-    """The scope's snapshot in one statement (one round trip, one MVCC snapshot)."""
+async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime) -> _Loaded:
+    """The scope's snapshot in one statement (one round trip, one MVCC snapshot), with its tree's version."""
     now_s = int(now.timestamp())
     kind, selector = (
         ("everything", []) if scope.everything
@@ -516,6 +625,7 @@ async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime) -> Snapsh
     row = await conn.fetchrow(
         _LOAD.format(scope=_SCOPES[kind]), selector, [p.value for p in Period], now_s,
         now_s - _OLDEST_CURRENT_WINDOW, to_us(now), scope.reservation_id, scope.idempotency_key,
+        scope.budget_ids[0].split("/")[0] if cacheable(scope) else None,
     )  # fmt: skip
     scoped, extra, totals, alerts, holds = (json.loads(row[n]) for n in range(5))
     rows = scoped + extra
@@ -533,7 +643,8 @@ async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime) -> Snapsh
     alerts_raised = {
         (b, Period(p), start, threshold) for b, p, start, threshold in alerts if current.get((b, p)) == start
     }
-    held = {budget_id: (int(nanos), int(tokens)) for budget_id, nanos, tokens in holds}
+    held = {budget_id: (int(nanos), int(tokens)) for budget_id, nanos, tokens, _ in holds}
+    first_expiry = min((int(first) for *_, first in holds), default=None)
     budgets = {
         b: BudgetState(c, usage[b], *held.get(b, (0, 0)), children=sorted(children.get(b, [])))
         for b, c in configs.items()
@@ -549,7 +660,7 @@ async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime) -> Snapsh
     if scope.idempotency_key and row[7]:
         stored = json.loads(row[7])
         snapshot.stored_result = StoredResult(stored[0], stored[1])
-    return snapshot
+    return _Loaded(snapshot, row[8], from_us(first_expiry) if first_expiry is not None else None)
 
 
 # The writes of one decision as one statement: a data-modifying CTE per kind of row present (so each shape
@@ -593,10 +704,22 @@ _WRITE_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def _write_statement(rows: dict[str, list[tuple[Any, ...]]], notify: str | None) -> tuple[str, list[Any]]:
-    """The statement (and its arguments) writing the non-empty `rows` of each part, then notifying."""
+def _write_statement(
+    rows: dict[str, list[tuple[Any, ...]]], notify: str | None, *, guard: tuple[str, int] | None = None
+) -> tuple[str, list[Any]]:
+    """The statement (and its arguments) writing the non-empty `rows` of each part, then notifying.
+
+    With a `guard` (root, version), the statement first moves that tree to a new version, which it
+    returns, and fails with a serialization error, storing nothing, when the tree is at another version.
+    """
     ctes: list[str] = []
     args: list[Any] = []
+    if guard is not None:
+        args.extend(guard)
+        ctes.append(
+            "v AS (UPDATE trees SET version = nextval('tree_versions') WHERE root = $1 AND version = $2 "
+            "RETURNING version)"
+        )
     for name, found in rows.items():
         if not found:
             continue
@@ -604,61 +727,99 @@ def _write_statement(rows: dict[str, list[tuple[Any, ...]]], notify: str | None)
         numbers = [f"${len(args) + n + 1}::{kind}[]" for n, kind in enumerate(types)]
         args.extend(list(column) for column in zip(*found, strict=True))
         ctes.append(f"w_{name} AS ({template.format(*numbers)})")
-    args.append(notify)
     head = f"WITH {', '.join(ctes)} " if ctes else ""
-    return f"{head}SELECT pg_notify('{CHANNEL}', ${len(args)}) WHERE ${len(args)}::text IS NOT NULL", args
+    if guard is None:
+        args.append(notify)
+        return f"{head}SELECT pg_notify('{CHANNEL}', ${len(args)}) WHERE ${len(args)}::text IS NOT NULL", args
+    # The other parts run after this select has read `v` (PostgreSQL runs unread data-modifying parts
+    # last), so the tree's row is locked first, as a locked batch does, and a stale guard stops at once.
+    checked = "coalesce((SELECT version FROM v), budget_tree_changed())"
+    if notify is None:
+        return f"{head}SELECT {checked}", args
+    args.append(notify)
+    return f"{head}SELECT {checked} FROM pg_notify('{CHANNEL}', ${len(args)})", args
+
+
+def _begin(key_locks: list[int], roots: tuple[str, ...]) -> str:
+    """BEGIN, the advisory locks of idempotency keys, then each tree's row locked by moving it to a new version."""
+    statements = ["BEGIN"] + [f"SELECT pg_advisory_xact_lock({k})" for k in key_locks]
+    if roots:
+        values = ", ".join(f"('{root.replace(chr(39), chr(39) * 2)}', nextval('tree_versions'))" for root in roots)
+        statements.append(
+            f"INSERT INTO trees (root, version) VALUES {values} "
+            "ON CONFLICT (root) DO UPDATE SET version = excluded.version"
+        )
+    return "; ".join(statements)
+
+
+def _notice(all_writes: list[Writes]) -> str | None:
+    """The change notification's payload: the budgets written, as JSON (None when nothing changed)."""
+    touched = sorted(
+        {e.budget_id for w in all_writes for e in w.entries} | {c.budget_id for w in all_writes for c in w.budgets}
+    )
+    return json.dumps(touched)[:7000] if touched else None
+
+
+def _rows(all_writes: list[Writes], deltas: dict[TotalKey, list[int]], now_us: int) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows of each part that these writes store; `deltas` are the running totals their entries move."""
+    entries = [e for w in all_writes for e in w.entries]
+    holds = [h for w in all_writes for h in w.holds_added]
+    gone = [(r,) for w in all_writes for r in w.holds_removed]
+    return {
+        "budgets": [
+            (c.budget_id, parent_of(c.budget_id), config_to_json(c), c.closed, now_us)
+            for w in all_writes
+            for c in w.budgets
+        ],
+        "entries": [entry_to_row(e) for e in entries],
+        "totals": sorted((b, p.value, k, *d) for (b, p, k), d in deltas.items()),
+        "holds": [
+            (h.reservation_id, h.budget_id, h.cost_nanos, h.tokens, to_us(h.created_at), to_us(h.expires_at))
+            for h in holds
+        ],
+        "hold_budgets": [
+            (b, h.reservation_id, h.cost_nanos, h.tokens, to_us(h.expires_at))
+            for h in holds
+            for b in path_of(h.budget_id)
+        ],
+        "gone_holds": gone,
+        "gone_hold_budgets": gone,
+        "alerts": [
+            (
+                a.budget_id,
+                a.period.value,
+                a.window_key,
+                str(a.threshold),
+                to_us(a.at),
+                a.spent_nanos,
+                a.limit_nanos,
+                a.spent_tokens,
+                a.limit_tokens,
+            )
+            for w in all_writes
+            for a in w.alerts
+        ],  # fmt: skip
+        "idempotency": [
+            (key, stored.request_hash, stored.result_json)
+            for w in all_writes
+            if w.stored_result is not None
+            for key, stored in (w.stored_result,)
+        ],
+    }
 
 
 async def _store(conn: asyncpg.Connection, writes: Writes, snapshot: Snapshot) -> None:
     """All of a decision's writes, and the change notification, in one statement."""
     if writes == Writes():
         return
-    now_us = to_us(snapshot.now)
-    budgets = [(c.budget_id, parent_of(c.budget_id), config_to_json(c), c.closed, now_us) for c in writes.budgets]
-    entries = [entry_to_row(entry) for entry in writes.entries]
-    totals: list[tuple[Any, ...]] = []
-    if writes.entries:
-        timezones = {b: s.config.timezone for b, s in snapshot.budgets.items()}
-        timezones.update({c.budget_id: c.timezone for c in writes.budgets})
-        missing = {b for e in writes.entries for b in path_of(e.budget_id)} - timezones.keys()
-        if missing:
-            for budget_id, config in await conn.fetch(
-                "SELECT budget_id, config FROM budgets WHERE budget_id = ANY($1::text[])", sorted(missing)
-            ):
-                timezones[budget_id] = json.loads(config)["timezone"]
-        deltas = total_deltas(writes.entries, lambda b: timezones.get(b, "UTC"))
-        totals = sorted((b, p.value, k, *d) for (b, p, k), d in deltas.items())
-    holds = [
-        (h.reservation_id, h.budget_id, h.cost_nanos, h.tokens, to_us(h.created_at), to_us(h.expires_at))
-        for h in writes.holds_added
-    ]
-    hold_budgets = [
-        (b, h.reservation_id, h.cost_nanos, h.tokens, to_us(h.expires_at))
-        for h in writes.holds_added
-        for b in path_of(h.budget_id)
-    ]
-    alerts = [
-        (a.budget_id, a.period.value, a.window_key, str(a.threshold), to_us(a.at), a.spent_nanos, a.limit_nanos,
-         a.spent_tokens, a.limit_tokens)
-        for a in writes.alerts
-    ]  # fmt: skip
-    results = []
-    if writes.stored_result is not None:
-        key, stored = writes.stored_result
-        results.append((key, stored.request_hash, stored.result_json))
-    touched = sorted({e.budget_id for e in writes.entries} | {c.budget_id for c in writes.budgets})
-    statement, args = _write_statement(
-        {
-            "budgets": budgets,
-            "entries": entries,
-            "totals": totals,
-            "holds": holds,
-            "hold_budgets": hold_budgets,
-            "gone_holds": [(r,) for r in writes.holds_removed],
-            "gone_hold_budgets": [(r,) for r in writes.holds_removed],
-            "alerts": alerts,
-            "idempotency": results,
-        },
-        json.dumps(touched)[:7000] if touched else None,
-    )
+    timezones = {b: s.config.timezone for b, s in snapshot.budgets.items()}
+    timezones.update({c.budget_id: c.timezone for c in writes.budgets})
+    missing = {b for e in writes.entries for b in path_of(e.budget_id)} - timezones.keys()
+    if missing:
+        for budget_id, config in await conn.fetch(
+            "SELECT budget_id, config FROM budgets WHERE budget_id = ANY($1::text[])", sorted(missing)
+        ):
+            timezones[budget_id] = json.loads(config)["timezone"]
+    deltas = total_deltas(writes.entries, lambda b: timezones.get(b, "UTC"))
+    statement, args = _write_statement(_rows([writes], deltas, to_us(snapshot.now)), _notice([writes]))
     await conn.execute(statement, *args)

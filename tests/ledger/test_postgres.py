@@ -8,7 +8,7 @@ import pytest
 
 from budget_mcp import BudgetEngine, PriceCatalog
 from budget_mcp.errors import LedgerError
-from budget_mcp.ledger.postgres import PostgresLedger, lock_key, migrate
+from budget_mcp.ledger.postgres import STEPS, PostgresLedger, lock_key, migrate
 
 pytestmark = pytest.mark.anyio
 
@@ -36,7 +36,8 @@ async def test_servers_starting_at_once_migrate_safely(fresh_dsn: str) -> None:
     conn = await asyncpg.connect(fresh_dsn)
     applied = [r[0] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")]
     await conn.close()
-    assert versions == [1] * 6 and applied == [1]
+    steps = list(range(1, len(STEPS) + 1))
+    assert versions == [len(STEPS)] * 6 and applied == steps
 
 
 async def test_a_write_on_one_server_is_heard_by_another(fresh_dsn: str) -> None:
