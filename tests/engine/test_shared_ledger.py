@@ -1,0 +1,92 @@
+"""Two servers on one ledger, and the passing of time: every answer counts every write made before it.
+
+A PostgreSQL server decides a write on the snapshot it kept from its own last write to the tree when
+nobody changed the tree since; these tests are where a stale or outlived snapshot would show.
+"""
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import anyio
+import pytest
+
+from budget_mcp import BudgetEngine, PriceCatalog
+from budget_mcp.ledger import open_ledger
+from tests.conftest import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def other_engine(ledger_location: str, prices: PriceCatalog, clock: FakeClock) -> AsyncIterator[BudgetEngine]:
+    """A second server's engine on the same ledger and clock."""
+    ledger = await open_ledger(ledger_location)
+    yield BudgetEngine(ledger, prices, clock)
+    await ledger.close()
+
+
+async def test_a_charge_through_one_server_counts_in_the_next_answer_of_the_other(
+    engine: BudgetEngine, other_engine: BudgetEngine
+) -> None:
+    await engine.allocate("acme", limit_usd="10")
+    await engine.charge("acme", cost_usd="4")
+    await other_engine.charge("acme", cost_usd="4")
+    third = await engine.charge("acme", cost_usd="1")
+    assert (third.spent_usd, third.remaining_usd) == ("9.000000", "1.000000")
+    assert [a.threshold for a in third.alerts] == ["0.9"]
+    fourth = await other_engine.charge("acme", cost_usd="1")
+    assert (fourth.spent_usd, fourth.remaining_usd, fourth.over_limit) == ("10.000000", "0.000000", False)
+    assert [a.threshold for a in fourth.alerts] == ["1.0"]
+    assert await engine.ledger.reconcile() == []
+
+
+async def test_agents_on_two_servers_each_see_every_earlier_charge(
+    engine: BudgetEngine, other_engine: BudgetEngine
+) -> None:
+    await engine.allocate("acme", limit_usd="1000")
+    reported: list[Decimal] = []
+
+    async def agent(server: BudgetEngine) -> None:
+        reported.append(Decimal((await server.charge("acme", cost_usd="1")).spent_usd))
+
+    for _ in range(25):  # in rounds, so that both servers write between any server's two batches
+        async with anyio.create_task_group() as agents:
+            for n in range(16):
+                agents.start_soon(agent, engine if n % 2 else other_engine)
+
+    # Charges are serialised: each one reports the spend after it, so the 400 answers are exactly 1..400.
+    assert sorted(reported) == [Decimal(n) for n in range(1, 401)]
+    assert (await other_engine.status("acme")).spent_usd == "400.000000"
+    assert await engine.ledger.reconcile() == []
+
+
+async def test_a_hold_stops_counting_in_charges_once_it_expires(engine: BudgetEngine, clock: FakeClock) -> None:
+    await engine.allocate("acme", limit_usd="10")
+    await engine.check("acme", estimated_cost_usd="5", reserve=True, ttl_seconds=60)
+    assert (await engine.charge("acme", cost_usd="1")).remaining_usd == "4.000000"
+    assert (await engine.charge("acme", cost_usd="1")).remaining_usd == "3.000000"
+    clock.advance(seconds=61)
+    assert (await engine.charge("acme", cost_usd="1")).remaining_usd == "7.000000"
+
+
+async def test_a_charge_after_midnight_starts_the_new_day(engine: BudgetEngine, clock: FakeClock) -> None:
+    clock.now = datetime(2026, 11, 25, 23, 59, 58, tzinfo=UTC)
+    await engine.allocate("acme", limit_usd="10", period="daily")
+    await engine.charge("acme", cost_usd="3")
+    assert (await engine.charge("acme", cost_usd="3")).spent_usd == "6.000000"
+    clock.advance(seconds=3)
+    assert (await engine.charge("acme", cost_usd="1")).spent_usd == "1.000000"
+
+
+async def test_a_retried_charge_is_recorded_once_whichever_server_gets_the_retry(
+    engine: BudgetEngine, other_engine: BudgetEngine
+) -> None:
+    await engine.allocate("acme", limit_usd="10")
+    await engine.charge("acme", cost_usd="1")
+    first = await engine.charge("acme", cost_usd="2", idempotency_key="call-7")
+    again_here = await engine.charge("acme", cost_usd="2", idempotency_key="call-7")
+    again_there = await other_engine.charge("acme", cost_usd="2", idempotency_key="call-7")
+    assert not first.duplicate and again_here.duplicate and again_there.duplicate
+    assert again_here.charge_id == again_there.charge_id == first.charge_id
+    assert (await engine.status("acme")).spent_usd == "3.000000"
