@@ -1,5 +1,6 @@
 """Budget ids: paths of lowercase segments joined by '/', at most 8 deep."""
 
+import functools
 import re
 import secrets
 
@@ -32,10 +33,11 @@ def parent_of(budget_id: str) -> str | None:
     return head if sep else None
 
 
-def path_of(budget_id: str) -> list[str]:
-    """The ids from the root down to `budget_id`: ['a', 'a/b', 'a/b/c']."""
+@functools.lru_cache(maxsize=4096)
+def path_of(budget_id: str) -> tuple[str, ...]:
+    """The ids from the root down to `budget_id`: ('a', 'a/b', 'a/b/c'). Every charge asks, so answers are kept."""
     segments = budget_id.split("/")
-    return ["/".join(segments[: i + 1]) for i in range(len(segments))]
+    return tuple("/".join(segments[: i + 1]) for i in range(len(segments)))
 
 
 def is_within(budget_id: str, prefix: str) -> bool:

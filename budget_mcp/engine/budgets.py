@@ -197,7 +197,7 @@ class BudgetEngine:
             )
             return reserved, Writes(entries=[entry], holds_added=[hold])
 
-        scope = Scope(budget_ids=tuple(path_of(budget_id)))
+        scope = Scope(budget_ids=path_of(budget_id))
         if not reserve:
             result = decide(await self.ledger.read(scope, self.clock()))[0]
         else:
@@ -287,7 +287,7 @@ class BudgetEngine:
         judge, remaining = None, None
         if budget_id is not None:
             validate_budget_id(budget_id)
-            snapshot = await self.ledger.read(Scope(budget_ids=tuple(path_of(budget_id))), self.clock())
+            snapshot = await self.ledger.read(Scope(budget_ids=path_of(budget_id)), self.clock())
             remaining = _evaluate(snapshot, budget_id, 0, 0, None).remaining_usd
 
             def judge(cost: PricedCost) -> tuple[bool, str]:
@@ -431,7 +431,7 @@ class BudgetEngine:
                 writes.stored_result = (key, _stored(request_hash, result))
             return result, writes
 
-        scope = Scope(budget_ids=tuple(path_of(budget_id)), reservation_id=reservation_id, idempotency_key=key)
+        scope = Scope(budget_ids=path_of(budget_id), reservation_id=reservation_id, idempotency_key=key)
         return await self.ledger.write(scope, self.clock(), decide)
 
     async def adjust(self, budget_id: str, amount_usd: object, reason: str) -> AdjustResult:
@@ -459,7 +459,7 @@ class BudgetEngine:
                 spent_usd=format_usd(state.usage[state.config.period].spent_nanos),
             ), Writes(entries=[entry])
 
-        return await self.ledger.write(Scope(budget_ids=tuple(path_of(budget_id))), self.clock(), decide)
+        return await self.ledger.write(Scope(budget_ids=path_of(budget_id)), self.clock(), decide)
 
     # ---- budgets ----
 
@@ -535,7 +535,7 @@ class BudgetEngine:
             after = _with_config(snapshot, config)
             return fig.status(after, budget_id), Writes(budgets=[config], entries=[entry])
 
-        ids = tuple(path_of(budget_id))
+        ids = path_of(budget_id)
         return await self.ledger.write(Scope(budget_ids=ids), self.clock(), decide)
 
     async def release(
@@ -603,7 +603,7 @@ class BudgetEngine:
             )
             return result, Writes(budgets=[closed], entries=[entry])
 
-        return await self.ledger.write(Scope(budget_ids=tuple(path_of(budget_id))), self.clock(), decide)
+        return await self.ledger.write(Scope(budget_ids=path_of(budget_id)), self.clock(), decide)
 
     async def reconcile(self) -> list[str]:
         """Differences between running totals and the entry log; empty when the ledger is consistent."""

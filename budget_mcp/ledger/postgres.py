@@ -22,6 +22,7 @@ Money is BIGINT nano-USD; budget ids are `COLLATE "C"` so prefix ranges compare 
 """
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -303,13 +304,17 @@ class PostgresLedger:
                 result, writes = pending.decide(snapshot)
             except Exception:
                 return False  # a refusal is only ever given on a fresh snapshot
-            if not applicable(writes) or any(
-                b not in tree.timezones for e in writes.entries for b in path_of(e.budget_id)
-            ):
+            if not applicable(writes):
                 return False
-            added = total_deltas(writes.entries, tree.timezones.__getitem__)
+            try:
+                added = total_deltas(writes.entries, tree.timezones.__getitem__)
+            except KeyError:  # a budget none of the tree's snapshots holds
+                return False
             views = advance(views, writes, added, pending.now)
-            add_deltas(deltas, added)
+            if decided:
+                add_deltas(deltas, added)
+            else:
+                deltas = added
             decided.append((result, writes))
         all_writes = [writes for _, writes in decided]
         statement, args = _write_statement(
@@ -712,32 +717,39 @@ def _write_statement(
     With a `guard` (root, version), the statement first moves that tree to a new version, which it
     returns, and fails with a serialization error, storing nothing, when the tree is at another version.
     """
+    parts = tuple(name for name, found in rows.items() if found)
+    args: list[Any] = list(guard) if guard is not None else []
+    for name in parts:
+        args.extend(list(column) for column in zip(*rows[name], strict=True))
+    if guard is None or notify is not None:
+        args.append(notify)
+    return _statement_text(parts, guard is not None, notify is not None), args
+
+
+@functools.cache
+def _statement_text(parts: tuple[str, ...], guarded: bool, notifying: bool) -> str:
+    """The text of a write statement with these parts (a few shapes, each built once)."""
     ctes: list[str] = []
-    args: list[Any] = []
-    if guard is not None:
-        args.extend(guard)
+    count = 0
+    if guarded:
+        count = 2
         ctes.append(
             "v AS (UPDATE trees SET version = nextval('tree_versions') WHERE root = $1 AND version = $2 "
             "RETURNING version)"
         )
-    for name, found in rows.items():
-        if not found:
-            continue
+    for name in parts:
         template, types = _WRITE_PARTS[name]
-        numbers = [f"${len(args) + n + 1}::{kind}[]" for n, kind in enumerate(types)]
-        args.extend(list(column) for column in zip(*found, strict=True))
-        ctes.append(f"w_{name} AS ({template.format(*numbers)})")
+        ctes.append(f"w_{name} AS ({template.format(*(f'${count + n + 1}::{t}[]' for n, t in enumerate(types)))})")
+        count += len(types)
     head = f"WITH {', '.join(ctes)} " if ctes else ""
-    if guard is None:
-        args.append(notify)
-        return f"{head}SELECT pg_notify('{CHANNEL}', ${len(args)}) WHERE ${len(args)}::text IS NOT NULL", args
+    if not guarded:
+        return f"{head}SELECT pg_notify('{CHANNEL}', ${count + 1}) WHERE ${count + 1}::text IS NOT NULL"
     # The other parts run after this select has read `v` (PostgreSQL runs unread data-modifying parts
     # last), so the tree's row is locked first, as a locked batch does, and a stale guard stops at once.
     checked = "coalesce((SELECT version FROM v), budget_tree_changed())"
-    if notify is None:
-        return f"{head}SELECT {checked}", args
-    args.append(notify)
-    return f"{head}SELECT {checked} FROM pg_notify('{CHANNEL}', ${len(args)})", args
+    if not notifying:
+        return f"{head}SELECT {checked}"
+    return f"{head}SELECT {checked} FROM pg_notify('{CHANNEL}', ${count + 1})"
 
 
 def _begin(key_locks: list[int], roots: tuple[str, ...]) -> str:

@@ -29,7 +29,7 @@ def test_invalid_ids_are_refused_with_the_rule(bad: str, message: str) -> None:
 
 
 def test_paths_and_parents() -> None:
-    assert path_of("a/b/c") == ["a", "a/b", "a/b/c"]
+    assert path_of("a/b/c") == ("a", "a/b", "a/b/c")
     assert parent_of("a/b/c") == "a/b"
     assert parent_of("a") is None
 
