@@ -1,14 +1,14 @@
-"""PostgreSQL benchmark: engine charges per second and check latency, beside a raw asyncpg loop in the same run.
+"""PostgreSQL benchmark: engine charges per second and check latency, beside raw asyncpg loops in the same run.
 
     python benchmarks/postgres_bench.py            # full run
     python benchmarks/postgres_bench.py --quick    # a short smoke run
 
 It starts its own PostgreSQL 15 server (durable defaults: fsync on, synchronous commit) in a temp
-folder. The raw loop is the fastest pattern measured for this job: one conditional statement per
-charge (`WITH t AS (UPDATE totals ... WHERE spent + cost <= cap RETURNING ...) INSERT INTO entries
-... SELECT ... FROM t`) in its own transaction, on a pool with no reset query. "hot" is 32 tasks
-charging one budget; "spread" is 32 tasks, each charging a budget of its own. A last line runs the
-ledger's own statements without the engine, to show how the gap splits between SQL and Python.
+folder. Beside the engine, two raw asyncpg loops run in the same run on a pool with no reset query:
+"ledger SQL" sends the very statement the ledger sends for a charge, and "one-row SQL" the cheapest
+charge there is, one conditional statement on one row (`WITH t AS (UPDATE totals ... WHERE spent +
+cost <= cap RETURNING ...) INSERT INTO entries ... SELECT ... FROM t`). "hot" is 32 tasks charging one
+budget; "spread" is 32 tasks, each charging a budget of its own.
 """
 
 import argparse

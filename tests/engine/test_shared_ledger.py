@@ -47,13 +47,16 @@ async def test_agents_on_two_servers_each_see_every_earlier_charge(
     await engine.allocate("acme", limit_usd="1000")
     reported: list[Decimal] = []
 
-    async def agent(server: BudgetEngine) -> None:
-        reported.append(Decimal((await server.charge("acme", cost_usd="1")).spent_usd))
+    async def agent(server: BudgetEngine, holds_first: bool) -> None:
+        hold = (
+            (await server.check("acme", estimated_cost_usd="1", reserve=True)).reservation_id if holds_first else None
+        )
+        reported.append(Decimal((await server.charge("acme", cost_usd="1", reservation_id=hold)).spent_usd))
 
     for _ in range(25):  # in rounds, so that both servers write between any server's two batches
         async with anyio.create_task_group() as agents:
-            for n in range(16):
-                agents.start_soon(agent, engine if n % 2 else other_engine)
+            for n in range(16):  # a quarter hold first: their writes take the locked way, beside plain charges
+                agents.start_soon(agent, engine if n % 2 else other_engine, n % 4 == 0)
 
     # Charges are serialised: each one reports the spend after it, so the 400 answers are exactly 1..400.
     assert sorted(reported) == [Decimal(n) for n in range(1, 401)]
