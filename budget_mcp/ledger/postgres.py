@@ -331,11 +331,11 @@ class PostgresLedger:
                 except (asyncpg.SerializationError, asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
                     version = None  # the tree changed, or a key was used already: decide again, locked and fresh
         except Exception as exc:  # nothing of the batch is known to be stored: tell every caller
-            del self._trees[root]
+            self._trees.pop(root, None)
             _settle(batch, [(False, exc)] * len(batch))
             return True
         if version is None:
-            del self._trees[root]
+            self._trees.pop(root, None)
             return False
         self._trees[root] = TreeCache(version, views, tree.timezones)
         _settle(batch, [(True, result) for result, _ in decided])
@@ -357,6 +357,13 @@ class PostgresLedger:
                             result, writes = pending.decide(found.snapshot)
                         except Exception as exc:  # decide is pure: its failure wrote nothing, the others go on
                             outcomes.append((False, exc))
+                            loaded.append((pending, found, Writes()))
+                            continue
+                        if not _roots_written(writes) <= set(roots):
+                            # Only a hold created after its owner was looked up could do this: nothing is written.
+                            outcomes.append(
+                                (False, LedgerError("the write reached a budget tree it had not locked; retry"))
+                            )
                             loaded.append((pending, found, Writes()))
                             continue
                         await _store(conn, writes, found.snapshot)
@@ -766,6 +773,12 @@ def _begin(key_locks: list[int], roots: tuple[str, ...]) -> str:
             "ON CONFLICT (root) DO UPDATE SET version = excluded.version"
         )
     return "; ".join(statements)
+
+
+def _roots_written(writes: Writes) -> set[str]:
+    """The roots of the budget trees these writes change (every write moves its tree's version)."""
+    written = [e.budget_id for e in writes.entries] + [c.budget_id for c in writes.budgets]
+    return {b.split("/")[0] for b in written + [h.budget_id for h in writes.holds_added]}
 
 
 def _notice(all_writes: list[Writes]) -> str | None:
