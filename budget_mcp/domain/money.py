@@ -51,10 +51,8 @@ def from_nanos(nanos: int) -> Decimal:
 
 def format_usd(nanos: int) -> str:
     """Wire form: a decimal string with at least 6 places, more only when needed ('0.003150', '0.000000001')."""
-    text = f"{from_nanos(nanos):f}"
-    whole, _, frac = text.partition(".")
-    frac = frac.rstrip("0").ljust(6, "0")
-    return f"{whole}.{frac}"
+    whole, frac = divmod(abs(nanos), NANOS_PER_USD)  # integers: every result carries a few of these
+    return f"{'-' if nanos < 0 else ''}{whole}.{f'{frac:09d}'.rstrip('0').ljust(6, '0')}"
 
 
 def human_usd(nanos: int) -> str:

@@ -6,6 +6,7 @@ returned as aware UTC datetimes, so a day in Europe/Paris across a DST change is
 epoch that never resets.
 """
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -73,3 +74,19 @@ def _compute(period: Period, tz: str, at: datetime) -> tuple[datetime, datetime]
 def window_key(period: Period, tz: str, at: datetime) -> int:
     """The window's start as whole Unix seconds: the key running totals are stored under."""
     return int(window(period, tz, at)[0].timestamp())
+
+
+_current: dict[str, tuple[datetime, datetime, dict[Period, int]]] = {}
+
+
+def window_keys(tz: str, at: datetime) -> Mapping[Period, int]:
+    """The window key of every period at `at` in `tz` (snapshots ask for all of them, again and again)."""
+    known = _current.get(tz)
+    if known is not None and known[0] <= at < known[1]:
+        return known[2]
+    bounds = {period: window(period, tz, at) for period in Period}
+    keys = {period: int(start.timestamp()) for period, (start, _) in bounds.items()}
+    starts = [start for period, (start, _) in bounds.items() if period is not Period.TOTAL]
+    ends = [end for _, (_, end) in bounds.items() if end is not None]
+    _current[tz] = (max(starts), min(ends), keys)
+    return keys

@@ -30,7 +30,7 @@ class Scope:
     idempotency_key: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class WindowUsage:
     """Spend of one budget in the current window of one period (descendants included)."""
 

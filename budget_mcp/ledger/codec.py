@@ -1,5 +1,6 @@
 """Stored forms of budget definitions and metadata, shared by every backend."""
 
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -41,8 +42,9 @@ def config_to_json(config: BudgetConfig) -> str:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def config_from_json(budget_id: str, text: str, *, closed: bool, created_at: datetime) -> BudgetConfig:
-    """The inverse of config_to_json."""
+    """The inverse of config_to_json (answers are kept: every snapshot parses the same few configs again)."""
     raw = json.loads(text)
     return BudgetConfig(
         budget_id=budget_id,

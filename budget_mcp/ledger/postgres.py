@@ -41,7 +41,7 @@ import asyncpg
 from budget_mcp.domain.accounting import TotalKey
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.models import AlertRecord, Entry, Hold
-from budget_mcp.domain.windows import Period, window_key
+from budget_mcp.domain.windows import Period, window_keys
 from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
     BudgetState,
@@ -603,7 +603,7 @@ WITH b AS (
     SELECT budget_id, parent_id, config, closed, created_at_us FROM budgets
     WHERE NOT closed AND parent_id IN (SELECT budget_id FROM b) AND budget_id NOT IN (SELECT budget_id FROM b)
 ), every AS (SELECT * FROM b UNION ALL SELECT * FROM c)
-SELECT
+SELECT json_build_array(
     (SELECT coalesce(json_agg(json_build_array(budget_id, parent_id, config, closed, created_at_us)), '[]')
        FROM b),
     (SELECT coalesce(json_agg(json_build_array(budget_id, parent_id, config, closed, created_at_us)), '[]')
@@ -626,24 +626,35 @@ SELECT
        WHERE $6::text IS NOT NULL AND reservation_id = $6 AND kind <> 'hold' ORDER BY seq DESC LIMIT 1),
     (SELECT json_build_array(request_hash, result) FROM idempotency WHERE $7::text IS NOT NULL AND key = $7),
     (SELECT version FROM trees WHERE $8::text IS NOT NULL AND root = $8)
+)::text
 """
+_LOADS = {kind: _LOAD.format(scope=condition) for kind, condition in _SCOPES.items()}
+_PERIODS = [p.value for p in Period]
+_UNUSED = {p: WindowUsage() for p in Period}  # WindowUsage is frozen, so every snapshot can share these
 _OLDEST_CURRENT_WINDOW = 40 * 86_400  # seconds: every non-total window that holds `now` started after now - 40 days
 
 
-async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime) -> _Loaded:
-    """The scope's snapshot in one statement (one round trip, one MVCC snapshot), with its tree's version."""
+def _load_statement(scope: Scope, now: datetime) -> tuple[str, list[Any]]:
+    """The statement reading `scope`'s snapshot at `now`, and its arguments."""
     now_s = int(now.timestamp())
     kind, selector = (
         ("everything", []) if scope.everything
         else ("subtree", [scope.subtree]) if scope.subtree is not None
         else ("ids", list(scope.budget_ids))
     )  # fmt: skip
-    row = await conn.fetchrow(
-        _LOAD.format(scope=_SCOPES[kind]), selector, [p.value for p in Period], now_s,
-        now_s - _OLDEST_CURRENT_WINDOW, to_us(now), scope.reservation_id, scope.idempotency_key,
-        scope.budget_ids[0].split("/")[0] if cacheable(scope) else None,
-    )  # fmt: skip
-    scoped, extra, totals, alerts, holds = (json.loads(row[n]) for n in range(5))
+    return _LOADS[kind], [
+        selector, _PERIODS, now_s, now_s - _OLDEST_CURRENT_WINDOW, to_us(now),
+        scope.reservation_id, scope.idempotency_key, scope.budget_ids[0].split("/")[0] if cacheable(scope) else None,
+    ]  # fmt: skip
+
+
+async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime) -> _Loaded:
+    """The scope's snapshot in one statement (one round trip, one MVCC snapshot), with its tree's version."""
+    statement, args = _load_statement(scope, now)
+    # One JSON array: budgets in scope, their open children, totals, alerts, holds, the reservation's hold,
+    # the entry that closed it, the idempotency key's stored result, the tree's version.
+    row = json.loads(await conn.fetchval(statement, *args))
+    scoped, extra, totals, alerts, holds = row[:5]
     rows = scoped + extra
     in_scope = {r[0] for r in scoped}
     children: dict[str, list[str]] = {budget_id: [] for budget_id in in_scope}
@@ -651,13 +662,13 @@ async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime) -> _Loade
         if not closed and parent_id in in_scope:
             children[parent_id].append(budget_id)
     configs = {r[0]: config_from_json(r[0], r[2], closed=bool(r[3]), created_at=from_us(r[4])) for r in rows}
-    current = {(b, p.value): window_key(p, c.timezone, now) for b, c in configs.items() for p in Period}
-    usage: dict[str, dict[Period, WindowUsage]] = {b: {p: WindowUsage() for p in Period} for b in configs}
+    current = {b: window_keys(c.timezone, now) for b, c in configs.items()}  # Period is a str: "daily" finds it
+    usage: dict[str, dict[Period, WindowUsage]] = {b: dict(_UNUSED) for b in configs}
     for budget_id, period, start, spent, tokens, calls in totals:
-        if current.get((budget_id, period)) == start:
+        if current[budget_id].get(period) == start:
             usage[budget_id][Period(period)] = WindowUsage(spent, tokens, calls)
     alerts_raised = {
-        (b, Period(p), start, threshold) for b, p, start, threshold in alerts if current.get((b, p)) == start
+        (b, Period(p), start, threshold) for b, p, start, threshold in alerts if current[b].get(p) == start
     }
     held = {budget_id: (int(nanos), int(tokens)) for budget_id, nanos, tokens, _ in holds}
     first_expiry = min((int(first) for *_, first in holds), default=None)
@@ -667,15 +678,14 @@ async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime) -> _Loade
     }
     snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised)
     if scope.reservation_id:
-        hold, closing = (json.loads(row[n]) if row[n] else None for n in (5, 6))
+        hold, closing = row[5], row[6]
         if hold:
             found = Hold(hold[0], hold[1], hold[2], hold[3], from_us(hold[4]), from_us(hold[5]))
             snapshot.reservation = ReservationState(scope.reservation_id, found)
         elif closing:
             snapshot.reservation = ReservationState(scope.reservation_id, None, closing[0], closing[1])
     if scope.idempotency_key and row[7]:
-        stored = json.loads(row[7])
-        snapshot.stored_result = StoredResult(stored[0], stored[1])
+        snapshot.stored_result = StoredResult(row[7][0], row[7][1])
     return _Loaded(snapshot, row[8], from_us(first_expiry) if first_expiry is not None else None)
 
 

@@ -1,6 +1,8 @@
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from budget_mcp.domain.money import format_usd, from_nanos, parse_usd, to_nanos
 from budget_mcp.errors import InvalidInputError
@@ -60,3 +62,11 @@ def test_wire_format_keeps_six_places_and_more_when_needed() -> None:
     assert format_usd(1) == "0.000000001"
     assert format_usd(5_000_000_000) == "5.000000"
     assert format_usd(-250_000_000) == "-0.250000"
+
+
+@given(st.integers(min_value=-(10**18), max_value=10**18))
+def test_wire_form_reads_back_exactly_with_six_to_nine_places(nanos: int) -> None:
+    text = format_usd(nanos)
+    places = text.partition(".")[2]
+    assert Decimal(text) == from_nanos(nanos)
+    assert 6 <= len(places) <= 9 and (len(places) == 6 or not places.endswith("0"))

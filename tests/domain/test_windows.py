@@ -1,8 +1,8 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from budget_mcp.domain.windows import EPOCH, Period, window
+from budget_mcp.domain.windows import EPOCH, Period, window, window_keys
 from budget_mcp.errors import InvalidInputError
 
 
@@ -65,3 +65,11 @@ def test_total_window_never_resets() -> None:
 def test_unknown_timezone_is_refused_with_an_example() -> None:
     with pytest.raises(InvalidInputError, match="IANA timezone name; use e.g. 'UTC'"):
         window(Period.DAILY, "Mars/Olympus", utc(2026, 11, 25))
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Paris", "Asia/Kolkata"])
+def test_window_keys_follow_every_boundary_they_are_asked_across(tz: str) -> None:
+    # Minutes around a month end, a midnight and an hour change, asked in order and then backwards.
+    moments = [datetime(2026, 10, 31, 22, 0, tzinfo=UTC) + timedelta(minutes=m) for m in range(0, 240, 7)]
+    for at in moments + moments[::-1]:
+        assert window_keys(tz, at) == {p: int(window(p, tz, at)[0].timestamp()) for p in Period}
