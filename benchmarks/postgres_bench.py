@@ -25,6 +25,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from budget_mcp import BudgetEngine, PriceCatalog
+from budget_mcp.domain.ids import new_entry_id
 from budget_mcp.domain.models import Entry, EntryKind
 from budget_mcp.ledger import Scope, Writes, postgres
 from budget_mcp.ledger.postgres import PostgresLedger
@@ -32,7 +33,8 @@ from tests.postgres_server import postgres_server
 
 TASKS = 32
 POOL = 8
-RAW_CHARGE = (
+ROUNDS = 10
+ONE_ROW_CHARGE = (
     "WITH t AS (UPDATE raw_totals SET spent = spent + $2 WHERE budget_id = $1 AND spent + $2 <= cap "
     "RETURNING budget_id) INSERT INTO raw_entries (budget_id, cost) SELECT budget_id, $2 FROM t"
 )
@@ -42,7 +44,10 @@ async def _no_reset(_: asyncpg.Connection) -> None:
     pass
 
 
-async def timed(charges: int, tasks: int, charge: Callable[[int], Awaitable[None]]) -> float:
+Charge = Callable[[int], Awaitable[None]]
+
+
+async def timed(charges: int, tasks: int, charge: Charge) -> float:
     """Charges per second with `tasks` concurrent callers, task n charging through `charge(n)`."""
     per_task = charges // tasks
 
@@ -55,7 +60,8 @@ async def timed(charges: int, tasks: int, charge: Callable[[int], Awaitable[None
     return per_task * tasks / (time.perf_counter() - started)
 
 
-async def raw(dsn: str, charges: int, tasks: int, spread: bool) -> float:
+async def one_row_sql(dsn: str, spread: bool) -> tuple[Charge, asyncpg.Pool]:
+    """The cheapest charge there is: one conditional statement on one row, on a pool of its own."""
     setup = await asyncpg.connect(dsn)
     await setup.execute(
         "DROP TABLE IF EXISTS raw_entries, raw_totals;"
@@ -68,81 +74,82 @@ async def raw(dsn: str, charges: int, tasks: int, spread: bool) -> float:
 
     async def charge(n: int) -> None:
         async with pool.acquire() as conn:
-            await conn.execute(RAW_CHARGE, f"b{n if spread else 0}", 1000)
+            await conn.execute(ONE_ROW_CHARGE, f"b{n if spread else 0}", 1000)
 
-    rate = await timed(charges, tasks, charge)
-    await pool.close()
-    return rate
+    return charge, pool
 
 
-async def engine(dsn: str, charges: int, tasks: int, spread: bool) -> float:
-    ledger = await PostgresLedger.open(dsn, max_connections=POOL)
-    await ledger.truncate()
-    budgets = BudgetEngine(ledger, PriceCatalog())
-    for n in range(TASKS if spread else 1):
-        await budgets.allocate(f"b{n}", limit_usd="1000000")
-
-    async def charge(n: int) -> None:
-        await budgets.charge(f"b{n if spread else 0}", cost_usd="0.000001")
-
-    rate = await timed(charges, tasks, charge)
-    assert await ledger.reconcile() == []
-    await ledger.close()
-    return rate
-
-
-async def ledger_sql(dsn: str, charges: int, tasks: int, spread: bool) -> float:
-    """A raw asyncpg loop sending the ledger's own SQL for one charge, with fixed arguments: no engine, no ledger.
+def ledger_sql(ledger: PostgresLedger, spread: bool) -> Charge:
+    """A raw asyncpg loop sending the ledger's own SQL for one charge of budget s<n>: no engine, no ledger code.
 
     The statement is the one a charge's write sends (move the tree's version, append the entry, add to
     its running totals, notify), built once by the ledger; only the entry id changes per call, and its
-    version guard is made to always pass (`version <> -1`), since these callers share no kept snapshot.
+    version guard is made to always pass (`version <> -1`), since these callers keep no snapshot.
     """
+    now, template = datetime.now(UTC), "chg_00000000000000000000000000000000"
+    prepared: dict[str, list[object]] = {}
+    statement = ""
+    for n in range(TASKS if spread else 1):
+        writes = [Writes(entries=[Entry(template, EntryKind.CHARGE, f"s{n}", now, 1000)])]
+        statement, prepared[f"s{n}"] = postgres._write_statement(
+            postgres._rows(writes, postgres.total_deltas(writes[0].entries, lambda _: "UTC"), 0),
+            postgres._notice(writes),
+            guard=(f"s{n}", -1),
+        )
+    assert "AND version = $2" in statement
+    statement = statement.replace("AND version = $2", "AND version <> $2")
+    entry_ids = prepared["s0"].index([template])
+
+    async def charge(n: int) -> None:
+        args = list(prepared[f"s{n if spread else 0}"])
+        args[entry_ids] = [new_entry_id("chg")]  # random, as the ledger's are (the unique index sees the same)
+        async with ledger._pool.acquire() as conn:
+            await conn.fetchval(statement, *args)
+
+    return charge
+
+
+async def scenario(dsn: str, charges: int, tasks: int, spread: bool) -> dict[str, float]:
+    """Median charges per second of each contender, measured in interleaved rounds so drift hits all alike."""
     ledger = await PostgresLedger.open(dsn, max_connections=POOL)
     await ledger.truncate()
     budgets = BudgetEngine(ledger, PriceCatalog())
     for n in range(TASKS if spread else 1):
-        await budgets.allocate(f"b{n}", limit_usd="1000000")
-    now, template = datetime.now(UTC), "chg_00000000000000000000000000000000"
-    prepared: dict[str, list[object]] = {}
-    for n in range(TASKS if spread else 1):
-        writes = [Writes(entries=[Entry(template, EntryKind.CHARGE, f"b{n}", now, 1000)])]
-        statement, prepared[f"b{n}"] = postgres._write_statement(
-            postgres._rows(writes, postgres.total_deltas(writes[0].entries, lambda _: "UTC"), 0),
-            postgres._notice(writes),
-            guard=(f"b{n}", -1),
-        )
-    assert "AND version = $2" in statement
-    statement = statement.replace("AND version = $2", "AND version <> $2")
-    entry_ids = prepared["b0"].index([template])
-    calls = iter(range(10**9))
+        await budgets.allocate(f"e{n}", limit_usd="1000000")  # the engine's budgets
+        await budgets.allocate(f"s{n}", limit_usd="1000000")  # the ledger-SQL loop's, another tree each
 
-    async def charge(n: int) -> None:
-        args = list(prepared[f"b{n if spread else 0}"])
-        args[entry_ids] = [f"chg_{next(calls):032d}"]
-        async with ledger._pool.acquire() as conn:
-            await conn.fetchval(statement, *args)
+    async def engine(n: int) -> None:
+        await budgets.charge(f"e{n if spread else 0}", cost_usd="0.000001")
 
-    rate = await timed(charges, tasks, charge)
+    one_row, pool = await one_row_sql(dsn, spread)
+    contenders = {"ledger SQL": ledger_sql(ledger, spread), "one-row SQL": one_row, "engine": engine}
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(ROUNDS):
+        for name, charge in contenders.items():
+            rates[name].append(await timed(charges // ROUNDS, tasks, charge))
+    assert await ledger.reconcile() == []
+    await pool.close()
     await ledger.close()
-    return rate
+    return {name: statistics.median(found) for name, found in rates.items()}
 
 
 async def check_latency(dsn: str, checks: int) -> tuple[float, float]:
-    """check_budget p50 through the engine, and p50 of the same read statement sent by a raw asyncpg loop (ms)."""
+    """check_budget p50 through the engine, and p50 of the same read statement by raw asyncpg (ms), interleaved."""
     ledger = await PostgresLedger.open(dsn, max_connections=POOL)
     budgets = BudgetEngine(ledger, PriceCatalog())
-    ours, raw_reads = [], []
-    for _ in range(checks):
-        started = time.perf_counter()
-        await budgets.check("b0", estimated_cost_usd="0.01")
-        ours.append(time.perf_counter() - started)
-    statement, args = postgres._load_statement(Scope(budget_ids=("b0",)), datetime.now(UTC))
-    for _ in range(checks):
-        started = time.perf_counter()
-        async with ledger._pool.acquire() as conn:
-            await conn.fetchrow(statement, *args)
-        raw_reads.append(time.perf_counter() - started)
+    statement, args = postgres._load_statement(Scope(budget_ids=("e0",)), datetime.now(UTC))
+    ours: list[float] = []
+    raw_reads: list[float] = []
+    for _ in range(ROUNDS):
+        for _ in range(checks // ROUNDS):
+            started = time.perf_counter()
+            await budgets.check("e0", estimated_cost_usd="0.01")
+            ours.append(time.perf_counter() - started)
+        for _ in range(checks // ROUNDS):
+            started = time.perf_counter()
+            async with ledger._pool.acquire() as conn:
+                await conn.fetchval(statement, *args)
+            raw_reads.append(time.perf_counter() - started)
     await ledger.close()
     return statistics.median(ours) * 1000, statistics.median(raw_reads) * 1000
 
@@ -150,15 +157,15 @@ async def check_latency(dsn: str, checks: int) -> tuple[float, float]:
 async def main(quick: bool) -> None:
     charges = 2_000 if quick else 20_000
     with postgres_server(durable=True) as dsn:
-        print(f"PostgreSQL benchmark, {charges:,} charges per line, pool of {POOL}, durable commits (charges/s)")
+        print(f"PostgreSQL benchmark, {charges:,} charges per line in {ROUNDS} interleaved rounds, pool of {POOL},")
+        print("durable commits; charges/s (median of the rounds)")
         print(f"{'':26} {'ledger SQL':>10} {'one-row SQL':>11} {'engine':>8}   vs ledger SQL   vs one-row")
         for label, tasks, spread in (("sequential", 1, False), ("32 tasks, one budget", TASKS, False),
                                      ("32 tasks, spread budgets", TASKS, True)):  # fmt: skip
-            same = await ledger_sql(dsn, charges, tasks, spread)
-            minimal = await raw(dsn, charges, tasks, spread)
-            ours = await engine(dsn, charges, tasks, spread)
+            r = await scenario(dsn, charges, tasks, spread)
+            same, minimal, ours = r["ledger SQL"], r["one-row SQL"], r["engine"]
             print(f"{label:26} {same:10.0f} {minimal:11.0f} {ours:8.0f}   {ours / same:12.2f}x {ours / minimal:9.2f}x")
-        p50, raw_p50 = await check_latency(dsn, 500 if quick else 5_000)
+        p50, raw_p50 = await check_latency(dsn, 1_000 if quick else 10_000)
         print(
             f"check_budget p50 {p50:.3f} ms; its read statement by raw asyncpg {raw_p50:.3f} ms ({raw_p50 / p50:.2f}x)"
         )

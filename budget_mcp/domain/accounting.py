@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterator
 
 from budget_mcp.domain.ids import path_of
 from budget_mcp.domain.models import SPEND_KINDS, Entry
-from budget_mcp.domain.windows import Period, window_key
+from budget_mcp.domain.windows import Period, window_keys
 
 TotalKey = tuple[str, Period, int]
 
@@ -18,6 +18,5 @@ def spend_windows(entry: Entry, timezone_of: Callable[[str], str]) -> Iterator[T
     if entry.kind not in SPEND_KINDS:
         return
     for budget_id in path_of(entry.budget_id):
-        tz = timezone_of(budget_id)
-        for period in Period:
-            yield budget_id, period, window_key(period, tz, entry.at)
+        for period, key in window_keys(timezone_of(budget_id), entry.at).items():
+            yield budget_id, period, key

@@ -275,7 +275,9 @@ class PostgresLedger:
         version (one round trip). When that cannot be done, or another writer changed the tree meanwhile,
         the batch runs locked: BEGIN with the locks, then per write its snapshot and its writes, then COMMIT.
         """
-        roots, key_locks = await self._locks(scope)
+        roots, key_locks = _locks(scope)
+        if scope.reservation_id and not scope.budget_ids:
+            roots = await self._owner_root(scope.reservation_id)
         pending = _Pending(scope, now, decide, roots, key_locks, asyncio.get_running_loop().create_future())
         queue = self._queues.setdefault(roots, [])
         queue.append(pending)
@@ -404,26 +406,21 @@ class PostgresLedger:
     async def _wrote(self, batch: list[_Pending]) -> None:
         self._writes += len(batch)
         if self._writes // PRUNE_EVERY_WRITES != (self._writes - len(batch)) // PRUNE_EVERY_WRITES:
-            # Forget holds long expired, in a statement of its own, outside any budget's lock.
-            cutoff = to_us(batch[-1].now) - HOLD_GRACE_US
-            try:
-                await self._execute("DELETE FROM hold_budgets WHERE expires_at_us < $1", cutoff)
-                await self._execute("DELETE FROM holds WHERE expires_at_us < $1", cutoff)
-            except LedgerError as exc:  # housekeeping: the next round tries again
-                logger.warning("pruning expired holds failed: %s", exc)
+            await self._prune(to_us(batch[-1].now) - HOLD_GRACE_US)
 
-    async def _locks(self, scope: Scope) -> tuple[tuple[str, ...], list[int]]:
-        """The roots of the trees a write touches (sorted), and the advisory lock of its idempotency key."""
-        roots = {b.split("/")[0] for b in scope.budget_ids}
-        if scope.reservation_id and not scope.budget_ids:
-            async with self._connection() as conn:
-                owner = await conn.fetchval(
-                    "SELECT budget_id FROM holds WHERE reservation_id = $1", scope.reservation_id
-                )
-            if owner:
-                roots.add(owner.split("/")[0])
-        key_locks = [lock_key("key:" + scope.idempotency_key)] if scope.idempotency_key else []
-        return tuple(sorted(roots)), key_locks
+    async def _prune(self, cutoff: int) -> None:
+        """Forget holds that expired before `cutoff`, in statements of their own, outside any tree's lock."""
+        try:
+            await self._execute("DELETE FROM hold_budgets WHERE expires_at_us < $1", cutoff)
+            await self._execute("DELETE FROM holds WHERE expires_at_us < $1", cutoff)
+        except LedgerError as exc:  # housekeeping: the next round tries again
+            logger.warning("pruning expired holds failed: %s", exc)
+
+    async def _owner_root(self, reservation_id: str) -> tuple[str, ...]:
+        """The root of the budget holding `reservation_id`, if the hold still exists."""
+        async with self._connection() as conn:
+            owner = await conn.fetchval("SELECT budget_id FROM holds WHERE reservation_id = $1", reservation_id)
+        return (owner.split("/")[0],) if owner else ()
 
     async def entries(self, budget_id: str, *, limit: int = 100, since: datetime | None = None) -> list[Entry]:
         """The latest entries of `budget_id` and its descendants, newest first."""
@@ -785,6 +782,12 @@ def _begin(key_locks: list[int], roots: tuple[str, ...]) -> str:
     return "; ".join(statements)
 
 
+def _locks(scope: Scope) -> tuple[tuple[str, ...], list[int]]:
+    """The roots of the trees a write of `scope` touches (sorted), and the advisory lock of its idempotency key."""
+    roots = tuple(sorted({b.split("/")[0] for b in scope.budget_ids}))
+    return roots, [lock_key("key:" + scope.idempotency_key)] if scope.idempotency_key else []
+
+
 def _roots_written(writes: Writes) -> set[str]:
     """The roots of the budget trees these writes change (every write moves its tree's version)."""
     written = [e.budget_id for e in writes.entries] + [c.budget_id for c in writes.budgets]
@@ -793,10 +796,17 @@ def _roots_written(writes: Writes) -> set[str]:
 
 def _notice(all_writes: list[Writes]) -> str | None:
     """The change notification's payload: the budgets written, as JSON (None when nothing changed)."""
+    if len(all_writes) == 1 and not all_writes[0].budgets and len(all_writes[0].entries) == 1:
+        return _notice_of(all_writes[0].entries[0].budget_id)  # the common case, one charge
     touched = sorted(
         {e.budget_id for w in all_writes for e in w.entries} | {c.budget_id for w in all_writes for c in w.budgets}
     )
     return json.dumps(touched)[:7000] if touched else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _notice_of(budget_id: str) -> str:
+    return json.dumps([budget_id])
 
 
 def _rows(all_writes: list[Writes], deltas: dict[TotalKey, list[int]], now_us: int) -> dict[str, list[tuple[Any, ...]]]:
