@@ -5,7 +5,7 @@ guardrail never under-counts spend. Floats never become money directly: a JSON n
 is read through its decimal text (`Decimal(str(x))`), so 0.1 is exactly 0.1.
 """
 
-from decimal import ROUND_CEILING, ROUND_DOWN, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
 from budget_mcp.errors import InvalidInputError
 
@@ -57,12 +57,14 @@ def format_usd(nanos: int) -> str:
 
 def human_usd(nanos: int) -> str:
     """Short form for summaries: '$1.50', '$0.9965', '-$0.25' (cut, never rounded up, at 4 places from a cent)."""
-    usd = abs(from_nanos(nanos))
-    sign = "-" if nanos < 0 else ""
-    if usd < Decimal("0.01"):
-        return f"{sign}${usd.normalize():f}" if usd else "$0.00"
-    cut = usd.quantize(Decimal("0.0001"), rounding=ROUND_DOWN).normalize()
-    return f"{sign}${cut:.2f}" if cut == cut.quantize(Decimal("0.01")) else f"{sign}${cut:f}"
+    sign, size = ("-" if nanos < 0 else ""), abs(nanos)
+    if size == 0:
+        return "$0.00"
+    if size < NANOS_PER_USD // 100:  # under a cent: every digit there is
+        return f"{sign}$0.{f'{size:09d}'.rstrip('0')}"
+    whole, places = divmod(size // 100_000, 10_000)  # cut to 4 places, integers only: reasons are built per check
+    shown = f"{places // 100:02d}" if places % 100 == 0 else f"{places:04d}".rstrip("0")
+    return f"{sign}${whole}.{shown}"
 
 
 def human_amount(text: str | None) -> str:

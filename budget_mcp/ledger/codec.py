@@ -43,8 +43,13 @@ def config_to_json(config: BudgetConfig) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
+def config_from_row(budget_id: str, text: str, closed: bool, created_at_us: int) -> BudgetConfig:
+    """A budget's stored row as its config (answers are kept: every snapshot reads the same few rows again)."""
+    return config_from_json(budget_id, text, closed=bool(closed), created_at=from_us(created_at_us))
+
+
 def config_from_json(budget_id: str, text: str, *, closed: bool, created_at: datetime) -> BudgetConfig:
-    """The inverse of config_to_json (answers are kept: every snapshot parses the same few configs again)."""
+    """The inverse of config_to_json."""
     raw = json.loads(text)
     return BudgetConfig(
         budget_id=budget_id,

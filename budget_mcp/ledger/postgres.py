@@ -55,7 +55,7 @@ from budget_mcp.ledger.base import (
     WindowUsage,
     Writes,
 )
-from budget_mcp.ledger.codec import config_from_json, config_to_json, from_us, redact_url, to_us
+from budget_mcp.ledger.codec import config_from_row, config_to_json, from_us, redact_url, to_us
 from budget_mcp.ledger.rows import (
     ENTRY_COLUMNS,
     add_deltas,
@@ -659,7 +659,7 @@ async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime) -> _Loade
     for budget_id, parent_id, _, closed, _ in rows:
         if not closed and parent_id in in_scope:
             children[parent_id].append(budget_id)
-    configs = {r[0]: config_from_json(r[0], r[2], closed=bool(r[3]), created_at=from_us(r[4])) for r in rows}
+    configs = {r[0]: config_from_row(r[0], r[2], r[3], r[4]) for r in rows}
     current = {b: window_keys(c.timezone, now) for b, c in configs.items()}  # Period is a str: "daily" finds it
     usage: dict[str, dict[Period, WindowUsage]] = {b: dict(_UNUSED) for b in configs}
     for budget_id, period, start, spent, tokens, calls in totals:

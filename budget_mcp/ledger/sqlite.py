@@ -46,7 +46,7 @@ from budget_mcp.ledger.base import (
     WindowUsage,
     Writes,
 )
-from budget_mcp.ledger.codec import config_from_json, config_to_json, from_us, to_us
+from budget_mcp.ledger.codec import config_from_row, config_to_json, from_us, to_us
 from budget_mcp.ledger.rows import (
     ENTRY_COLUMNS,
     add_deltas,
@@ -352,10 +352,7 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> Snapshot:
             children[row[1]].append(row[0])
             loaded.setdefault(row[0], row)
 
-    configs = {
-        budget_id: config_from_json(budget_id, row[2], closed=bool(row[3]), created_at=from_us(row[4]))
-        for budget_id, row in loaded.items()
-    }
+    configs = {budget_id: config_from_row(budget_id, row[2], row[3], row[4]) for budget_id, row in loaded.items()}
     keys = [(b, p.value, window_key(p, c.timezone, now)) for b, c in configs.items() for p in Period]
     usage: dict[str, dict[Period, WindowUsage]] = {b: {p: WindowUsage() for p in Period} for b in configs}
     alerts_raised: set[tuple[str, Period, int, str]] = set()

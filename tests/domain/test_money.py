@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from budget_mcp.domain.money import format_usd, from_nanos, parse_usd, to_nanos
+from budget_mcp.domain.money import format_usd, from_nanos, human_usd, parse_usd, to_nanos
 from budget_mcp.errors import InvalidInputError
 
 
@@ -70,3 +70,18 @@ def test_wire_form_reads_back_exactly_with_six_to_nine_places(nanos: int) -> Non
     places = text.partition(".")[2]
     assert Decimal(text) == from_nanos(nanos)
     assert 6 <= len(places) <= 9 and (len(places) == 6 or not places.endswith("0"))
+
+
+def test_summaries_show_cents_or_up_to_four_places_and_everything_under_a_cent() -> None:
+    assert [human_usd(n) for n in (1_500_000_000, 996_500_000, -250_000_000, 0, 5, 1_000_000, 12_345_000_000)] == [
+        "$1.50", "$0.9965", "-$0.25", "$0.00", "$0.000000005", "$0.001", "$12.345",
+    ]  # fmt: skip
+
+
+@given(st.integers(min_value=-(10**18), max_value=10**18))
+def test_summaries_are_cut_never_rounded_up(nanos: int) -> None:
+    text = human_usd(nanos)
+    shown = Decimal(text.replace("$", ""))
+    amount = from_nanos(nanos)
+    assert abs(shown) <= abs(amount) and abs(amount) - abs(shown) < Decimal("0.0001")
+    assert (shown < 0) == (amount < 0) or shown == 0
