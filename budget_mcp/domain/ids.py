@@ -15,6 +15,12 @@ def validate_budget_id(value: str) -> str:
     """Return `value` if it is a valid budget id, else raise InvalidInputError saying why."""
     if not isinstance(value, str) or not value:
         raise InvalidInputError("budget_id is empty; use a path such as 'acme' or 'acme/research'")
+    return _valid_budget_id(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_budget_id(value: str) -> str:
+    """validate_budget_id for a non-empty string; valid answers are kept (a refusal raises, so it is not)."""
     segments = value.split("/")
     if len(segments) > MAX_DEPTH:
         raise InvalidInputError(f"budget_id {value[:80]!r} is {len(segments)} levels deep; at most {MAX_DEPTH} allowed")

@@ -661,6 +661,8 @@ def _violates(c: fig.Constraint, cost_nanos: int, tokens: int) -> bool:
 
 def _most_restrictive(found: list[fig.Constraint]) -> fig.Constraint:
     """Per-call caps first, then the smallest USD headroom, then the smallest token headroom; deeper wins ties."""
+    if len(found) == 1:
+        return found[0]
 
     def rank(c: fig.Constraint) -> tuple[int, int, int]:
         depth = -c.budget_id.count("/")

@@ -669,7 +669,7 @@ async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime) -> _Loade
         (b, _PERIOD_OF[p], start, threshold) for b, p, start, threshold in alerts if current[b].get(p) == start
     }
     held = {budget_id: (int(nanos), int(tokens)) for budget_id, nanos, tokens, _ in holds}
-    first_expiry = min((int(first) for *_, first in holds), default=None)
+    first_expiry = min(int(h[3]) for h in holds) if holds else None
     budgets = {
         b: BudgetState(c, usage[b], *held.get(b, (0, 0)), children=sorted(children.get(b, [])))
         for b, c in configs.items()
