@@ -4,7 +4,9 @@ The engine never issues queries. It names a `Scope` (which budgets, reservation 
 idempotency key it needs) and hands the ledger a pure `decide` function. The ledger
 loads a `Snapshot` of that scope inside an exclusive write transaction, calls
 `decide(snapshot)`, and stores the returned `Writes` in the same transaction, so
-check-and-reserve and charge are atomic on any backend.
+check-and-reserve and charge are atomic on any backend. A backend may instead decide on a
+snapshot it kept, if it stores the writes only when nothing changed since (PostgreSQL does),
+so `decide` may be called more than once for one write: it must only read its snapshot.
 """
 
 from collections.abc import Callable
@@ -146,7 +148,7 @@ class Ledger(Protocol):
         ...
 
     async def write(self, scope: Scope, now: datetime, decide: Decide[T]) -> T:
-        """Run `decide` on a locked snapshot and store its writes atomically; its exceptions pass through."""
+        """Run `decide` on a snapshot nothing changes before its writes are stored, atomically; errors pass through."""
         ...
 
     async def entries(self, budget_id: str, *, limit: int = 100, since: datetime | None = None) -> list[Entry]:

@@ -848,7 +848,7 @@ def _rows(all_writes: list[Writes], deltas: dict[TotalKey, list[int]], now_us: i
             )
             for w in all_writes
             for a in w.alerts
-        ],  # fmt: skip
+        ],
         "idempotency": [
             (key, stored.request_hash, stored.result_json)
             for w in all_writes
