@@ -93,3 +93,14 @@ async def test_a_retried_charge_is_recorded_once_whichever_server_gets_the_retry
     assert not first.duplicate and again_here.duplicate and again_there.duplicate
     assert again_here.charge_id == again_there.charge_id == first.charge_id
     assert (await engine.status("acme")).spent_usd == "3.000000"
+
+
+async def test_a_limit_changed_through_one_server_governs_the_next_charge_through_the_other(
+    engine: BudgetEngine, other_engine: BudgetEngine
+) -> None:
+    await engine.allocate("acme", limit_usd="10")
+    await engine.charge("acme", cost_usd="2")
+    await other_engine.allocate("acme", limit_usd="20")
+    assert (await engine.charge("acme", cost_usd="2")).remaining_usd == "16.000000"
+    await other_engine.allocate("acme/web", limit_usd="5")  # carved out of acme's 20
+    assert (await engine.charge("acme", cost_usd="1")).remaining_usd == "10.000000"
