@@ -65,7 +65,7 @@ from budget_mcp.ledger.rows import (
     entry_to_row,
     total_deltas,
 )
-from budget_mcp.ledger.tree_cache import TreeCache, View, advance, applicable, cacheable, view_of
+from budget_mcp.ledger.tree_cache import TreeCache, advance, applicable, cacheable, most_recent, view_of
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,6 +75,7 @@ MIGRATION_LOCK = 7_301_847_555_117_057_792  # any constant: serialises schema up
 _BUCKET_US = 15 * 60 * 1_000_000
 PRUNE_EVERY_WRITES = 256
 MAX_BATCH = 64
+MAX_KEPT_TREES = 4096  # trees whose snapshots a server keeps (least recently written forgotten first)
 HOLD_GRACE_US = 86_400 * 1_000_000
 _FAR = 2**62
 
@@ -176,8 +177,9 @@ STEPS: list[str] = [
     """
     CREATE SEQUENCE tree_versions;
     CREATE TABLE trees (
-        root    TEXT COLLATE "C" PRIMARY KEY,
-        version BIGINT NOT NULL
+        root     TEXT COLLATE "C" PRIMARY KEY,
+        version  BIGINT NOT NULL,
+        previous BIGINT  -- the version a locked write found (so its server knows whether its snapshots still hold)
     );
     CREATE FUNCTION budget_tree_changed() RETURNS BIGINT LANGUAGE plpgsql AS $$
         BEGIN RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
@@ -201,10 +203,11 @@ class _Pending:
 
 @dataclass(frozen=True)
 class _Loaded:
-    """A snapshot, the version of its tree when it was read (None if not one tree), and its first hold expiry."""
+    """A snapshot; its tree's version when read and the one before (None if not one tree); its first hold expiry."""
 
     snapshot: Snapshot
     version: int | None
+    previous: int | None
     first_hold_expiry: datetime | None
 
 
@@ -339,7 +342,9 @@ class PostgresLedger:
         if version is None:
             self._trees.pop(root, None)
             return False
-        self._trees[root] = TreeCache(version, views, tree.timezones)
+        self._keep_tree(
+            root, TreeCache(version, most_recent(views, (p.scope.budget_ids for p in batch)), tree.timezones)
+        )
         _settle(batch, [(True, result) for result, _ in decided])
         await self._wrote(batch)
         return True
@@ -386,12 +391,16 @@ class PostgresLedger:
 
     def _keep(self, roots: tuple[str, ...], loaded: list[tuple[_Pending, "_Loaded", Writes]]) -> None:
         """Keep the snapshots a locked batch loaded, brought up to date with its writes, for the next writes."""
-        version = next((found.version for _, found, _ in loaded if found.version is not None), None)
-        if len(roots) != 1 or version is None:
+        versioned = next((found for _, found, _ in loaded if found.version is not None), None)
+        if len(roots) != 1 or versioned is None or versioned.version is None:
             self._trees.pop(roots[0] if roots else "", None)
             return
+        version, kept = versioned.version, self._trees.get(roots[0])
+        # Snapshots kept from before stay good if this batch's writes were the only ones since they were current.
+        views = dict(kept.views) if kept is not None and kept.version == versioned.previous else {}
         timezones = {b: s.config.timezone for _, found, _ in loaded for b, s in found.snapshot.budgets.items()}
-        views: dict[tuple[str, ...], View] = {}
+        if views and kept is not None:
+            timezones = {**kept.timezones, **timezones}
         for pending, found, writes in loaded:
             if not applicable(writes):
                 views = {}  # the snapshots loaded before these writes are out of date; later ones are not
@@ -401,7 +410,15 @@ class PostgresLedger:
             if cacheable(pending.scope):
                 fresh = {pending.scope.budget_ids: view_of(found.snapshot, found.first_hold_expiry)}
                 views.update(advance(fresh, writes, deltas, pending.now))
-        self._trees[roots[0]] = TreeCache(version, views, timezones)
+        used = (pending.scope.budget_ids for pending, _, _ in loaded)
+        self._keep_tree(roots[0], TreeCache(version, most_recent(views, used), timezones))
+
+    def _keep_tree(self, root: str, tree: TreeCache) -> None:
+        """Keep `tree` as the most recently used; forget the least recently used beyond MAX_KEPT_TREES."""
+        self._trees.pop(root, None)
+        self._trees[root] = tree
+        if len(self._trees) > MAX_KEPT_TREES:
+            del self._trees[next(iter(self._trees))]
 
     async def _wrote(self, batch: list[_Pending]) -> None:
         self._writes += len(batch)
@@ -622,7 +639,7 @@ SELECT json_build_array(
     (SELECT json_build_array(entry_id, kind) FROM entries
        WHERE $6::text IS NOT NULL AND reservation_id = $6 AND kind <> 'hold' ORDER BY seq DESC LIMIT 1),
     (SELECT json_build_array(request_hash, result) FROM idempotency WHERE $7::text IS NOT NULL AND key = $7),
-    (SELECT version FROM trees WHERE $8::text IS NOT NULL AND root = $8)
+    (SELECT json_build_array(version, previous) FROM trees WHERE $8::text IS NOT NULL AND root = $8)
 )::text
 """
 _LOADS = {kind: _LOAD.format(scope=condition) for kind, condition in _SCOPES.items()}
@@ -684,7 +701,8 @@ async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime) -> _Loade
             snapshot.reservation = ReservationState(scope.reservation_id, None, closing[0], closing[1])
     if scope.idempotency_key and row[7]:
         snapshot.stored_result = StoredResult(row[7][0], row[7][1])
-    return _Loaded(snapshot, row[8], from_us(first_expiry) if first_expiry is not None else None)
+    version, previous = row[8] or (None, None)
+    return _Loaded(snapshot, version, previous, from_us(first_expiry) if first_expiry is not None else None)
 
 
 # The writes of one decision as one statement: a data-modifying CTE per kind of row present (so each shape
@@ -778,7 +796,7 @@ def _begin(key_locks: list[int], roots: tuple[str, ...]) -> str:
         values = ", ".join(f"('{root.replace(chr(39), chr(39) * 2)}', nextval('tree_versions'))" for root in roots)
         statements.append(
             f"INSERT INTO trees (root, version) VALUES {values} "
-            "ON CONFLICT (root) DO UPDATE SET version = excluded.version"
+            "ON CONFLICT (root) DO UPDATE SET previous = trees.version, version = excluded.version"
         )
     return "; ".join(statements)
 

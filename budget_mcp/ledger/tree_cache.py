@@ -8,7 +8,7 @@ have given. A snapshot serves only inside the windows it was loaded in and until
 expires; writes that change budgets or holds are not applied here, they drop the tree's snapshots.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -17,6 +17,7 @@ from budget_mcp.domain.windows import Period, window
 from budget_mcp.ledger.base import BudgetState, Scope, Snapshot, WindowUsage, Writes
 
 Views = dict[tuple[str, ...], "View"]
+MAX_VIEWS = 16  # per tree: every write brings each of them up to date, so only the most recently used stay
 _FAR = datetime.max.replace(tzinfo=UTC)
 
 
@@ -68,6 +69,17 @@ def view_of(snapshot: Snapshot, first_hold_expiry: datetime | None) -> View:
                 until = min(until, end)
     kept = Snapshot(snapshot.now, snapshot.budgets, None, None, snapshot.alerts_raised)
     return View(kept, until, windows)
+
+
+def most_recent(views: Views, used: Iterable[tuple[str, ...]]) -> Views:
+    """`views`, changed in place: the `used` scopes moved last (most recent), the oldest beyond MAX_VIEWS gone."""
+    for scope in used:
+        view = views.pop(scope, None)
+        if view is not None:
+            views[scope] = view
+    while len(views) > MAX_VIEWS:
+        del views[next(iter(views))]
+    return views
 
 
 def applicable(writes: Writes) -> bool:

@@ -104,3 +104,17 @@ async def test_a_limit_changed_through_one_server_governs_the_next_charge_throug
     assert (await engine.charge("acme", cost_usd="2")).remaining_usd == "16.000000"
     await other_engine.allocate("acme/web", limit_usd="5")  # carved out of acme's 20
     assert (await engine.charge("acme", cost_usd="1")).remaining_usd == "10.000000"
+
+
+@pytest.mark.parametrize("agents", [10, 20])  # fewer, and more, paths than a server keeps snapshots of per tree
+async def test_sub_agents_of_one_tree_each_see_the_whole_tree_spend(engine: BudgetEngine, agents: int) -> None:
+    await engine.allocate("crowd", limit_usd="100")
+    children = [f"crowd/agent-{n}" for n in range(agents)]
+    for child in children:
+        await engine.allocate(child)
+    spent = 0
+    for _ in range(3):
+        for child in children:
+            spent += 1
+            assert (await engine.charge(child, cost_usd="1")).remaining_usd == f"{100 - spent}.000000", child
+    assert await engine.ledger.reconcile() == []
