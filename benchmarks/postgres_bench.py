@@ -8,7 +8,8 @@ folder. Beside the engine, two raw asyncpg loops run in the same run on a pool w
 "ledger SQL" sends the very statement the ledger sends for a charge, and "one-row SQL" the cheapest
 charge there is, one conditional statement on one row (`WITH t AS (UPDATE totals ... WHERE spent +
 cost <= cap RETURNING ...) INSERT INTO entries ... SELECT ... FROM t`). "hot" is 32 tasks charging one
-budget; "spread" is 32 tasks, each charging a budget of its own.
+budget; "spread" is 32 tasks, each charging a budget of its own; "sub-agents" is 32 tasks, each
+charging its own child budget of one limited root (so every charge counts on two budgets of one tree).
 """
 
 import argparse
@@ -60,7 +61,16 @@ async def timed(charges: int, tasks: int, charge: Charge) -> float:
     return per_task * tasks / (time.perf_counter() - started)
 
 
-async def one_row_sql(dsn: str, spread: bool) -> tuple[Charge, asyncpg.Pool]:
+def paths(shape: str) -> list[str]:
+    """The budget each task charges (after a letter naming the contender): all one, one each, or one child each."""
+    if shape == "one":
+        return ["0"] * TASKS
+    if shape == "spread":
+        return [str(n) for n in range(TASKS)]
+    return [f"0/agent-{n}" for n in range(TASKS)]
+
+
+async def one_row_sql(dsn: str, shape: str) -> tuple[Charge, asyncpg.Pool]:
     """The cheapest charge there is: one conditional statement on one row, on a pool of its own."""
     setup = await asyncpg.connect(dsn)
     await setup.execute(
@@ -74,12 +84,12 @@ async def one_row_sql(dsn: str, spread: bool) -> tuple[Charge, asyncpg.Pool]:
 
     async def charge(n: int) -> None:
         async with pool.acquire() as conn:
-            await conn.execute(ONE_ROW_CHARGE, f"b{n if spread else 0}", 1000)
+            await conn.execute(ONE_ROW_CHARGE, f"b{0 if shape == 'one' else n}", 1000)
 
     return charge, pool
 
 
-def ledger_sql(ledger: PostgresLedger, spread: bool) -> Charge:
+def ledger_sql(ledger: PostgresLedger, shape: str) -> Charge:
     """A raw asyncpg loop sending the ledger's own SQL for one charge of budget s<n>: no engine, no ledger code.
 
     The statement is the one a charge's write sends (move the tree's version, append the entry, add to
@@ -89,19 +99,20 @@ def ledger_sql(ledger: PostgresLedger, spread: bool) -> Charge:
     now, template = datetime.now(UTC), "chg_00000000000000000000000000000000"
     prepared: dict[str, list[object]] = {}
     statement = ""
-    for n in range(TASKS if spread else 1):
-        writes = [Writes(entries=[Entry(template, EntryKind.CHARGE, f"s{n}", now, 1000)])]
-        statement, prepared[f"s{n}"] = postgres._write_statement(
+    for path in set(paths(shape)):
+        budget_id = "s" + path
+        writes = [Writes(entries=[Entry(template, EntryKind.CHARGE, budget_id, now, 1000)])]
+        statement, prepared[budget_id] = postgres._write_statement(
             postgres._rows(writes, postgres.total_deltas(writes[0].entries, lambda _: "UTC"), 0),
             postgres._notice(writes),
-            guard=(f"s{n}", -1),
+            guard=(budget_id.split("/")[0], -1),
         )
     assert "AND version = $2" in statement
     statement = statement.replace("AND version = $2", "AND version <> $2")
-    entry_ids = prepared["s0"].index([template])
+    entry_ids = prepared["s" + paths(shape)[0]].index([template])
 
     async def charge(n: int) -> None:
-        args = list(prepared[f"s{n if spread else 0}"])
+        args = list(prepared["s" + paths(shape)[n]])
         args[entry_ids] = [new_entry_id("chg")]  # random, as the ledger's are (the unique index sees the same)
         async with ledger._pool.acquire() as conn:
             await conn.fetchval(statement, *args)
@@ -109,20 +120,21 @@ def ledger_sql(ledger: PostgresLedger, spread: bool) -> Charge:
     return charge
 
 
-async def scenario(dsn: str, charges: int, tasks: int, spread: bool) -> dict[str, float]:
+async def scenario(dsn: str, charges: int, tasks: int, shape: str) -> dict[str, float]:
     """Median charges per second of each contender, measured in interleaved rounds so drift hits all alike."""
     ledger = await PostgresLedger.open(dsn, max_connections=POOL)
     await ledger.truncate()
     budgets = BudgetEngine(ledger, PriceCatalog())
-    for n in range(TASKS if spread else 1):
-        await budgets.allocate(f"e{n}", limit_usd="1000000")  # the engine's budgets
-        await budgets.allocate(f"s{n}", limit_usd="1000000")  # the ledger-SQL loop's, another tree each
+    targets = paths(shape)
+    for contender in "es":  # the engine's budgets, and the ledger-SQL loop's (other trees)
+        for path in sorted(set(targets) | {path.split("/")[0] for path in targets}):
+            await budgets.allocate(contender + path, limit_usd=None if "/" in path else "1000000")
 
     async def engine(n: int) -> None:
-        await budgets.charge(f"e{n if spread else 0}", cost_usd="0.000001")
+        await budgets.charge("e" + targets[n], cost_usd="0.000001")
 
-    one_row, pool = await one_row_sql(dsn, spread)
-    contenders = {"ledger SQL": ledger_sql(ledger, spread), "one-row SQL": one_row, "engine": engine}
+    one_row, pool = await one_row_sql(dsn, shape)
+    contenders = {"ledger SQL": ledger_sql(ledger, shape), "one-row SQL": one_row, "engine": engine}
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(ROUNDS):
         for name, charge in contenders.items():
@@ -134,9 +146,16 @@ async def scenario(dsn: str, charges: int, tasks: int, spread: bool) -> dict[str
 
 
 async def check_latency(dsn: str, checks: int) -> tuple[float, float]:
-    """check_budget p50 through the engine, and p50 of the same read statement by raw asyncpg (ms), interleaved."""
+    """check_budget p50 through the engine, and p50 of the same read statement by raw asyncpg (ms), interleaved.
+
+    The budget checked has one daily limit and a thousand charges behind it.
+    """
     ledger = await PostgresLedger.open(dsn, max_connections=POOL)
+    await ledger.truncate()
     budgets = BudgetEngine(ledger, PriceCatalog())
+    await budgets.allocate("e0", limit_usd="1000000", period="daily")
+    for _ in range(1_000):
+        await budgets.charge("e0", cost_usd="0.01")
     statement, args = postgres._load_statement(Scope(budget_ids=("e0",)), datetime.now(UTC))
     ours: list[float] = []
     raw_reads: list[float] = []
@@ -160,9 +179,10 @@ async def main(quick: bool) -> None:
         print(f"PostgreSQL benchmark, {charges:,} charges per line in {ROUNDS} interleaved rounds, pool of {POOL},")
         print("durable commits; charges/s (median of the rounds)")
         print(f"{'':26} {'ledger SQL':>10} {'one-row SQL':>11} {'engine':>8}   vs ledger SQL   vs one-row")
-        for label, tasks, spread in (("sequential", 1, False), ("32 tasks, one budget", TASKS, False),
-                                     ("32 tasks, spread budgets", TASKS, True)):  # fmt: skip
-            r = await scenario(dsn, charges, tasks, spread)
+        for label, tasks, shape in (("sequential", 1, "one"), ("32 tasks, one budget", TASKS, "one"),
+                                    ("32 tasks, spread budgets", TASKS, "spread"),
+                                    ("32 tasks, sub-agents", TASKS, "sub-agents")):  # fmt: skip
+            r = await scenario(dsn, charges, tasks, shape)
             same, minimal, ours = r["ledger SQL"], r["one-row SQL"], r["engine"]
             print(f"{label:26} {same:10.0f} {minimal:11.0f} {ours:8.0f}   {ours / same:12.2f}x {ours / minimal:9.2f}x")
         p50, raw_p50 = await check_latency(dsn, 1_000 if quick else 10_000)

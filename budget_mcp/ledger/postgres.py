@@ -26,6 +26,7 @@ Money is BIGINT nano-USD; budget ids are `COLLATE "C"` so prefix ranges compare 
 """
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
@@ -65,7 +66,7 @@ from budget_mcp.ledger.rows import (
     entry_to_row,
     total_deltas,
 )
-from budget_mcp.ledger.tree_cache import TreeCache, advance, applicable, cacheable, most_recent, view_of
+from budget_mcp.ledger.tree_cache import TreeCache, advance, applicable, cacheable, merged
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -296,18 +297,17 @@ class PostgresLedger:
         return cast(T, await pending.future)
 
     async def _store_on_kept(self, batch: list[_Pending]) -> bool:
-        """Decide the batch on kept snapshots and store it if its tree is unchanged; False (nothing done) if not."""
+        """Decide the batch on its tree's kept snapshot and store it if the tree is unchanged (else False)."""
         root = batch[0].roots[0] if len(batch[0].roots) == 1 else None
-        tree = self._trees.get(root) if root is not None else None
-        if root is None or tree is None:
+        kept = self._trees.get(root) if root is not None else None
+        if root is None or kept is None:
             return False
-        views = tree.views
+        tree: TreeCache | None = kept
         decided: list[tuple[Any, Writes]] = []
         deltas: dict[TotalKey, list[int]] = {}
         for pending in batch:
-            view = views.get(pending.scope.budget_ids) if cacheable(pending.scope) else None
-            snapshot = view.at(pending.now) if view is not None else None
-            if snapshot is None:
+            snapshot = tree.at(pending.scope, pending.now) if tree and cacheable(pending.scope) else None
+            if tree is None or snapshot is None:
                 return False
             try:
                 result, writes = pending.decide(snapshot)
@@ -316,18 +316,20 @@ class PostgresLedger:
             if not applicable(writes):
                 return False
             try:
-                added = total_deltas(writes.entries, tree.timezones.__getitem__)
-            except KeyError:  # a budget none of the tree's snapshots holds
+                added = total_deltas(writes.entries, tree.timezone_of)
+            except KeyError:  # a budget the kept snapshot does not hold
                 return False
-            views = advance(views, writes, added, pending.now)
+            tree = advance(tree, writes, added, pending.now)
             if decided:
                 add_deltas(deltas, added)
             else:
                 deltas = added
             decided.append((result, writes))
+        if tree is None:
+            return False
         all_writes = [writes for _, writes in decided]
         statement, args = _write_statement(
-            _rows(all_writes, deltas, to_us(batch[-1].now)), _notice(all_writes), guard=(root, tree.version)
+            _rows(all_writes, deltas, to_us(batch[-1].now)), _notice(all_writes), guard=(root, kept.version)
         )
         try:
             async with self._connection() as conn:
@@ -342,9 +344,7 @@ class PostgresLedger:
         if version is None:
             self._trees.pop(root, None)
             return False
-        self._keep_tree(
-            root, TreeCache(version, most_recent(views, (p.scope.budget_ids for p in batch)), tree.timezones)
-        )
+        self._keep_tree(root, dataclasses.replace(tree, version=version))
         _settle(batch, [(True, result) for result, _ in decided])
         await self._wrote(batch)
         return True
@@ -390,28 +390,29 @@ class PostgresLedger:
         await self._wrote(batch)
 
     def _keep(self, roots: tuple[str, ...], loaded: list[tuple[_Pending, "_Loaded", Writes]]) -> None:
-        """Keep the snapshots a locked batch loaded, brought up to date with its writes, for the next writes."""
+        """Keep what a locked batch loaded, brought up to date with its writes, for the tree's next writes."""
         versioned = next((found for _, found, _ in loaded if found.version is not None), None)
         if len(roots) != 1 or versioned is None or versioned.version is None:
             self._trees.pop(roots[0] if roots else "", None)
             return
         version, kept = versioned.version, self._trees.get(roots[0])
-        # Snapshots kept from before stay good if this batch's writes were the only ones since they were current.
-        views = dict(kept.views) if kept is not None and kept.version == versioned.previous else {}
-        timezones = {b: s.config.timezone for _, found, _ in loaded for b, s in found.snapshot.budgets.items()}
-        if views and kept is not None:
-            timezones = {**kept.timezones, **timezones}
+        # What was kept stays good if this batch's writes are the only ones since it was current.
+        tree = dataclasses.replace(kept, version=version) if kept and kept.version == versioned.previous else None
         for pending, found, writes in loaded:
             if not applicable(writes):
-                views = {}  # the snapshots loaded before these writes are out of date; later ones are not
+                tree = None  # what was loaded before these writes is out of date; what is loaded after is not
                 continue
-            deltas = total_deltas(writes.entries, lambda b: timezones.get(b, "UTC"))
-            views = advance(views, writes, deltas, pending.now)
             if cacheable(pending.scope):
-                fresh = {pending.scope.budget_ids: view_of(found.snapshot, found.first_hold_expiry)}
-                views.update(advance(fresh, writes, deltas, pending.now))
-        used = (pending.scope.budget_ids for pending, _, _ in loaded)
-        self._keep_tree(roots[0], TreeCache(version, most_recent(views, used), timezones))
+                tree = merged(tree, version, pending.scope, found.snapshot, found.first_hold_expiry)
+            if tree is not None:
+                try:
+                    tree = advance(tree, writes, total_deltas(writes.entries, tree.timezone_of), pending.now)
+                except KeyError:  # written budgets the snapshot does not hold
+                    tree = None
+        if tree is None:
+            self._trees.pop(roots[0], None)
+        else:
+            self._keep_tree(roots[0], tree)
 
     def _keep_tree(self, root: str, tree: TreeCache) -> None:
         """Keep `tree` as the most recently used; forget the least recently used beyond MAX_KEPT_TREES."""

@@ -1,14 +1,15 @@
-"""Snapshots kept from one write to the next, so a write to a budget tree nobody else changed needs no read.
+"""What a server knows of a budget tree from its own last writes, so its next write to it needs no read.
 
-A ledger keeps, per budget tree (its root), the snapshots its latest writes loaded, brought up to
-date with what those writes stored, and the tree's version after them. A later write decides on
-such a snapshot and may store its writes only if the tree's version is still that one, checked in
-the same statement that stores them: then the decision is the one a fresh, locked snapshot would
-have given. A snapshot serves only inside the windows it was loaded in and until its first hold
-expires; writes that change budgets or holds are not applied here, they drop the tree's snapshots.
+A ledger keeps, per budget tree (its root), one snapshot that merges what its latest writes to the
+tree loaded, brought up to date with what those writes stored, and the tree's version after them.
+A later write decides on that snapshot and may store its writes only if the tree's version is still
+that one, checked in the same statement that stores them: then the decision is the one a fresh,
+locked snapshot would have given. The snapshot serves a write only if every budget of the write's
+path was read with all its open children; only inside the windows it was loaded in; and only until
+its first hold expires. Writes that change budgets or holds are not applied here: they end it.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,34 +17,30 @@ from budget_mcp.domain.accounting import TotalKey
 from budget_mcp.domain.windows import Period, window
 from budget_mcp.ledger.base import BudgetState, Scope, Snapshot, WindowUsage, Writes
 
-Views = dict[tuple[str, ...], "View"]
-MAX_VIEWS = 16  # per tree: every write brings each of them up to date, so only the most recently used stay
+MAX_BUDGETS = 10_000  # a tree known in more detail than this is not kept
 _FAR = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
-class View:
-    """A snapshot of one scope, current at the tree's version, for writes at times in [snapshot.now, until)."""
+class TreeCache:
+    """One tree as of `version`: its snapshot, right for writes at times in [snapshot.now, until)."""
 
+    version: int
     snapshot: Snapshot
+    complete: frozenset[str]  # budgets read with all their open children (the scope of some load)
     until: datetime
     windows: Mapping[tuple[str, Period], int]  # the current window's key, per budget and period
 
-    def at(self, now: datetime) -> Snapshot | None:
-        """The snapshot as of `now`, or None when `now` is outside the span it is known to be right for."""
+    def at(self, scope: Scope, now: datetime) -> Snapshot | None:
+        """The snapshot for a write of `scope` at `now`, or None when it cannot be known to be right."""
         s = self.snapshot
-        if not s.now <= now < self.until:
+        if not (s.now <= now < self.until and self.complete.issuperset(scope.budget_ids)):
             return None
         return Snapshot(now, s.budgets, None, None, s.alerts_raised)
 
-
-@dataclass(frozen=True)
-class TreeCache:
-    """The views of one budget tree, all current at `version`, and the timezone of each budget they hold."""
-
-    version: int
-    views: Views
-    timezones: Mapping[str, str]
+    def timezone_of(self, budget_id: str) -> str:
+        """The timezone of a budget of the snapshot (KeyError for one it does not hold)."""
+        return self.snapshot.budgets[budget_id].config.timezone
 
 
 def cacheable(scope: Scope) -> bool:
@@ -57,58 +54,49 @@ def cacheable(scope: Scope) -> bool:
     )
 
 
-def view_of(snapshot: Snapshot, first_hold_expiry: datetime | None) -> View:
-    """A view of a freshly loaded snapshot: good until a window of one of its budgets ends or a hold expires."""
-    until = first_hold_expiry or _FAR
-    windows = {}
-    for budget_id, state in snapshot.budgets.items():
+def merged(
+    tree: TreeCache | None, version: int, scope: Scope, loaded: Snapshot, hold_expiry: datetime | None
+) -> TreeCache | None:
+    """`tree` with a snapshot of `scope` loaded at the same state added (a new one if `tree` is None)."""
+    budgets = dict(tree.snapshot.budgets) if tree else {}
+    complete = set(tree.complete) if tree else set()
+    windows = dict(tree.windows) if tree else {}
+    until = min(tree.until if tree else _FAR, hold_expiry or _FAR)
+    for budget_id, state in loaded.budgets.items():
+        if budget_id in scope.budget_ids or budget_id not in complete:
+            budgets[budget_id] = state  # the same figures either way; a budget in scope also has its children
         for period in Period:
-            start, end = window(period, state.config.timezone, snapshot.now)
+            start, end = window(period, state.config.timezone, loaded.now)
             windows[(budget_id, period)] = int(start.timestamp())
             if end is not None:
                 until = min(until, end)
-    kept = Snapshot(snapshot.now, snapshot.budgets, None, None, snapshot.alerts_raised)
-    return View(kept, until, windows)
-
-
-def most_recent(views: Views, used: Iterable[tuple[str, ...]]) -> Views:
-    """`views`, changed in place: the `used` scopes moved last (most recent), the oldest beyond MAX_VIEWS gone."""
-    for scope in used:
-        view = views.pop(scope, None)
-        if view is not None:
-            views[scope] = view
-    while len(views) > MAX_VIEWS:
-        del views[next(iter(views))]
-    return views
+    if len(budgets) > MAX_BUDGETS:
+        return None
+    complete.update(scope.budget_ids)
+    raised = tree.snapshot.alerts_raised | loaded.alerts_raised if tree else loaded.alerts_raised
+    now = max(tree.snapshot.now, loaded.now) if tree else loaded.now
+    return TreeCache(version, Snapshot(now, budgets, None, None, raised), frozenset(complete), until, windows)
 
 
 def applicable(writes: Writes) -> bool:
-    """Whether `advance` can bring views up to date with these writes (spend entries and alerts only)."""
+    """Whether `advance` can bring a tree up to date with these writes (spend entries and alerts only)."""
     return not (writes.budgets or writes.holds_added or writes.holds_removed)
 
 
-def advance(views: Views, writes: Writes, deltas: Mapping[TotalKey, list[int]], at: datetime) -> Views:
-    """The views after `writes` (whose running-total `deltas` are given) were stored at `at`.
+def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]], at: datetime) -> TreeCache | None:
+    """The tree after `writes` (whose running-total `deltas` are given) were stored at `at`.
 
-    Views whose span has ended by then, or that the writes reach outside their windows, are dropped.
+    None when the tree's span has ended by then, or the writes reach outside its windows.
     """
-    kept = {}
-    for scope, view in views.items():
-        if at < view.until:
-            snapshot = _applied(view, writes, deltas, max(at, view.snapshot.now))
-            if snapshot is not None:
-                kept[scope] = View(snapshot, view.until, view.windows)
-    return kept
-
-
-def _applied(view: View, writes: Writes, deltas: Mapping[TotalKey, list[int]], now: datetime) -> Snapshot | None:
-    budgets = view.snapshot.budgets
+    if at >= tree.until:
+        return None
+    budgets = tree.snapshot.budgets
     usages: dict[str, dict[Period, WindowUsage]] = {}
     for (budget_id, period, key), (nanos, tokens, calls) in deltas.items():
         state = budgets.get(budget_id)
         if state is None:
             continue
-        if view.windows[(budget_id, period)] != key:
+        if tree.windows[(budget_id, period)] != key:
             return None
         usage = usages.setdefault(budget_id, dict(state.usage))
         was = usage[period]
@@ -118,9 +106,10 @@ def _applied(view: View, writes: Writes, deltas: Mapping[TotalKey, list[int]], n
         for budget_id, usage in usages.items():
             s = budgets[budget_id]
             budgets[budget_id] = BudgetState(s.config, usage, s.held_nanos, s.held_tokens, s.children)
-    raised = view.snapshot.alerts_raised
+    raised = tree.snapshot.alerts_raised
     if writes.alerts:
         raised = raised | {
             (a.budget_id, a.period, a.window_key, str(a.threshold)) for a in writes.alerts if a.budget_id in budgets
         }
-    return Snapshot(now, budgets, None, None, raised)
+    snapshot = Snapshot(max(at, tree.snapshot.now), budgets, None, None, raised)
+    return TreeCache(tree.version, snapshot, tree.complete, tree.until, tree.windows)
