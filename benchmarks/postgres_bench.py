@@ -167,7 +167,7 @@ async def check_latency(dsn: str, checks: int) -> tuple[float, float]:
         for _ in range(checks // ROUNDS):
             started = time.perf_counter()
             async with ledger._pool.acquire() as conn:
-                await conn.fetchval(statement, *args)
+                await conn.fetchrow(statement, *args)
             raw_reads.append(time.perf_counter() - started)
     await ledger.close()
     return statistics.median(ours) * 1000, statistics.median(raw_reads) * 1000

@@ -118,3 +118,18 @@ async def test_sub_agents_of_one_tree_each_see_the_whole_tree_spend(engine: Budg
             spent += 1
             assert (await engine.charge(child, cost_usd="1")).remaining_usd == f"{100 - spent}.000000", child
     assert await engine.ledger.reconcile() == []
+
+
+async def test_checks_and_statuses_on_one_server_count_charges_made_through_the_other(
+    engine: BudgetEngine, other_engine: BudgetEngine, clock: FakeClock
+) -> None:
+    await engine.allocate("acme", limit_usd="10")
+    await engine.charge("acme", cost_usd="3")
+    assert (await engine.check("acme", estimated_cost_usd="1")).remaining_usd == "7.000000"
+    await other_engine.charge("acme", cost_usd="4")
+    assert (await engine.check("acme", estimated_cost_usd="1")).remaining_usd == "3.000000"
+    assert (await engine.status("acme")).spent_usd == "7.000000"
+    await other_engine.check("acme", estimated_cost_usd="2", reserve=True, ttl_seconds=60)
+    assert (await engine.status("acme")).held_usd == "2.000000"
+    clock.advance(seconds=61)
+    assert (await engine.status("acme")).held_usd == "0.000000"
