@@ -57,7 +57,9 @@ def cacheable(scope: Scope) -> bool:
 def merged(
     tree: TreeCache | None, version: int, scope: Scope, loaded: Snapshot, hold_expiry: datetime | None
 ) -> TreeCache | None:
-    """`tree` with a snapshot of `scope` loaded at the same state added (a new one if `tree` is None)."""
+    """`tree` with a snapshot of `scope` loaded at the same state added (a new one if `tree` is None or over)."""
+    if tree is not None and loaded.now >= tree.until:
+        tree = None
     budgets = dict(tree.snapshot.budgets) if tree else {}
     complete = set(tree.complete) if tree else set()
     windows = dict(tree.windows) if tree else {}
