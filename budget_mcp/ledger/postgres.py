@@ -827,17 +827,10 @@ def _roots_written(writes: Writes) -> set[str]:
 
 def _notice(all_writes: list[Writes]) -> str | None:
     """The change notification's payload: the budgets written, as JSON (None when nothing changed)."""
-    if len(all_writes) == 1 and not all_writes[0].budgets and len(all_writes[0].entries) == 1:
-        return _notice_of(all_writes[0].entries[0].budget_id)  # the common case, one charge
     touched = sorted(
         {e.budget_id for w in all_writes for e in w.entries} | {c.budget_id for w in all_writes for c in w.budgets}
     )
     return json.dumps(touched)[:7000] if touched else None
-
-
-@functools.lru_cache(maxsize=4096)
-def _notice_of(budget_id: str) -> str:
-    return json.dumps([budget_id])
 
 
 def _rows(all_writes: list[Writes], deltas: dict[TotalKey, list[int]], now_us: int) -> dict[str, list[tuple[Any, ...]]]:
