@@ -66,7 +66,7 @@ from budget_mcp.ledger.rows import (
     entry_to_row,
     total_deltas,
 )
-from budget_mcp.ledger.tree_cache import TreeCache, advance, applicable, cacheable, merged
+from budget_mcp.ledger.tree_cache import TreeCache, advance, cacheable, merged
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -318,8 +318,6 @@ class PostgresLedger:
                 result, writes = pending.decide(snapshot)
             except Exception:
                 return False  # a refusal is only ever given on a fresh snapshot
-            if not applicable(writes):
-                return False
             try:
                 added = total_deltas(writes.entries, tree.timezone_of)
             except KeyError:  # a budget the kept snapshot does not hold
@@ -404,9 +402,6 @@ class PostgresLedger:
         # What was kept stays good if this batch's writes are the only ones since it was current.
         tree = dataclasses.replace(kept, version=version) if kept and kept.version == versioned.previous else None
         for pending, found, writes in loaded:
-            if not applicable(writes):
-                tree = None  # what was loaded before these writes is out of date; what is loaded after is not
-                continue
             if cacheable(pending.scope):
                 tree = merged(tree, version, pending.scope, found.snapshot, found.first_hold_expiry)
             if tree is not None:
@@ -414,6 +409,8 @@ class PostgresLedger:
                     tree = advance(tree, writes, total_deltas(writes.entries, tree.timezone_of), pending.now)
                 except KeyError:  # written budgets the snapshot does not hold
                     tree = None
+            # When these writes could not be applied, what was loaded before them is out of date; what is
+            # loaded after them is not, so the next load starts afresh.
         if tree is None:
             self._trees.pop(roots[0], None)
         else:

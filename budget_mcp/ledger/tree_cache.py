@@ -6,7 +6,8 @@ A later write decides on that snapshot and may store its writes only if the tree
 that one, checked in the same statement that stores them: then the decision is the one a fresh,
 locked snapshot would have given. The snapshot serves a write only if every budget of the write's
 path was read with all its open children; only inside the windows it was loaded in; and only until
-its first hold expires. Writes that change budgets or holds are not applied here: they end it.
+its first hold expires. Holds it saw made or loaded are applied (a charge may settle them on it);
+writes that change budgets, or settle a hold it does not know, are not: they end it.
 """
 
 from collections.abc import Mapping
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from budget_mcp.domain.accounting import TotalKey
+from budget_mcp.domain.ids import path_of
+from budget_mcp.domain.models import Hold
 from budget_mcp.domain.windows import Period, window
-from budget_mcp.ledger.base import BudgetState, Scope, Snapshot, WindowUsage, Writes
+from budget_mcp.ledger.base import BudgetState, ReservationState, Scope, Snapshot, WindowUsage, Writes
 
 MAX_BUDGETS = 10_000  # a tree known in more detail than this is not kept
 _FAR = datetime.max.replace(tzinfo=UTC)
@@ -30,13 +33,20 @@ class TreeCache:
     complete: frozenset[str]  # budgets read with all their open children (the scope of some load)
     until: datetime
     windows: Mapping[tuple[str, Period], int]  # the current window's key, per budget and period
+    holds: Mapping[str, Hold]  # open holds known one by one (made or loaded here), by reservation id
 
     def at(self, scope: Scope, now: datetime) -> Snapshot | None:
         """The snapshot for a write of `scope` at `now`, or None when it cannot be known to be right."""
         s = self.snapshot
         if not (s.now <= now < self.until and self.complete.issuperset(scope.budget_ids)):
             return None
-        return Snapshot(now, s.budgets, None, None, s.alerts_raised)
+        reservation = None
+        if scope.reservation_id is not None:
+            hold = self.holds.get(scope.reservation_id)
+            if hold is None:
+                return None
+            reservation = ReservationState(scope.reservation_id, hold)
+        return Snapshot(now, s.budgets, reservation, None, s.alerts_raised)
 
     def timezone_of(self, budget_id: str) -> str:
         """The timezone of a budget of the snapshot (KeyError for one it does not hold)."""
@@ -44,12 +54,11 @@ class TreeCache:
 
 
 def cacheable(scope: Scope) -> bool:
-    """Whether writes of this scope may be decided on a kept snapshot: named budgets of one tree, no hold."""
+    """Whether writes of this scope may be decided on a kept snapshot: named budgets of one tree."""
     return (
         bool(scope.budget_ids)
         and scope.subtree is None
         and not scope.everything
-        and scope.reservation_id is None
         and len({b.split("/")[0] for b in scope.budget_ids}) == 1
     )
 
@@ -77,20 +86,20 @@ def merged(
     complete.update(scope.budget_ids)
     raised = tree.snapshot.alerts_raised | loaded.alerts_raised if tree else loaded.alerts_raised
     now = max(tree.snapshot.now, loaded.now) if tree else loaded.now
-    return TreeCache(version, Snapshot(now, budgets, None, None, raised), frozenset(complete), until, windows)
-
-
-def applicable(writes: Writes) -> bool:
-    """Whether `advance` can bring a tree up to date with these writes (spend entries and alerts only)."""
-    return not (writes.budgets or writes.holds_added or writes.holds_removed)
+    holds = dict(tree.holds) if tree else {}
+    if loaded.reservation is not None and loaded.reservation.hold is not None:
+        holds[loaded.reservation.reservation_id] = loaded.reservation.hold
+    snapshot = Snapshot(now, budgets, None, None, raised)
+    return TreeCache(version, snapshot, frozenset(complete), until, windows, holds)
 
 
 def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]], at: datetime) -> TreeCache | None:
     """The tree after `writes` (whose running-total `deltas` are given) were stored at `at`.
 
-    None when the tree's span has ended by then, or the writes reach outside its windows.
+    None when the tree's span has ended by then, or the writes change budgets, settle a hold it does not
+    know, or reach outside its windows.
     """
-    if at >= tree.until:
+    if at >= tree.until or writes.budgets or any(r not in tree.holds for r in writes.holds_removed):
         return None
     budgets = tree.snapshot.budgets
     usages: dict[str, dict[Period, WindowUsage]] = {}
@@ -103,15 +112,33 @@ def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]
         usage = usages.setdefault(budget_id, dict(state.usage))
         was = usage[period]
         usage[period] = WindowUsage(was.spent_nanos + nanos, was.spent_tokens + tokens, was.calls + calls)
-    if usages:
+    holds, until = tree.holds, tree.until
+    held: dict[str, list[int]] = {}
+    if writes.holds_added or writes.holds_removed:
+        holds = dict(holds)
+        for hold in writes.holds_added:
+            holds[hold.reservation_id] = hold
+            until = min(until, hold.expires_at)
+        changes = [(h, 1) for h in writes.holds_added] + [(holds.pop(r), -1) for r in writes.holds_removed]
+        for hold, sign in changes:
+            for budget_id in path_of(hold.budget_id):
+                change = held.setdefault(budget_id, [0, 0])
+                change[0] += sign * hold.cost_nanos
+                change[1] += sign * hold.tokens
+    if usages or held:
         budgets = dict(budgets)
-        for budget_id, usage in usages.items():
-            s = budgets[budget_id]
-            budgets[budget_id] = BudgetState(s.config, usage, s.held_nanos, s.held_tokens, s.children)
+        for budget_id in usages.keys() | held.keys():
+            s = budgets.get(budget_id)
+            if s is not None:
+                nanos, tokens = held.get(budget_id, (0, 0))
+                usage = usages.get(budget_id, s.usage)
+                budgets[budget_id] = BudgetState(
+                    s.config, usage, s.held_nanos + nanos, s.held_tokens + tokens, s.children
+                )
     raised = tree.snapshot.alerts_raised
     if writes.alerts:
         raised = raised | {
             (a.budget_id, a.period, a.window_key, str(a.threshold)) for a in writes.alerts if a.budget_id in budgets
         }
     snapshot = Snapshot(max(at, tree.snapshot.now), budgets, None, None, raised)
-    return TreeCache(tree.version, snapshot, tree.complete, tree.until, tree.windows)
+    return TreeCache(tree.version, snapshot, tree.complete, until, tree.windows, holds)

@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from budget_mcp import BudgetEngine, PriceCatalog
+from budget_mcp.errors import ReservationNotFoundError
 from budget_mcp.ledger import open_ledger
 from tests.conftest import FakeClock
 
@@ -133,3 +134,24 @@ async def test_checks_and_statuses_on_one_server_count_charges_made_through_the_
     assert (await engine.status("acme")).held_usd == "2.000000"
     clock.advance(seconds=61)
     assert (await engine.status("acme")).held_usd == "0.000000"
+
+
+async def test_holds_made_settled_or_released_on_either_server_count_on_both(
+    engine: BudgetEngine, other_engine: BudgetEngine
+) -> None:
+    await engine.allocate("acme", limit_usd="10")
+    first = await engine.check("acme", estimated_cost_usd="2", reserve=True)
+    second = await engine.check("acme", estimated_cost_usd="3", reserve=True)
+    assert (second.remaining_usd, (await other_engine.status("acme")).held_usd) == ("5.000000", "5.000000")
+    settled = await other_engine.charge("acme", cost_usd="1", reservation_id=first.reservation_id)
+    assert settled.remaining_usd == "6.000000"  # 10 - 1 spent - 3 still held
+    with pytest.raises(ReservationNotFoundError, match="already settled"):
+        await engine.charge("acme", cost_usd="1", reservation_id=first.reservation_id)
+    assert (await engine.charge("acme", cost_usd="3", reservation_id=second.reservation_id)).remaining_usd == "6.000000"
+    third = await engine.check("acme", estimated_cost_usd="4", reserve=True)
+    await other_engine.release(reservation_id=third.reservation_id)
+    with pytest.raises(ReservationNotFoundError, match="already released"):
+        await engine.charge("acme", cost_usd="4", reservation_id=third.reservation_id)
+    status = await engine.status("acme")
+    assert (status.spent_usd, status.held_usd) == ("4.000000", "0.000000")
+    assert await engine.ledger.reconcile() == []
