@@ -364,16 +364,13 @@ class BudgetEngine:
                     if reservation_id is None:
                         raise
                     pricing_problem = str(exc)
-        request_hash: str | None = None
-        if key is not None:  # only a charge with a key is compared with an earlier one
-            request_hash = _hash(
-                budget_id=budget_id, model=model, provider=provider, tokens=tokens.__dict__,
-                cost_usd=str(explicit) if explicit is not None else None, reservation_id=reservation_id,
-                metadata=meta,
-            )  # fmt: skip
+        request_hash = "" if key is None else _hash(  # only a charge with a key is compared with an earlier one
+            budget_id=budget_id, model=model, provider=provider, tokens=tokens.__dict__,
+            cost_usd=str(explicit) if explicit is not None else None, reservation_id=reservation_id, metadata=meta,
+        )  # fmt: skip
 
         def decide(snapshot: Snapshot) -> tuple[ChargeResult, Writes]:
-            if key is not None and request_hash is not None and snapshot.stored_result is not None:
+            if key is not None and snapshot.stored_result is not None:
                 return _replay(
                     key, snapshot.stored_result.request_hash, request_hash, snapshot.stored_result.result_json
                 )
@@ -427,7 +424,7 @@ class BudgetEngine:
             )
             writes.entries.append(entry)
             writes.alerts.extend(alerts)
-            if key is not None and request_hash is not None:
+            if key is not None:
                 writes.stored_result = (key, _stored(request_hash, result))
             return result, writes
 
@@ -661,8 +658,6 @@ def _violates(c: fig.Constraint, cost_nanos: int, tokens: int) -> bool:
 
 def _most_restrictive(found: list[fig.Constraint]) -> fig.Constraint:
     """Per-call caps first, then the smallest USD headroom, then the smallest token headroom; deeper wins ties."""
-    if len(found) == 1:
-        return found[0]
 
     def rank(c: fig.Constraint) -> tuple[int, int, int]:
         depth = -c.budget_id.count("/")
