@@ -7,7 +7,6 @@ answered or not, is recorded in the ledger and shown in reports.
 
 import logging
 import math
-from datetime import UTC, datetime
 from decimal import Decimal
 from importlib.metadata import version
 
@@ -109,7 +108,7 @@ class AlertWebhook:
             "window_start": alert.window_start.isoformat(),
             "window_end": window_end.isoformat() if window_end else None,
             "projected_spend_usd": projected,
-            "sent_at": datetime.now(UTC).isoformat(),
+            "sent_at": self.engine.clock().isoformat(),
         }
 
     async def _record(self, alert: AlertInfo, attempt: int, status: int | None, error: str | None) -> None:
@@ -119,7 +118,7 @@ class AlertWebhook:
             window_key=int(alert.window_start.timestamp()),
             threshold=Decimal(alert.threshold),
             attempt=attempt,
-            at=datetime.now(UTC),
+            at=self.engine.clock(),
             status=status,
             error=error,
         )

@@ -8,6 +8,7 @@ from mcp import Client
 import budget_mcp
 from budget_mcp.config import Settings
 from budget_mcp.server import build_server
+from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.anyio
 README = (Path(__file__).parents[1] / "README.md").read_text()
@@ -21,8 +22,10 @@ def test_all_lists_exactly_the_real_exports() -> None:
         assert hasattr(budget_mcp, name)
 
 
-async def test_every_offered_tool_and_resource_is_documented_in_the_readme(settings: Settings) -> None:
-    async with Client(build_server(settings)) as client:
+async def test_every_offered_tool_and_resource_is_documented_in_the_readme(
+    clock: FakeClock, settings: Settings
+) -> None:
+    async with Client(build_server(settings, clock=clock)) as client:
         tools = [tool.name for tool in (await client.list_tools()).tools]
         resources = [str(r.uri) for r in (await client.list_resources()).resources]
         templates = [t.uri_template for t in (await client.list_resource_templates()).resource_templates]

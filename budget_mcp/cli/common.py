@@ -2,18 +2,27 @@
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from budget_mcp.config import Settings
-from budget_mcp.engine import BudgetEngine
+from budget_mcp.engine import BudgetEngine, Clock, utc_now
 from budget_mcp.errors import BudgetMcpError
 from budget_mcp.ledger import open_ledger
 from budget_mcp.pricing import PriceCatalog
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CliContext:
+    """What a caller of the command may set: `main(obj=CliContext(clock=...))`, as the tests do."""
+
+    clock: Clock = utc_now
+
 
 db_option = click.option(
     "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -41,11 +50,12 @@ def with_engine(config: Settings, action: Callable[[BudgetEngine], Awaitable[T]]
     """Open the ledger, run `action` on an engine, close the ledger; BudgetMcpError becomes a ClickException."""
 
     prices = catalog(config)
+    context = click.get_current_context().find_object(CliContext) or CliContext()
 
     async def run() -> T:
         ledger = await open_ledger(config.ledger_location)
         try:
-            return await action(BudgetEngine(ledger, prices))
+            return await action(BudgetEngine(ledger, prices, context.clock))
         finally:
             await ledger.close()
 

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from budget_mcp import __version__
 from budget_mcp.alerts import AlertWebhook
 from budget_mcp.config import Settings, load_budgets_file
-from budget_mcp.engine import BudgetEngine
+from budget_mcp.engine import BudgetEngine, Clock, utc_now
 from budget_mcp.engine.declarations import apply_declarations
 from budget_mcp.ledger import open_ledger
 from budget_mcp.pricing import PriceCatalog
@@ -36,8 +36,11 @@ and close it with release when they finish. Amounts are USD decimal strings such
 """
 
 
-def build_server(settings: Settings) -> MCPServer[AppState]:
-    """The MCP server for `settings`; the ledger is opened by its lifespan, once per process or client."""
+def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[AppState]:
+    """The MCP server for `settings`; the ledger is opened by its lifespan, once per process or client.
+
+    `clock` is what "now" is for the engine (tests pass one they move by hand).
+    """
     current: list[AppState] = []
     bus = InMemorySubscriptionBus()
     legacy = LegacySubscribers()
@@ -48,7 +51,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         ledger = await open_ledger(settings.ledger_location)
         try:
             catalog = PriceCatalog(cache_dir=settings.prices_cache_dir, overrides_file=settings.price_overrides)
-            engine = BudgetEngine(ledger, catalog)
+            engine = BudgetEngine(ledger, catalog, clock)
             if settings.budgets_file is not None:
                 applied = await apply_declarations(engine, load_budgets_file(settings.budgets_file))
                 logger.info("applied %d budgets from %s", len(applied), settings.budgets_file)

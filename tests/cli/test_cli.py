@@ -3,15 +3,20 @@
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from budget_mcp.cli import main
+from budget_mcp.cli.common import CliContext
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args))
+    """The command at NOW, whatever the machine's date."""
+    result = CliRunner().invoke(main, list(args), obj=CliContext(clock=lambda: NOW))
     return result.exit_code, result.output
 
 

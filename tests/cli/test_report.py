@@ -11,17 +11,18 @@ from click.testing import CliRunner
 
 from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
 from budget_mcp.cli import main
+from budget_mcp.cli.common import CliContext
 from tests.conftest import FakeClock
+
+NOW = datetime(2026, 11, 25, 15, 30, tzinfo=UTC)
+MONTH_START = datetime(2026, 11, 1, tzinfo=UTC)
+LAST_MONTH = datetime(2026, 10, 20, tzinfo=UTC)
 
 
 def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args), env={"COLUMNS": "160"})
+    """The command at NOW, whatever the machine's date."""
+    result = CliRunner().invoke(main, list(args), env={"COLUMNS": "160"}, obj=CliContext(clock=lambda: NOW))
     return result.exit_code, result.output
-
-
-NOW = datetime.now(UTC)
-MONTH_START = NOW.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-LAST_MONTH = MONTH_START - timedelta(days=12)
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def db(ledger_path: Path) -> list[str]:
             await engine.charge("acme/web", cost_usd="0.75")
             clock.now = MONTH_START + timedelta(minutes=30)
             await engine.charge("acme/web", model="gpt-4o", input_tokens=400_000, output_tokens=20_000)  # $1.20
-            clock.now = datetime.now(UTC)
+            clock.now = NOW
             await engine.charge("acme", model="claude-haiku-4-5", input_tokens=1_000_000, output_tokens=0)  # $1
         finally:
             await ledger.close()
@@ -69,7 +70,7 @@ def test_past_window_report(db: list[str]) -> None:
     code, out = run("report", "acme", "--window", LAST_MONTH.date().isoformat(), "--format", "json", *db)
     report = json.loads(out)
     assert code == 0 and report["current"] is False and report["totals"]["spent_usd"] == "0.750000"
-    assert report["window_start"] == LAST_MONTH.replace(day=1, hour=0).isoformat().replace("+00:00", "Z")
+    assert report["window_start"] == "2026-10-01T00:00:00Z"
 
     code, out = run("report", "acme", "--window", "last month", *db)
     assert code == 2 and "is not a date" in out
@@ -113,6 +114,6 @@ def test_html_report_is_one_page_with_one_svg_per_chart(db: list[str], tmp_path:
     assert page.startswith("<!DOCTYPE html>") and parser.stack == [] and parser.mismatched == []
     assert len(parser.svgs) == 2  # spend per day, spend by model
     per_day, by_model = parser.svgs
-    assert per_day.count("rect") == NOW.day  # the 1st to today, quiet days as zero-height bars
+    assert per_day.count("rect") == 25  # the 1st to the 25th (today), quiet days as zero-height bars
     assert by_model.count("rect") == 2
     assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # self-contained: nothing fetched

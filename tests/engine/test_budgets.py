@@ -177,9 +177,22 @@ async def test_reservation_holds_then_settles_at_actual_cost(engine: BudgetEngin
 
 async def test_concurrent_holds_cannot_overcommit_a_block_budget(engine: BudgetEngine) -> None:
     await engine.allocate("acme", limit_usd="10")
-    first = await engine.check("acme", estimated_cost_usd="6", reserve=True)
-    second = await engine.check("acme", estimated_cost_usd="6", reserve=True)
-    assert first.allowed and not second.allowed and second.reservation_id is None
+    start = anyio.Event()
+    answers = []
+
+    async def reserve() -> None:
+        await start.wait()  # every task is parked here before any of them asks
+        answers.append(await engine.check("acme", estimated_cost_usd="0.6", reserve=True))
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(40):
+            tasks.start_soon(reserve)
+        await anyio.sleep(0)
+        start.set()
+    granted = [a for a in answers if a.allowed]
+    assert len(answers) == 40 and len(granted) == 16  # 16 x $0.60 = $9.60; a 17th would need $10.20
+    assert all(a.reservation_id for a in granted) and not any(a.reservation_id for a in answers if not a.allowed)
+    assert usd((await engine.status("acme")).held_usd) == Decimal("9.6")
 
 
 async def test_expired_holds_stop_counting_without_any_job(engine: BudgetEngine, clock: FakeClock) -> None:

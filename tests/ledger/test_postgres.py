@@ -23,21 +23,34 @@ async def fresh_dsn(postgres_dsn: str) -> str:
     return postgres_dsn.replace("/budget?", f"/{name}?")
 
 
-async def test_servers_starting_at_once_migrate_safely(fresh_dsn: str) -> None:
-    versions: list[int] = []
+SCHEMA = """
+SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns
+WHERE table_schema = 'public' ORDER BY table_name, column_name
+"""
 
-    async def start() -> None:
-        versions.append(await migrate(fresh_dsn))
 
+async def test_servers_starting_at_once_migrate_safely_and_a_second_run_changes_nothing(fresh_dsn: str) -> None:
     async with anyio.create_task_group() as tasks:
         for _ in range(6):
-            tasks.start_soon(start)
-
+            tasks.start_soon(migrate, fresh_dsn)
     conn = await asyncpg.connect(fresh_dsn)
-    applied = [r[0] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")]
-    await conn.close()
-    steps = list(range(1, len(STEPS) + 1))
-    assert versions == [len(STEPS)] * 6 and applied == steps
+    try:
+        applied = [r[0] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")]
+        schema = [tuple(r) for r in await conn.fetch(SCHEMA)]
+        ledger = await PostgresLedger.open(fresh_dsn)
+        await BudgetEngine(ledger, PriceCatalog()).allocate("acme", limit_usd="5")
+        await ledger.close()
+        await migrate(fresh_dsn)
+        applied_again = [r[0] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")]
+        schema_again = [tuple(r) for r in await conn.fetch(SCHEMA)]
+        budgets = await conn.fetchval("SELECT count(*) FROM budgets")
+    finally:
+        await conn.close()
+    tables = {row[0] for row in schema}
+    assert applied == list(range(1, len(STEPS) + 1))  # each step once, though six servers raced
+    assert tables >= {"budgets", "entries", "totals", "holds", "hold_budgets", "alerts", "idempotency", "trees"}
+    assert ("entries", "cost_nanos", "bigint", "NO") in schema
+    assert (applied_again, schema_again, budgets) == (applied, schema, 1)
 
 
 async def test_a_write_on_one_server_is_heard_by_another(fresh_dsn: str) -> None:

@@ -9,6 +9,7 @@ from mcp import Client, MCPError
 
 from budget_mcp.config import Settings
 from budget_mcp.server import build_server
+from tests.conftest import FakeClock
 from tests.loopback import Loopback, Reply, Request
 
 pytestmark = pytest.mark.anyio
@@ -34,8 +35,8 @@ async def wait_for_requests(server: Loopback, path: str, count: int) -> list[Req
     return server.received(path)
 
 
-async def test_report_and_ledger_resources(settings: Settings) -> None:
-    async with Client(build_server(settings)) as client:
+async def test_report_and_ledger_resources(clock: FakeClock, settings: Settings) -> None:
+    async with Client(build_server(settings, clock=clock)) as client:
         await call(client, "allocate", budget_id="acme", limit_usd="10", period="daily")
         await call(client, "allocate", budget_id="acme/web", limit_usd="2")
         async with client.listen(resource_subscriptions=["budget://reports/acme"]) as sub:
@@ -64,10 +65,12 @@ async def test_report_and_ledger_resources(settings: Settings) -> None:
     assert [(e["kind"], e["model"]) for e in everything["entries"]] == [("charge", "gpt-4o"), ("allocate", None)]
 
 
-async def test_crossed_thresholds_are_posted_to_the_webhook(settings: Settings, price_server: Loopback) -> None:
+async def test_crossed_thresholds_are_posted_to_the_webhook(
+    settings: Settings, price_server: Loopback, clock: FakeClock
+) -> None:
     price_server.route("POST", "/hook", lambda _: Reply(200, b"{}"))
     hooked = settings.model_copy(update={"alert_webhook": f"{price_server.url}/hook"})
-    async with Client(build_server(hooked)) as client:
+    async with Client(build_server(hooked, clock=clock)) as client:
         await call(client, "allocate", budget_id="acme", limit_usd="10", period="monthly")
         charged = await call(client, "charge", budget_id="acme", cost_usd="9.2")  # 50%, 80% and 90% at once
         posts = await wait_for_requests(price_server, "/hook", 3)
@@ -81,6 +84,7 @@ async def test_crossed_thresholds_are_posted_to_the_webhook(settings: Settings, 
     first = payloads[0]
     assert first["event"] == "budget_crossed" and first["budget_id"] == "acme" and first["period"] == "monthly"
     assert (first["spent_usd"], first["limit_usd"]) == ("9.200000", "10.000000")
+    assert clock.now.isoformat() == "2026-11-25T12:00:00+00:00"
     assert first["window_start"] == "2026-11-01T00:00:00+00:00" and first["window_end"] == "2026-12-01T00:00:00+00:00"
     assert first["projected_spend_usd"] is not None
     assert posts[0].headers["Content-Type"] == "application/json"
@@ -88,13 +92,13 @@ async def test_crossed_thresholds_are_posted_to_the_webhook(settings: Settings, 
 
 
 async def test_a_failing_webhook_is_retried_and_recorded_without_failing_charges(
-    settings: Settings, price_server: Loopback
+    clock: FakeClock, settings: Settings, price_server: Loopback
 ) -> None:
     price_server.route("POST", "/hook", lambda _: Reply(500, b"down"))
     hooked = settings.model_copy(
         update={"alert_webhook": f"{price_server.url}/hook", "alert_attempts": 3, "alert_backoff_seconds": 0.01}
     )
-    async with Client(build_server(hooked)) as client:
+    async with Client(build_server(hooked, clock=clock)) as client:
         await call(client, "allocate", budget_id="acme", limit_usd="10")
         charged = await call(client, "charge", budget_id="acme", cost_usd="5")
         await wait_for_requests(price_server, "/hook", 3)
@@ -109,10 +113,12 @@ async def test_a_failing_webhook_is_retried_and_recorded_without_failing_charges
     assert len(price_server.received("/hook")) == 3
 
 
-async def test_a_hanging_webhook_does_not_hold_up_charges(settings: Settings, price_server: Loopback) -> None:
+async def test_a_hanging_webhook_does_not_hold_up_charges(
+    clock: FakeClock, settings: Settings, price_server: Loopback
+) -> None:
     price_server.route("POST", "/hook", lambda _: Reply(hang=True))
     hooked = settings.model_copy(update={"alert_webhook": f"{price_server.url}/hook"})
-    async with Client(build_server(hooked)) as client:
+    async with Client(build_server(hooked, clock=clock)) as client:
         await call(client, "allocate", budget_id="acme", limit_usd="10", alert_at=["0.1", "0.2", "0.3", "0.4"])
         await call(client, "charge", budget_id="acme", cost_usd="1.5")
         await wait_for_requests(price_server, "/hook", 1)  # the receiver now holds a delivery open

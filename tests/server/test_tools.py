@@ -12,6 +12,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning
 from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
 from budget_mcp.config import Settings
 from budget_mcp.server import build_server
+from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -32,8 +33,8 @@ async def error_text(client: Client, tool: str, **arguments: Any) -> str:
     return text
 
 
-async def test_every_tool_has_flat_arguments_and_an_output_schema(settings: Settings) -> None:
-    async with Client(build_server(settings)) as client:
+async def test_every_tool_has_flat_arguments_and_an_output_schema(clock: FakeClock, settings: Settings) -> None:
+    async with Client(build_server(settings, clock=clock)) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
     assert set(tools) == {
         "check_budget", "charge", "allocate", "release", "get_budget", "list_budgets", "estimate_cost",
@@ -44,8 +45,10 @@ async def test_every_tool_has_flat_arguments_and_an_output_schema(settings: Sett
     assert {"budget_id", "estimated_cost_usd", "reserve"} <= set(tools["check_budget"].input_schema["properties"])
 
 
-async def test_agent_session_allocate_reserve_charge_exceed_release_and_restart(settings: Settings) -> None:
-    async with Client(build_server(settings)) as client:
+async def test_agent_session_allocate_reserve_charge_exceed_release_and_restart(
+    clock: FakeClock, settings: Settings
+) -> None:
+    async with Client(build_server(settings, clock=clock)) as client:
         await call(client, "allocate", budget_id="acme", limit_usd="10", period="monthly")
         await call(client, "allocate", budget_id="acme/research", limit_usd="4")
         await call(client, "allocate", budget_id="acme/support", limit_usd="3")
@@ -67,15 +70,15 @@ async def test_agent_session_allocate_reserve_charge_exceed_release_and_restart(
         released = await call(client, "release", budget_id="acme/support")
         assert released["released_usd"] == "3.000000"
         before = await call(client, "get_budget", budget_id="acme")
-    async with Client(build_server(settings)) as client:
+    async with Client(build_server(settings, clock=clock)) as client:
         after = await call(client, "get_budget", budget_id="acme")
         listing = await call(client, "list_budgets")
     assert after["spent_usd"] == before["spent_usd"] == "4.350000"
     assert [child["budget_id"] for child in listing["budgets"][0]["children"]] == ["acme/research", "acme/support"]
 
 
-async def test_summary_text_is_one_line_an_agent_can_act_on(settings: Settings) -> None:
-    async with Client(build_server(settings)) as client:
+async def test_summary_text_is_one_line_an_agent_can_act_on(clock: FakeClock, settings: Settings) -> None:
+    async with Client(build_server(settings, clock=clock)) as client:
         await call(client, "allocate", budget_id="acme", limit_usd="4", period="daily")
         result = await client.call_tool("check_budget", {"budget_id": "acme", "estimated_cost_usd": "2.5"})
     text = result.content[0].text  # type: ignore[union-attr]
@@ -113,9 +116,9 @@ async def test_summary_text_is_one_line_an_agent_can_act_on(settings: Settings) 
     ],
 )
 async def test_bad_input_is_a_clear_tool_error_and_changes_nothing(
-    settings: Settings, tool: str, arguments: dict[str, Any], message: str
+    clock: FakeClock, settings: Settings, tool: str, arguments: dict[str, Any], message: str
 ) -> None:
-    async with Client(build_server(settings)) as client:
+    async with Client(build_server(settings, clock=clock)) as client:
         await call(client, "allocate", budget_id="acme", limit_usd="10")
         before = await client.read_resource("budget://budgets", cache_mode="bypass")
         text = await error_text(client, tool, **arguments)
@@ -125,15 +128,15 @@ async def test_bad_input_is_a_clear_tool_error_and_changes_nothing(
     assert before.contents == after.contents
 
 
-async def test_wrong_types_are_refused_by_the_schema(settings: Settings) -> None:
-    async with Client(build_server(settings)) as client:
+async def test_wrong_types_are_refused_by_the_schema(clock: FakeClock, settings: Settings) -> None:
+    async with Client(build_server(settings, clock=clock)) as client:
         text = await error_text(client, "check_budget", budget_id="acme", estimated_cost_usd=[1], reserve="maybe")
     assert "validation error" in text.lower()
 
 
-async def test_budget_resources_use_raw_ids_with_slashes(settings: Settings) -> None:
+async def test_budget_resources_use_raw_ids_with_slashes(clock: FakeClock, settings: Settings) -> None:
     deep = "acme/a/b/c/d/e/f/g"
-    async with Client(build_server(settings)) as client:
+    async with Client(build_server(settings, clock=clock)) as client:
         parts = deep.split("/")
         for depth in range(1, len(parts) + 1):
             await call(client, "allocate", budget_id="/".join(parts[:depth]))
@@ -149,8 +152,8 @@ async def test_budget_resources_use_raw_ids_with_slashes(settings: Settings) -> 
     assert "budget://budgets/{+budget_id}" in templates
 
 
-async def test_listening_clients_hear_about_changes_to_a_budget(settings: Settings) -> None:
-    async with Client(build_server(settings)) as client:
+async def test_listening_clients_hear_about_changes_to_a_budget(clock: FakeClock, settings: Settings) -> None:
+    async with Client(build_server(settings, clock=clock)) as client:
         await call(client, "allocate", budget_id="acme", limit_usd="10")
         async with client.listen(resources_list_changed=True, resource_subscriptions=["budget://budgets/acme"]) as sub:
             await call(client, "charge", budget_id="acme", cost_usd="1")
@@ -159,7 +162,9 @@ async def test_listening_clients_hear_about_changes_to_a_budget(settings: Settin
     assert "budget://budgets/acme" in str(event)
 
 
-async def test_budgets_file_is_applied_at_start_and_again_changes_nothing(settings: Settings, tmp_path) -> None:
+async def test_budgets_file_is_applied_at_start_and_again_changes_nothing(
+    clock: FakeClock, settings: Settings, tmp_path
+) -> None:
     declared = tmp_path / "budgets.toml"
     declared.write_text(
         '[budgets."acme"]\nlimit_usd = "100"\nperiod = "monthly"\n\n'
@@ -168,10 +173,10 @@ async def test_budgets_file_is_applied_at_start_and_again_changes_nothing(settin
         'per_call_usd = "0.50"\nenforcement = "block"\n'
     )
     with_file = settings.model_copy(update={"budgets_file": declared})
-    async with Client(build_server(with_file)) as client:
+    async with Client(build_server(with_file, clock=clock)) as client:
         bot = await call(client, "get_budget", budget_id="acme/support-bot")
         ledger = await client.read_resource("budget://budgets", cache_mode="bypass")
-    async with Client(build_server(with_file)) as client:
+    async with Client(build_server(with_file, clock=clock)) as client:
         again = await call(client, "get_budget", budget_id="acme/support-bot")
         ledger_again = await client.read_resource("budget://budgets", cache_mode="bypass")
     assert [lim["period"] for lim in bot["limits"]] == ["daily", "monthly", "total"]
@@ -183,8 +188,8 @@ async def test_budgets_file_is_applied_at_start_and_again_changes_nothing(settin
     assert len(allocations) == 2  # one per declared budget: the second start wrote nothing
 
 
-async def test_changes_made_by_another_process_are_announced(settings: Settings) -> None:
-    async with Client(build_server(settings)) as client:
+async def test_changes_made_by_another_process_are_announced(clock: FakeClock, settings: Settings) -> None:
+    async with Client(build_server(settings, clock=clock)) as client:
         await call(client, "allocate", budget_id="acme", limit_usd="10")
         async with client.listen(resource_subscriptions=["budget://budgets/acme"]) as sub:
             other = await open_ledger(settings.db_path)  # another server process would hold its own connection
@@ -199,8 +204,8 @@ async def test_changes_made_by_another_process_are_announced(settings: Settings)
     assert status["spent_usd"] == "2.000000"
 
 
-async def test_prompts_carry_the_budget_id_and_live_figures(settings: Settings) -> None:
-    async with Client(build_server(settings)) as client:
+async def test_prompts_carry_the_budget_id_and_live_figures(clock: FakeClock, settings: Settings) -> None:
+    async with Client(build_server(settings, clock=clock)) as client:
         await call(client, "allocate", budget_id="acme", limit_usd="10")
         await call(client, "charge", budget_id="acme", model="gpt-4o", input_tokens=1000, output_tokens=100)
         await call(client, "charge", budget_id="acme", cost_usd="5")
@@ -220,8 +225,10 @@ async def test_prompts_carry_the_budget_id_and_live_figures(settings: Settings) 
         assert sum(line.startswith("- ") and "/" in line for line in text.splitlines()) >= 3
 
 
-async def test_estimate_cost_and_recommend_model_answer_with_prices_and_reasons(settings: Settings) -> None:
-    async with Client(build_server(settings)) as client:
+async def test_estimate_cost_and_recommend_model_answer_with_prices_and_reasons(
+    clock: FakeClock, settings: Settings
+) -> None:
+    async with Client(build_server(settings, clock=clock)) as client:
         await call(client, "allocate", budget_id="acme", limit_usd="0.01")
         estimate = await call(
             client, "estimate_cost", model="claude-haiku-4-5", input_tokens=1_000, output_tokens=200,
@@ -241,8 +248,8 @@ async def test_estimate_cost_and_recommend_model_answer_with_prices_and_reasons(
     assert text.startswith("best: ")
 
 
-async def test_prices_resource_lists_sources_models_and_tiers(settings: Settings) -> None:
-    async with Client(build_server(settings)) as client:
+async def test_prices_resource_lists_sources_models_and_tiers(clock: FakeClock, settings: Settings) -> None:
+    async with Client(build_server(settings, clock=clock)) as client:
         read = await client.read_resource("budget://prices")
     catalog = json.loads(read.contents[0].text)  # type: ignore[union-attr]
     assert catalog["sources"] == [
@@ -254,7 +261,7 @@ async def test_prices_resource_lists_sources_models_and_tiers(settings: Settings
     assert catalog["verification"]["compared_rates"] == 0
 
 
-async def test_legacy_clients_subscribe_and_hear_changes(settings: Settings) -> None:
+async def test_legacy_clients_subscribe_and_hear_changes(clock: FakeClock, settings: Settings) -> None:
     heard: list[Any] = []
     arrived = anyio.Event()
 
@@ -263,7 +270,7 @@ async def test_legacy_clients_subscribe_and_hear_changes(settings: Settings) -> 
         if len(heard) >= 2:
             arrived.set()
 
-    async with Client(build_server(settings), mode="legacy", message_handler=on_message) as client:
+    async with Client(build_server(settings, clock=clock), mode="legacy", message_handler=on_message) as client:
         capabilities = client.session.server_capabilities
         with pytest.warns(MCPDeprecationWarning, match="resources/subscribe is removed as of 2026-07-28"):
             await client.subscribe_resource("budget://budgets/acme")
