@@ -6,6 +6,8 @@ returned as aware UTC datetimes, so a day in Europe/Paris across a DST change is
 epoch that never resets.
 """
 
+import functools
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -26,14 +28,24 @@ class Period(StrEnum):
     MONTHLY = "monthly"
 
 
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
+MAX_ZONE_NAME = 64
+
+
 def zone(name: str) -> ZoneInfo:
     """The ZoneInfo for an IANA name, or InvalidInputError."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInputError(
-            f"timezone {name[:60]!r} is not an IANA timezone name; use e.g. 'UTC' or 'Europe/Paris'"
-        ) from None
+    if isinstance(name, str) and len(name) <= MAX_ZONE_NAME and _ZONE_NAME.fullmatch(name):
+        try:
+            return _zone(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # a tzdata directory such as 'Europe' is an OSError
+            pass
+    shown = name[:60] if isinstance(name, str) else type(name).__name__
+    raise InvalidInputError(f"timezone {shown!r} is not an IANA timezone name; use e.g. 'UTC' or 'Europe/Paris'")
+
+
+@functools.lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
 
 
 _recent: dict[tuple[Period, str], tuple[datetime, datetime]] = {}
@@ -53,11 +65,10 @@ def window(period: Period, tz: str, at: datetime) -> tuple[datetime, datetime | 
 
 
 def _compute(period: Period, tz: str, at: datetime) -> tuple[datetime, datetime]:
-    local = at.astimezone(zone(tz))
+    tzinfo = zone(tz)
     if period is Period.HOURLY:
-        # Truncating the aware local time keeps its DST fold, so a repeated local hour maps to the right UTC hour.
-        start_utc = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
-        return start_utc, start_utc + timedelta(hours=1)
+        return _local_hour(tzinfo, at)
+    local = at.astimezone(tzinfo)
     day = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
     if period is Period.DAILY:
         start, end = day, day + timedelta(days=1)
@@ -67,8 +78,37 @@ def _compute(period: Period, tz: str, at: datetime) -> tuple[datetime, datetime]
     else:
         start = day.replace(day=1)
         end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-    tzinfo = zone(tz)
     return start.replace(tzinfo=tzinfo).astimezone(UTC), end.replace(tzinfo=tzinfo).astimezone(UTC)
+
+
+def _local_hour(tzinfo: ZoneInfo, at: datetime) -> tuple[datetime, datetime]:
+    """The local clock hour holding `at`. A change of UTC offset also starts a window, so where a zone shifts by
+    half an hour (Australia/Lord_Howe) the hour it repeats or skips is a half-hour window of its own."""
+    local = at.astimezone(tzinfo)
+    start = at - timedelta(minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
+    end = start + timedelta(hours=1)
+    if _offset(tzinfo, start) != local.utcoffset():
+        start = _offset_change(tzinfo, start, at)
+    if _offset(tzinfo, end - timedelta(microseconds=1)) != local.utcoffset():
+        end = _offset_change(tzinfo, at, end)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def _offset(tzinfo: ZoneInfo, at: datetime) -> timedelta | None:
+    return at.astimezone(tzinfo).utcoffset()
+
+
+def _offset_change(tzinfo: ZoneInfo, before: datetime, after: datetime) -> datetime:
+    """The first second in (before, after] with the offset `after` has (zones change at most once an hour)."""
+    low, high = int(before.timestamp()), int(after.timestamp())
+    wanted = _offset(tzinfo, datetime.fromtimestamp(high, UTC))
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _offset(tzinfo, datetime.fromtimestamp(middle, UTC)) == wanted:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, UTC)
 
 
 def window_key(period: Period, tz: str, at: datetime) -> int:

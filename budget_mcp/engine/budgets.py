@@ -46,7 +46,16 @@ from budget_mcp.domain.models import (
     SpendReport,
     TokenCounts,
 )
-from budget_mcp.domain.money import format_usd, human_amount, human_usd, parse_tokens, parse_usd, to_nanos
+from budget_mcp.domain.money import (
+    MAX_USD,
+    check_total,
+    format_usd,
+    human_amount,
+    human_usd,
+    parse_tokens,
+    parse_usd,
+    to_nanos,
+)
 from budget_mcp.domain.windows import Period, window, window_key, zone
 from budget_mcp.engine import figures as fig
 from budget_mcp.engine import recommend
@@ -68,6 +77,8 @@ DEFAULT_TTL_SECONDS = 600
 MAX_TTL_SECONDS = 86_400
 MAX_METADATA_BYTES = 4_096
 MAX_TEXT = 1_000
+MAX_NAME = 200  # model names, provider ids, idempotency keys
+MAX_THRESHOLDS = 20
 MAX_LEDGER_ENTRIES = 1_000
 
 
@@ -152,6 +163,7 @@ class BudgetEngine:
         """May this much be spent? With `reserve`, atomically hold it on the whole path until settled or expired."""
         validate_budget_id(budget_id)
         ttl = _ttl(ttl_seconds)
+        provider = _optional_text(provider, "provider")
         tokens = TokenCounts(
             input=parse_tokens(input_tokens or 0, "input_tokens"),
             output=parse_tokens(max_output_tokens or 0, "max_output_tokens"),
@@ -160,7 +172,8 @@ class BudgetEngine:
         if estimated_cost_usd is not None:
             cost_nanos, source = to_nanos(parse_usd(estimated_cost_usd, "estimated_cost_usd")), None
         elif model:
-            facts = self.prices.facts(_text(model, "model"), provider)
+            model = _text(model, "model", limit=MAX_NAME)
+            facts = self.prices.facts(model, provider)
             if max_output_tokens is None and facts is not None:
                 # The worst case: the model may write up to its output limit.
                 tokens = dataclasses.replace(tokens, output=facts.max_output_tokens)
@@ -168,7 +181,7 @@ class BudgetEngine:
                     f"max_output_tokens not given: priced the worst case of {facts.max_output_tokens} output tokens "
                     f"({facts.model}'s limit); pass max_output_tokens for a tighter estimate"
                 )
-            priced = self.prices.cost(_text(model, "model"), provider, tokens)
+            priced = _within_bounds(self.prices.cost(model, provider, tokens))
             cost_nanos, source = to_nanos(priced.cost_usd), f"{priced.provider}/{priced.model} ({priced.source})"
         else:
             raise InvalidInputError(
@@ -180,8 +193,9 @@ class BudgetEngine:
             if not (reserve and result.allowed):
                 return result, Writes()
             hold = Hold(new_reservation_id(), budget_id, cost_nanos, tokens.total, snapshot.now, snapshot.now + ttl)
-            after = fig.constraints(fig.with_usage(snapshot, budget_id, held=(cost_nanos, tokens.total)), budget_id)
-            left_nanos, left_tokens = fig.remaining(after)
+            held = fig.with_usage(snapshot, budget_id, held=(cost_nanos, tokens.total))
+            _check_totals(held, budget_id)
+            left_nanos, left_tokens = fig.remaining(fig.constraints(held, budget_id))
             entry = Entry(
                 new_entry_id("hld"), EntryKind.HOLD, budget_id, snapshot.now, cost_nanos, tokens,
                 model=model, provider=provider, price_source=source, reservation_id=hold.reservation_id,
@@ -223,7 +237,7 @@ class BudgetEngine:
             cache_read=parse_tokens(cache_read_tokens, "cache_read_tokens"),
             cache_write=parse_tokens(cache_write_tokens, "cache_write_tokens"),
         )
-        priced = self.prices.cost(_text(model, "model"), _optional_text(provider, "provider"), tokens)
+        priced = self.prices.cost(_text(model, "model", limit=MAX_NAME), _optional_text(provider, "provider"), tokens)
         return EstimateResult(
             model=priced.model,
             provider=priced.provider,
@@ -346,9 +360,10 @@ class BudgetEngine:
         )
         if reservation_id is not None:
             validate_reservation_id(reservation_id)
-        key = _text(idempotency_key, "idempotency_key", limit=200) if idempotency_key is not None else None
+        key = _text(idempotency_key, "idempotency_key", limit=MAX_NAME) if idempotency_key is not None else None
         meta = _metadata(metadata)
-        model = _text(model, "model") if model else None
+        model = _text(model, "model", limit=MAX_NAME) if model else None
+        provider = _optional_text(provider, "provider")
         explicit = parse_usd(cost_usd, "cost_usd") if cost_usd is not None else None
         priced: PricedCost | None = None
         pricing_problem: str | None = None
@@ -359,7 +374,7 @@ class BudgetEngine:
                 pricing_problem = "no model or cost_usd given"
             else:
                 try:
-                    priced = self.prices.cost(model, provider, tokens)
+                    priced = _within_bounds(self.prices.cost(model, provider, tokens))
                 except UnknownModelError as exc:
                     if reservation_id is None:
                         raise
@@ -378,9 +393,9 @@ class BudgetEngine:
             warnings: list[str] = []
             writes = Writes()
             held = (0, 0)
-            if reservation_id is not None:
-                hold = _open_hold(snapshot, reservation_id, budget_id)
-                writes.holds_removed.append(reservation_id)
+            hold = _settled_hold(snapshot, reservation_id, budget_id, warnings) if reservation_id else None
+            if hold is not None:
+                writes.holds_removed.append(hold.reservation_id)
                 if hold.expires_at <= snapshot.now:
                     warnings.append(f"reservation {reservation_id} had expired; the charge is recorded anyway")
                 else:
@@ -389,6 +404,11 @@ class BudgetEngine:
                 cost_nanos, source = to_nanos(explicit), "cost_usd"
             elif priced is not None:
                 cost_nanos, source = to_nanos(priced.cost_usd), f"{priced.provider}/{priced.model} ({priced.source})"
+            elif hold is None:
+                raise ReservationNotFoundError(
+                    f"reservation {reservation_id} is not open, so there is no held amount to charge, and the cost "
+                    f"is unknown ({pricing_problem}); pass cost_usd, or a model with a known price"
+                )
             else:
                 cost_nanos, source = hold.cost_nanos, "reservation"
                 warnings.append(
@@ -398,6 +418,7 @@ class BudgetEngine:
                 warnings.append(f"budget '{budget_id}' is closed; the charge is recorded because the money is spent")
             before = fig.with_usage(snapshot, budget_id, held=(-held[0], -held[1]))
             after = fig.with_usage(before, budget_id, spent=(cost_nanos, tokens.total))
+            _check_totals(after, budget_id)
             entry = Entry(
                 new_entry_id("chg"), EntryKind.CHARGE, budget_id, snapshot.now, cost_nanos, tokens,
                 model=priced.model if priced else model, provider=priced.provider if priced else provider,
@@ -448,6 +469,7 @@ class BudgetEngine:
                 metadata={"reason": reason},
             )
             after = fig.with_usage(snapshot, budget_id, spent=(amount_nanos, 0))
+            _check_totals(after, budget_id)
             state = after.budgets[budget_id]
             return AdjustResult(
                 entry_id=entry.entry_id,
@@ -525,6 +547,8 @@ class BudgetEngine:
                 return fig.status(snapshot, budget_id), Writes()  # declaring the same budget again changes nothing
             if parent is not None:
                 _check_carving(snapshot, parent, budget_id, config)
+            if old is not None:
+                _check_shrink(snapshot, budget_id, old, config)
             entry = Entry(
                 new_entry_id("alc"), EntryKind.ALLOCATE, budget_id, snapshot.now,
                 metadata={"limits": [_limit_json(lim) for lim in config.limits], "created": old is None},
@@ -750,6 +774,75 @@ def _open_hold(snapshot: Snapshot, reservation_id: str, budget_id: str | None) -
     return reservation.hold
 
 
+def _settled_hold(snapshot: Snapshot, reservation_id: str, budget_id: str, warnings: list[str]) -> Hold | None:
+    """The open hold a charge settles; None (and a warning) when it is gone: a charge is recorded all the same."""
+    reservation = snapshot.reservation
+    if reservation is not None and reservation.hold is not None:
+        return _open_hold(snapshot, reservation_id, budget_id)
+    if reservation is None:
+        gone = "is not open (unknown, or expired over a day ago)"
+    elif reservation.closed_kind == EntryKind.CHARGE:
+        gone = (
+            f"was already settled by charge {reservation.closed_by} (if this repeats that call, it now counts twice: "
+            "retry with an idempotency_key)"
+        )
+    else:
+        gone = f"was already released by {reservation.closed_by}"
+    warnings.append(f"reservation {reservation_id} {gone}; the charge is recorded without it")
+    return None
+
+
+def _within_bounds(priced: PricedCost) -> PricedCost:
+    """A catalog price no larger than one amount may be (huge token counts price beyond it)."""
+    if priced.cost_usd > MAX_USD:
+        raise InvalidInputError(
+            f"this call prices at ${priced.cost_usd:,.2f}, more than the {MAX_USD:,} USD one call may cost; "
+            "check the token counts"
+        )
+    return priced
+
+
+def _check_totals(after: Snapshot, budget_id: str) -> None:
+    """Refuse a write whose running sums would leave the ledger's integer range (see domain.money)."""
+    for current in path_of(budget_id):
+        state = after.budgets[current]
+        check_total(state.held_nanos, f"what is held on '{current}'")
+        check_total(state.held_tokens, f"the tokens held on '{current}'")
+        for period, used in state.usage.items():
+            check_total(used.spent_nanos, f"the {period} spend of '{current}'")
+            check_total(used.spent_tokens, f"the {period} tokens of '{current}'")
+
+
+def _check_shrink(snapshot: Snapshot, budget_id: str, old: BudgetConfig, new: BudgetConfig) -> None:
+    """Refuse to lower a limit below what the budget's open children hold of it, plus its own spent and held.
+
+    Children may spend their unspent allocations whatever the parent has left, so this is what keeps a
+    `block` parent within its limit.
+    """
+    state = snapshot.budgets[budget_id]
+    for limit in new.limits:
+        before = old.limit_for(limit.period)
+        figures = fig.figures(snapshot, budget_id, limit)
+        for unit, want, had, allocated, used in (
+            ("usd", limit.limit_nanos, before.limit_nanos if before else None, figures.allocated_nanos,
+             figures.spent_nanos + state.held_nanos),
+            ("tokens", limit.limit_tokens, before.limit_tokens if before else None, figures.allocated_tokens,
+             figures.spent_tokens + state.held_tokens),
+        ):  # fmt: skip
+            lowest = allocated + max(used, 0)
+            if want is None or allocated <= 0 or want >= lowest or (had is not None and want >= had):
+                continue
+            if unit == "usd":
+                given, floor = f"{human_usd(allocated)} allocated", f'limit_usd="{format_usd(lowest)}"'
+            else:
+                given, floor = f"{allocated} tokens allocated", f"limit_tokens={lowest}"
+            raise InsufficientFundsError(
+                f"'{budget_id}' has {given} to its open children in its {limit.period} limit; lowering it below "
+                f"{floor} (with what it spent and holds) would let them overspend it: ask for at least that, "
+                "or shrink or close the children first"
+            )
+
+
 def _check_carving(snapshot: Snapshot, parent: str, budget_id: str, config: BudgetConfig) -> None:
     """Refuse a child limit whose unspent part would exceed what the parent's limit of that period has left."""
     parent_state = snapshot.budgets[parent]
@@ -863,6 +956,8 @@ def _choice(kind: type[E], value: object, field: str) -> E:
 
 
 def _thresholds(values: Sequence[object]) -> tuple[Decimal, ...]:
+    if len(values) > MAX_THRESHOLDS:
+        raise InvalidInputError(f"alert_at has {len(values)} thresholds; give at most {MAX_THRESHOLDS}")
     parsed = sorted({parse_usd(v, "alert_at") for v in values})
     if not parsed or any(v <= 0 or v > 10 for v in parsed):
         raise InvalidInputError("alert_at takes fractions of a limit between 0 and 10, e.g. [0.5, 0.8, 1.0]")

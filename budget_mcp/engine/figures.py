@@ -7,12 +7,10 @@ whatever the parent has available beyond its allocations.
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.models import (
-    BudgetConfig,
     BudgetStatus,
     Enforcement,
     Forecast,
@@ -177,7 +175,7 @@ def status(snapshot: Snapshot, budget_id: str) -> BudgetStatus:
     primary = next((f for f in limits if f.limit.period is config.period), None) or figures(
         snapshot, budget_id, config.primary
     )
-    burn_per_hour, forecast = _burn(snapshot.now, config, primary)
+    burn_per_hour, forecast = _burn(snapshot, state, primary)
     return BudgetStatus(
         **_limit_status(primary).model_dump(),
         budget_id=budget_id,
@@ -214,28 +212,62 @@ def _limit_status(fig: Figures) -> LimitStatus:
     )
 
 
-def _burn(now: datetime, config: BudgetConfig, primary: Figures) -> tuple[int, Forecast]:
-    """Spend per hour since the window opened (or the budget was created), and where that leads."""
+def _burn(snapshot: Snapshot, state: BudgetState, primary: Figures) -> tuple[int, Forecast]:
+    """Spend per hour since the window opened (or the budget was created), and where that leads.
+
+    Children spend their carved allocations without touching the budget's own available amount, so
+    the run-out time divides that amount by the rest of the spend only: the budget's own, and what its
+    children spend beyond (or without) an allocation of this period.
+    """
+    config, now = state.config, snapshot.now
     start = primary.window_start
     if config.period is Period.TOTAL and config.created_at is not None:
         start = config.created_at
-    hours = Decimal((now - start) / timedelta(seconds=1)) / 3600
-    if hours <= 0 or primary.spent_nanos <= 0:
+    elapsed_us = (now - start) // timedelta(microseconds=1)
+    if elapsed_us <= 0 or primary.spent_nanos <= 0:
         return 0, Forecast(
             projected_spend_usd=format_usd(primary.spent_nanos) if primary.resets_at else None, exhausted_at=None
         )
-    per_hour = Decimal(primary.spent_nanos) / hours
     projected = None
     if primary.resets_at is not None:
-        window_hours = Decimal((primary.resets_at - primary.window_start) / timedelta(seconds=1)) / 3600
-        projected = format_usd(int(per_hour * window_hours))
+        window_us = (primary.resets_at - primary.window_start) // timedelta(microseconds=1)
+        projected = format_usd(primary.spent_nanos * window_us // elapsed_us)
     exhausted_at = None
     available = primary.available_nanos
     if available is not None:
-        exhausted_at = now if available <= 0 else now + timedelta(hours=float(Decimal(available) / per_hour))
-        if primary.resets_at is not None and exhausted_at >= primary.resets_at:
-            exhausted_at = None
-    return int(per_hour), Forecast(projected_spend_usd=projected, exhausted_at=exhausted_at)
+        drawing = primary.spent_nanos - _spent_within_allocations(snapshot, state, primary.limit.period)
+        exhausted_at = _run_out(now, available, drawing, elapsed_us, primary.resets_at)
+    return primary.spent_nanos * _US_PER_HOUR // elapsed_us, Forecast(
+        projected_spend_usd=projected, exhausted_at=exhausted_at
+    )
+
+
+_US_PER_HOUR = 3_600_000_000
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _spent_within_allocations(snapshot: Snapshot, state: BudgetState, period: Period) -> int:
+    """What the open children spent of their own limits of `period` (spend that draws on their allocation)."""
+    total = 0
+    for child in state.children:
+        child_state = snapshot.budgets[child]
+        limit = child_state.config.limit_for(period)
+        if limit is not None and limit.limit_nanos is not None:
+            total += min(max(child_state.usage[period].spent_nanos, 0), limit.limit_nanos)
+    return total
+
+
+def _run_out(
+    now: datetime, available: int, drawing: int, elapsed_us: int, resets_at: datetime | None
+) -> datetime | None:
+    """When spending `drawing` nanos per `elapsed_us` uses up `available`; None if not before the window ends."""
+    if available <= 0:
+        return now
+    if drawing <= 0:
+        return None
+    horizon_us = ((resets_at or _LATEST) - now) // timedelta(microseconds=1)
+    left_us = available * elapsed_us // drawing
+    return None if left_us >= horizon_us else now + timedelta(microseconds=left_us)
 
 
 def _usd(nanos: int | None) -> str | None:

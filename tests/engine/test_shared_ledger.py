@@ -146,12 +146,12 @@ async def test_holds_made_settled_or_released_on_either_server_count_on_both(
     settled = await other_engine.charge("acme", cost_usd="1", reservation_id=first.reservation_id)
     assert settled.remaining_usd == "6.000000"  # 10 - 1 spent - 3 still held
     with pytest.raises(ReservationNotFoundError, match="already settled"):
-        await engine.charge("acme", cost_usd="1", reservation_id=first.reservation_id)
+        await engine.release(reservation_id=first.reservation_id)
     assert (await engine.charge("acme", cost_usd="3", reservation_id=second.reservation_id)).remaining_usd == "6.000000"
     third = await engine.check("acme", estimated_cost_usd="4", reserve=True)
     await other_engine.release(reservation_id=third.reservation_id)
     with pytest.raises(ReservationNotFoundError, match="already released"):
-        await engine.charge("acme", cost_usd="4", reservation_id=third.reservation_id)
+        await engine.release(reservation_id=third.reservation_id)
     status = await engine.status("acme")
     assert (status.spent_usd, status.held_usd) == ("4.000000", "0.000000")
     assert await engine.ledger.reconcile() == []
