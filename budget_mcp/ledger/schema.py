@@ -1,4 +1,10 @@
-"""Numbered schema steps. `PRAGMA user_version` says how many have run; opening a ledger runs the rest."""
+"""Numbered schema steps. `PRAGMA user_version` says how many have run; opening a ledger runs the rest.
+
+Step 3 rebuilds every table STRICT, so no column can hold a value of another type: an integer sum that
+overflows (SQLite's `+` turns it into a REAL) fails its write instead of being stored. The SQLite
+ledger then recomputes the running totals from the entries, repairing ledgers an older version let
+overflow (`REBUILDS_TOTALS`).
+"""
 
 STEPS: list[str] = [
     # 1: budgets, the append-only entry log, running totals, holds, alerts, idempotency keys.
@@ -104,4 +110,129 @@ STEPS: list[str] = [
         PRIMARY KEY (budget_id, period, window_start, threshold, attempt)
     ) WITHOUT ROWID;
     """,
+    # 3: every table STRICT (see the module docstring); totals are emptied here and rebuilt from the entries.
+    """
+    CREATE TABLE budgets_v3 (
+        budget_id     TEXT PRIMARY KEY,
+        parent_id     TEXT REFERENCES budgets(budget_id),
+        config        TEXT NOT NULL,
+        closed        INTEGER NOT NULL DEFAULT 0,
+        created_at_us INTEGER NOT NULL,
+        updated_at_us INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO budgets_v3 SELECT budget_id, parent_id, config, closed, created_at_us, updated_at_us FROM budgets;
+    DROP TABLE budgets;
+    ALTER TABLE budgets_v3 RENAME TO budgets;
+    CREATE INDEX budgets_parent ON budgets(parent_id);
+
+    CREATE TABLE entries_v3 (
+        seq                INTEGER PRIMARY KEY AUTOINCREMENT,
+        entry_id           TEXT NOT NULL UNIQUE,
+        kind               TEXT NOT NULL,
+        budget_id          TEXT NOT NULL,
+        at_us              INTEGER NOT NULL,
+        cost_nanos         INTEGER NOT NULL,
+        input_tokens       INTEGER NOT NULL,
+        output_tokens      INTEGER NOT NULL,
+        cache_read_tokens  INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        reasoning_tokens   INTEGER NOT NULL,
+        model              TEXT,
+        provider           TEXT,
+        price_source       TEXT,
+        reservation_id     TEXT,
+        idempotency_key    TEXT,
+        metadata           TEXT
+    ) STRICT;
+    INSERT INTO entries_v3 SELECT * FROM entries ORDER BY seq;
+    DROP TABLE entries;
+    ALTER TABLE entries_v3 RENAME TO entries;
+    CREATE INDEX entries_budget ON entries(budget_id, seq);
+    CREATE INDEX entries_reservation ON entries(reservation_id) WHERE reservation_id IS NOT NULL;
+    CREATE INDEX entries_budget_time ON entries(budget_id, at_us);
+    CREATE TRIGGER entries_append_only_update BEFORE UPDATE ON entries
+        BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+    CREATE TRIGGER entries_append_only_delete BEFORE DELETE ON entries
+        BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+
+    DROP TABLE totals;
+    CREATE TABLE totals (
+        budget_id    TEXT NOT NULL,
+        period       TEXT NOT NULL,
+        window_start INTEGER NOT NULL,
+        spent_nanos  INTEGER NOT NULL,
+        spent_tokens INTEGER NOT NULL,
+        calls        INTEGER NOT NULL,
+        PRIMARY KEY (budget_id, period, window_start)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE holds_v3 (
+        reservation_id TEXT PRIMARY KEY,
+        budget_id      TEXT NOT NULL,
+        cost_nanos     INTEGER NOT NULL,
+        tokens         INTEGER NOT NULL,
+        created_at_us  INTEGER NOT NULL,
+        expires_at_us  INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO holds_v3 SELECT * FROM holds;
+    DROP TABLE holds;
+    ALTER TABLE holds_v3 RENAME TO holds;
+    CREATE INDEX holds_expiry ON holds(expires_at_us);
+    CREATE TABLE hold_budgets_v3 (
+        budget_id      TEXT NOT NULL,
+        reservation_id TEXT NOT NULL,
+        cost_nanos     INTEGER NOT NULL,
+        tokens         INTEGER NOT NULL,
+        expires_at_us  INTEGER NOT NULL,
+        PRIMARY KEY (budget_id, reservation_id)
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO hold_budgets_v3 SELECT * FROM hold_budgets;
+    DROP TABLE hold_budgets;
+    ALTER TABLE hold_budgets_v3 RENAME TO hold_budgets;
+    CREATE INDEX hold_budgets_reservation ON hold_budgets(reservation_id);
+    CREATE INDEX hold_budgets_expiry ON hold_budgets(expires_at_us);
+
+    CREATE TABLE alerts_v3 (
+        budget_id    TEXT NOT NULL,
+        period       TEXT NOT NULL,
+        window_start INTEGER NOT NULL,
+        threshold    TEXT NOT NULL,
+        at_us        INTEGER NOT NULL,
+        spent_nanos  INTEGER NOT NULL,
+        limit_nanos  INTEGER,
+        spent_tokens INTEGER NOT NULL,
+        limit_tokens INTEGER,
+        PRIMARY KEY (budget_id, period, window_start, threshold)
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO alerts_v3 SELECT budget_id, period, window_start, threshold, at_us, CAST(spent_nanos AS INTEGER),
+        limit_nanos, CAST(spent_tokens AS INTEGER), limit_tokens FROM alerts;
+    DROP TABLE alerts;
+    ALTER TABLE alerts_v3 RENAME TO alerts;
+
+    CREATE TABLE idempotency_v3 (
+        key          TEXT PRIMARY KEY,
+        request_hash TEXT NOT NULL,
+        result       TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO idempotency_v3 SELECT * FROM idempotency;
+    DROP TABLE idempotency;
+    ALTER TABLE idempotency_v3 RENAME TO idempotency;
+
+    CREATE TABLE alert_deliveries_v3 (
+        budget_id    TEXT NOT NULL,
+        period       TEXT NOT NULL,
+        window_start INTEGER NOT NULL,
+        threshold    TEXT NOT NULL,
+        attempt      INTEGER NOT NULL,
+        at_us        INTEGER NOT NULL,
+        status       INTEGER,
+        error        TEXT,
+        PRIMARY KEY (budget_id, period, window_start, threshold, attempt)
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO alert_deliveries_v3 SELECT * FROM alert_deliveries;
+    DROP TABLE alert_deliveries;
+    ALTER TABLE alert_deliveries_v3 RENAME TO alert_deliveries;
+    """,
 ]
+
+REBUILDS_TOTALS = 3  # the step after which the SQLite ledger recomputes every running total from the entries

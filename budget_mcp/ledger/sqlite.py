@@ -18,6 +18,7 @@ Locking and durability:
 
 import asyncio
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ import anyio
 from budget_mcp.domain.accounting import TotalKey
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.models import AlertRecord, Entry, Hold
+from budget_mcp.domain.money import MAX_TOTAL
 from budget_mcp.domain.windows import Period, window_key
 from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
@@ -56,7 +58,9 @@ from budget_mcp.ledger.rows import (
     entry_to_row,
     total_deltas,
 )
-from budget_mcp.ledger.schema import STEPS
+from budget_mcp.ledger.schema import REBUILDS_TOTALS, STEPS
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
@@ -268,18 +272,21 @@ def _prepare_writer(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA foreign_keys = OFF")  # steps rebuild tables that others reference; it cannot change in BEGIN
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         for number, step in enumerate(STEPS[version:], start=version + 1):
             for statement in _statements(step):
                 conn.execute(statement)
+            if number == REBUILDS_TOTALS:
+                _rebuild_totals(conn)
             conn.execute(f"PRAGMA user_version = {number}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    conn.execute("PRAGMA foreign_keys = ON")
 
 
 def _prepare_reader(conn: sqlite3.Connection) -> None:
@@ -482,11 +489,29 @@ def _timezone(conn: sqlite3.Connection, budget_id: str) -> str:
     return str(json.loads(row[0])["timezone"]) if row else "UTC"
 
 
-def _reconcile(conn: sqlite3.Connection) -> list[str]:
+def _totals_from_entries(conn: sqlite3.Connection) -> dict[TotalKey, list[int]]:
     timezones = {b: json.loads(cfg)["timezone"] for b, cfg in conn.execute("SELECT budget_id, config FROM budgets")}
     expected: dict[TotalKey, list[int]] = {}
     cursor = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind IN ('charge', 'adjust') ORDER BY seq")
     while rows := cursor.fetchmany(10_000):
         add_deltas(expected, total_deltas(map(entry_from_row, rows), lambda b: timezones.get(b, "UTC")))
+    return expected
+
+
+def _rebuild_totals(conn: sqlite3.Connection) -> None:
+    """Every running total recomputed from the entries (a sum beyond the ledger's range is kept at its bound)."""
+    rows = []
+    for (budget_id, period, start), sums in _totals_from_entries(conn).items():
+        if any(abs(n) > MAX_TOTAL for n in sums):
+            logger.warning(
+                "budget %s holds %s spend beyond the ledger's range (entries sum to %s nano-USD, %s tokens); "
+                "kept at the bound: correct it with `budget-mcp adjust`", budget_id, period.value, *sums[:2],
+            )  # fmt: skip
+        rows.append((budget_id, period.value, start, *(max(-MAX_TOTAL, min(MAX_TOTAL, n)) for n in sums)))
+    conn.execute("DELETE FROM totals")
+    conn.executemany("INSERT INTO totals VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+
+def _reconcile(conn: sqlite3.Connection) -> list[str]:
     actual = conn.execute("SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals")
-    return differences(expected, actual)
+    return differences(_totals_from_entries(conn), actual)
