@@ -11,11 +11,16 @@ _SEGMENT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _RESERVATION = re.compile(r"res_[0-9a-f]{24}")
 
 
-def validate_budget_id(value: str) -> str:
-    """Return `value` if it is a valid budget id, else raise InvalidInputError saying why."""
+def validate_budget_id(value: str, field: str = "budget_id") -> str:
+    """Return `value` if it is a valid budget id, else raise InvalidInputError saying why (naming `field`)."""
     if not isinstance(value, str) or not value:
-        raise InvalidInputError("budget_id is empty; use a path such as 'acme' or 'acme/research'")
-    return _valid_budget_id(value)
+        raise InvalidInputError(f"{field} is empty; use a path such as 'acme' or 'acme/research'")
+    try:
+        return _valid_budget_id(value)
+    except InvalidInputError as exc:
+        if field == "budget_id":
+            raise
+        raise InvalidInputError(str(exc).replace("budget_id", field, 1)) from None
 
 
 @functools.lru_cache(maxsize=4096)

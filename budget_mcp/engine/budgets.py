@@ -106,7 +106,7 @@ class BudgetEngine:
     async def tree(self, prefix: str | None = None) -> list[BudgetNode]:
         """Every budget (or those under `prefix`) as a forest of status nodes."""
         if prefix is not None:
-            validate_budget_id(prefix)
+            validate_budget_id(prefix, "prefix")
         scope = Scope(subtree=prefix) if prefix else Scope(everything=True)
         snapshot = await self.ledger.read(scope, self.clock())
         if prefix is not None and prefix not in snapshot.budgets:
@@ -625,6 +625,14 @@ class BudgetEngine:
             return result, Writes(budgets=[closed], entries=[entry])
 
         return await self.ledger.write(Scope(budget_ids=path_of(budget_id)), self.clock(), decide)
+
+    async def budget_ids(self) -> list[str]:
+        """Every budget's id (closed ones too), sorted."""
+        return await self.ledger.budget_ids()
+
+    async def changed_budgets(self) -> set[str] | None:
+        """The budgets any process wrote to since the last call; None when anything may have changed."""
+        return await self.ledger.changed_budgets()
 
     async def reconcile(self) -> list[str]:
         """Differences between running totals and the entry log; empty when the ledger is consistent."""

@@ -175,8 +175,12 @@ class Ledger(Protocol):
         """Recompute every running total from the entries; return the differences (empty when all agree)."""
         ...
 
-    async def change_counter(self) -> int:
-        """A number that changes whenever any process commits to this ledger."""
+    async def budget_ids(self) -> list[str]:
+        """Every budget's id (closed ones too), sorted."""
+        ...
+
+    async def changed_budgets(self) -> set[str] | None:
+        """The budgets any process wrote to since the last call (none at the first); None: anything may have."""
         ...
 
     async def close(self) -> None:

@@ -239,7 +239,7 @@ class PostgresLedger:
         self.dsn = dsn
         self._pool = pool
         self._listener: asyncpg.Connection | None = None
-        self._heard = 0
+        self._heard: set[str] | None = set()
         self._writes = 0
         self._queues: dict[tuple[str, ...], list[_Pending]] = {}
         self._trees: dict[str, TreeCache] = {}
@@ -510,8 +510,17 @@ class PostgresLedger:
             )
         return differences(expected, [tuple(r) for r in actual])
 
-    async def change_counter(self) -> int:
-        """How many change notifications this server has heard (plus one per reconnect of its listener)."""
+    async def budget_ids(self) -> list[str]:
+        """Every budget's id, sorted."""
+        async with self._connection() as conn:
+            return [row[0] for row in await conn.fetch("SELECT budget_id FROM budgets ORDER BY 1")]
+
+    async def changed_budgets(self) -> set[str] | None:
+        """The budgets named by the change notifications heard since the last call (from every server).
+
+        Notifications sent while this server was not listening are lost, so after (re)connecting the
+        listener, and for a notice too long to name them all, the answer is None: anything may have changed.
+        """
         if self._listener is None or self._listener.is_closed():
             try:
                 self._listener = await asyncpg.connect(self.dsn)
@@ -519,16 +528,22 @@ class PostgresLedger:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 logger.warning("cannot listen for ledger changes on %s: %s", redact_url(self.dsn), exc)
                 self._listener = None
-            self._heard += 1  # notifications sent while we were not listening are lost: assume a change
-        return self._heard
+            self._heard = None
+        heard, self._heard = self._heard, set()
+        return heard
 
     async def truncate(self) -> None:
         """Empty every table (for tests and benchmarks; the schema stays)."""
         await self._execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
         self._trees.clear()
 
-    def _heard_one(self, *_: object) -> None:
-        self._heard += 1
+    def _heard_one(self, _connection: object, _pid: object, _channel: object, payload: str) -> None:
+        if self._heard is None:
+            return
+        try:
+            self._heard.update(json.loads(payload))
+        except ValueError:  # a notice cut at its size limit: it did not name every budget
+            self._heard = None
 
     def _connection(self) -> Any:
         return _Translated(self._pool)

@@ -93,6 +93,7 @@ class SqliteLedger:
         self._queue: list[_Pending] = []
         self._draining = False
         self._batches = 0
+        self._seen = (-1, -1)  # data_version and the last entry seq changed_budgets has reported
 
     @classmethod
     async def open(cls, path: str | Path) -> "SqliteLedger":
@@ -244,9 +245,35 @@ class SqliteLedger:
         """Recompute every running total from the entry log and list each total that differs."""
         return await self._in_thread(self._reader, _reconcile)
 
-    async def change_counter(self) -> int:
-        """`PRAGMA data_version` of the reading connection: it moves whenever any connection commits."""
-        return await self._in_thread(self._reader, lambda conn: int(conn.execute("PRAGMA data_version").fetchone()[0]))
+    async def budget_ids(self) -> list[str]:
+        """Every budget's id, sorted."""
+        return await self._in_thread(
+            self._reader, lambda conn: [row[0] for row in conn.execute("SELECT budget_id FROM budgets ORDER BY 1")]
+        )
+
+    async def changed_budgets(self) -> set[str] | None:
+        """Budgets of the entries appended since the last call. `PRAGMA data_version` of the reading connection
+        moves whenever another connection commits, so a quiet ledger costs one pragma per call."""
+
+        def run(conn: sqlite3.Connection) -> set[str]:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._seen[0]:
+                return set()
+            conn.execute("BEGIN")
+            try:
+                last = conn.execute("SELECT coalesce(max(seq), 0) FROM entries").fetchone()[0]
+                touched = {
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT DISTINCT budget_id FROM entries WHERE seq > ? AND seq <= ?", (self._seen[1], last)
+                    )
+                }
+            finally:
+                conn.execute("COMMIT")
+            first, self._seen = self._seen[1] < 0, (version, last)
+            return set() if first else touched
+
+        return await self._in_thread(self._reader, run)
 
     async def _in_thread(self, conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
         # `_execute` is the queue aiosqlite's own methods use; passing a whole function makes it one hop.

@@ -7,6 +7,7 @@ all of them every time, and never logged: requests are known by the token's name
 """
 
 import hmac
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,22 @@ class Grant:
             f"{scope}. Use an id under one of them, or a token that covers '{budget_id[:200]}'"
         )
 
+    def check_uri(self, uri: str) -> None:
+        """Raise unless the resource at `uri` may be read (a budget's resources: when the budget may be used)."""
+        budget_id = budget_of_uri(uri)
+        if budget_id is not None:
+            validate_budget_id(budget_id)
+            self.check(budget_id)
+
 
 FULL_ACCESS = Grant("local")
+_BUDGET_URI = re.compile(r"budget://(?:budgets|reports|ledger)/([^?#]*?)(?:\.md)?(?:[?#].*)?")
+
+
+def budget_of_uri(uri: str) -> str | None:
+    """The budget a resource URI shows ('acme/x' for budget://reports/acme/x.md), or None for the others."""
+    found = _BUDGET_URI.fullmatch(uri)
+    return found.group(1) if found else None
 
 
 def scoped_forest(nodes: list[BudgetNode], grant: Grant) -> list[BudgetNode]:

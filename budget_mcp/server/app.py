@@ -19,12 +19,15 @@ from budget_mcp.engine import BudgetEngine, Clock, utc_now
 from budget_mcp.engine.declarations import apply_declarations
 from budget_mcp.ledger import open_ledger
 from budget_mcp.pricing import PriceCatalog
+from budget_mcp.server import legacy
 from budget_mcp.server.access import TokenTable
 from budget_mcp.server.legacy import LegacySubscribers
+from budget_mcp.server.notify import Announcer, watch_other_processes
 from budget_mcp.server.prompts import register_prompts
-from budget_mcp.server.resources import register_resources
-from budget_mcp.server.state import Announcer, AppState, refresh_prices_periodically, watch_other_processes
-from budget_mcp.server.tools import register_tools
+from budget_mcp.server.resources import BudgetResourceList, register_resources
+from budget_mcp.server.state import AppState, refresh_prices_periodically
+from budget_mcp.server.strict import PromptArguments
+from budget_mcp.server.tools import budget_tools
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +46,6 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
     """
     current: list[AppState] = []
     bus = InMemorySubscriptionBus()
-    legacy = LegacySubscribers()
     tokens = TokenTable.from_settings(settings)
 
     @asynccontextmanager
@@ -61,10 +63,14 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
                     settings.alert_webhook, engine, attempts=settings.alert_attempts,
                     backoff_seconds=settings.alert_backoff_seconds, timeout_seconds=settings.alert_timeout_seconds,
                 )  # fmt: skip
-            state = AppState(settings, engine, Announcer(bus, legacy), tokens, webhook)
+            subscribers = LegacySubscribers(lambda uri: tokens.current().check_uri(uri))
+            announcer = Announcer(bus, subscribers, await engine.budget_ids())
+            state = AppState(settings, engine, announcer, subscribers, tokens, webhook)
             current.append(state)
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(watch_other_processes, state)
+                await tasks.start(subscribers.run)
+                tasks.start_soon(announcer.run)
+                tasks.start_soon(watch_other_processes, engine, announcer, settings.change_poll_seconds)
                 if webhook is not None:
                     tasks.start_soon(webhook.run)
                 if settings.prices_refresh_hours:
@@ -89,13 +95,14 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         subscriptions=bus,
+        tools=budget_tools(),
         **auth,
     )
     state_of: Callable[[], AppState] = lambda: current[-1]  # noqa: E731
     legacy.install(server)
-    register_tools(server)
     register_resources(server, state_of)
     register_prompts(server, state_of)
+    server.middleware.extend([PromptArguments(server), BudgetResourceList()])
 
     @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
     async def health(_: Request) -> Response:

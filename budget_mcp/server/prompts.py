@@ -10,7 +10,9 @@ from mcp.server.mcpserver import MCPServer
 from mcp.types import INVALID_PARAMS
 from pydantic import Field
 
+from budget_mcp.domain.ids import validate_budget_id
 from budget_mcp.domain.money import human_amount as money
+from budget_mcp.engine.budgets import MAX_TEXT
 from budget_mcp.errors import BudgetMcpError
 from budget_mcp.render import alert_lines, report_markdown
 from budget_mcp.server.access import scoped_forest
@@ -31,10 +33,13 @@ def template(name: str) -> str:
 def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -> None:
     """Add the budget-assistant prompts to `server`."""
 
-    def permit(budget_id: str) -> None:
-        """Refuse, as a protocol error the client can read, a budget the caller's token does not cover."""
+    async def permit(budget_id: str) -> None:
+        """Refuse, as a protocol error the client can read, a malformed id, a budget the caller's token does not
+        cover, or one that does not exist; before the id goes anywhere near a prompt."""
         try:
+            validate_budget_id(budget_id)
             state_of().grant().check(budget_id)
+            await state_of().engine.status(budget_id)
         except BudgetMcpError as exc:
             raise MCPError(INVALID_PARAMS, str(exc)) from exc
 
@@ -80,7 +85,7 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
     ) -> str:
         """System prompt for a budget-aware assistant, with the live budget status and alerts embedded."""
         if budget_id is not None:
-            permit(budget_id)
+            await permit(budget_id)
         return template("budget_assistant").format(
             budget_status=await describe(budget_id), alerts=await recent_alerts(budget_id)
         )
@@ -88,7 +93,7 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
     @server.prompt()
     async def spending_review(budget_id: Annotated[str, Field(description="The budget to review.")]) -> str:
         """Analyse the budget's current spend report and propose concrete savings."""
-        permit(budget_id)
+        await permit(budget_id)
         try:
             report = report_markdown(await state_of().engine.report(budget_id))
         except BudgetMcpError as exc:
@@ -105,7 +110,9 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
         budget_id: Annotated[str, Field(description="The budget the task must fit in.")],
     ) -> str:
         """Plan sub-allocations and model choices for a multi-step task within a budget."""
-        permit(budget_id)
+        await permit(budget_id)
+        if not task.strip() or len(task) > MAX_TEXT:
+            raise MCPError(INVALID_PARAMS, f"task must be a non-empty description of at most {MAX_TEXT} characters")
         return template("plan_task_budget").format(
             task=task,
             budget_id=budget_id,

@@ -4,6 +4,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from pydantic import TypeAdapter
@@ -79,3 +80,24 @@ def register_resources(server: MCPServer[Any], state_of: Callable[[], AppState])
     )  # fmt: skip
     async def prices() -> str:
         return json.dumps(state_of().engine.prices.describe(), indent=1)
+
+
+MAX_LISTED = 1_000
+
+
+class BudgetResourceList:
+    """Middleware: `resources/list` also names each budget the caller may read (at most MAX_LISTED), so the list
+    changes when budgets are added, as its change notices say."""
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        listed = await call_next(ctx)
+        state = ctx.lifespan_context
+        if ctx.method != "resources/list" or not isinstance(listed, dict) or not isinstance(state, AppState):
+            return listed
+        grant = state.grant()
+        ids = [b for b in await state.engine.budget_ids() if grant.allows(b)][:MAX_LISTED]
+        budgets = [
+            {"uri": f"budget://budgets/{b}", "name": b, "mimeType": "application/json", "description": f"status of {b}"}
+            for b in ids
+        ]
+        return {**listed, "resources": [*listed.get("resources", []), *budgets]}

@@ -1,25 +1,34 @@
 """The MCP tools: flat arguments in, structured results plus a one-line summary out."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from budget_mcp.domain.models import (
     BudgetNode,
     BudgetStatus,
     ChargeResult,
     CheckResult,
+    Enforcement,
     EstimateResult,
     RecommendResult,
     ReleaseResult,
 )
 from budget_mcp.domain.money import human_amount as money
+from budget_mcp.domain.windows import Period
+from budget_mcp.pricing import Capability, Tier
 from budget_mcp.server.access import scoped_forest
 from budget_mcp.server.state import AppState
+from budget_mcp.server.strict import BudgetTool
 from budget_mcp.server.wire import (
     BudgetId,
+    Count,
+    Metadata,
+    Name,
+    Text,
     Tokens,
     Usd,
     charge_summary,
@@ -29,15 +38,13 @@ from budget_mcp.server.wire import (
     tool_errors,
 )
 
-PeriodName = Literal["total", "hourly", "daily", "weekly", "monthly"]
-NeedName = Literal["tools", "vision", "reasoning", "json", "long_context"]
-TierName = Literal["basic", "standard", "advanced", "frontier"]
-
 
 class ExtraLimit(BaseModel):
     """A further limit of another period on the same budget."""
 
-    period: PeriodName
+    model_config = ConfigDict(extra="forbid")
+
+    period: Period
     limit_usd: Usd | None = None
     limit_tokens: Tokens | None = None
 
@@ -55,246 +62,253 @@ def _state(ctx: Context[Any, Any]) -> AppState:
     return state
 
 
-def register_tools(server: MCPServer[Any]) -> None:
-    """Add the budget tools to `server`."""
+async def check_budget(
+    budget_id: BudgetId,
+    ctx: Context[Any, Any],
+    estimated_cost_usd: Annotated[
+        Usd | None, Field(description='Expected cost in USD, e.g. "0.25". Or give model + input_tokens instead.')
+    ] = None,
+    model: Annotated[Name | None, Field(description="Model to price the call with, e.g. 'gpt-4o'.")] = None,
+    provider: Annotated[
+        Name | None, Field(description="Provider id, e.g. 'openai', when the model name is ambiguous.")
+    ] = None,
+    input_tokens: Annotated[Tokens | None, Field(description="Prompt tokens you will send.")] = None,
+    max_output_tokens: Annotated[Tokens | None, Field(description="Most output tokens the call may produce.")] = None,
+    reserve: Annotated[
+        bool, Field(description="true: atomically hold the amount; settle it with charge(reservation_id=...).")
+    ] = False,
+    ttl_seconds: Annotated[Count | None, Field(description="How long a reservation lasts; default 600.")] = None,
+) -> Annotated[CallToolResult, CheckResult]:
+    """Ask before an LLM call whether it fits the budget (every budget up the path must allow it).
 
-    @server.tool()
-    async def check_budget(
-        budget_id: BudgetId,
-        ctx: Context[Any, Any],
-        estimated_cost_usd: Annotated[
-            Usd | None, Field(description='Expected cost in USD, e.g. "0.25". Or give model + input_tokens instead.')
-        ] = None,
-        model: Annotated[str | None, Field(description="Model to price the call with, e.g. 'gpt-4o'.")] = None,
-        provider: Annotated[
-            str | None, Field(description="Provider id, e.g. 'openai', when the model name is ambiguous.")
-        ] = None,
-        input_tokens: Annotated[Tokens | None, Field(description="Prompt tokens you will send.")] = None,
-        max_output_tokens: Annotated[
-            Tokens | None, Field(description="Most output tokens the call may produce.")
-        ] = None,
-        reserve: Annotated[
-            bool, Field(description="true: atomically hold the amount; settle it with charge(reservation_id=...).")
-        ] = False,
-        ttl_seconds: Annotated[int | None, Field(description="How long a reservation lasts; default 600.")] = None,
-    ) -> Annotated[CallToolResult, CheckResult]:
-        """Ask before an LLM call whether it fits the budget (every budget up the path must allow it).
+    Give estimated_cost_usd, or model + input_tokens (+ max_output_tokens) to price the worst case.
+    With reserve=true the amount is held until you charge or release it, so parallel agents cannot
+    spend the same money. Returns allowed, decision (allow/warn/deny), decided_by and what remains.
+    """
+    state = _state(ctx)
+    with tool_errors():
+        state.grant().check(budget_id)
+        check = await state.engine.check(
+            budget_id, estimated_cost_usd=estimated_cost_usd, model=model, provider=provider,
+            input_tokens=input_tokens, max_output_tokens=max_output_tokens, reserve=reserve,
+            ttl_seconds=ttl_seconds,
+        )  # fmt: skip
+    if check.reservation_id:
+        state.announcer.budgets_changed([budget_id])
+    return result(check, check_summary(check))
 
-        Give estimated_cost_usd, or model + input_tokens (+ max_output_tokens) to price the worst case.
-        With reserve=true the amount is held until you charge or release it, so parallel agents cannot
-        spend the same money. Returns allowed, decision (allow/warn/deny), decided_by and what remains.
-        """
-        state = _state(ctx)
-        with tool_errors():
+
+async def charge(
+    budget_id: BudgetId,
+    ctx: Context[Any, Any],
+    model: Annotated[Name | None, Field(description="Model the call used, priced from the catalog.")] = None,
+    provider: Annotated[Name | None, Field(description="Provider id, e.g. 'anthropic'.")] = None,
+    input_tokens: Annotated[Tokens, Field(description="Uncached input tokens.")] = 0,
+    output_tokens: Annotated[Tokens, Field(description="Output tokens.")] = 0,
+    cache_read_tokens: Annotated[Tokens, Field(description="Input tokens read from the prompt cache.")] = 0,
+    cache_write_tokens: Annotated[Tokens, Field(description="Input tokens written to the prompt cache.")] = 0,
+    reasoning_tokens: Annotated[Tokens, Field(description="Reasoning tokens billed beyond output_tokens.")] = 0,
+    cost_usd: Annotated[
+        Usd | None,
+        Field(description="Cost the provider reported (e.g. OpenRouter usage.cost); wins over the catalog."),
+    ] = None,
+    reservation_id: Annotated[
+        Name | None, Field(description="The hold from check_budget(reserve=true) to settle.")
+    ] = None,
+    idempotency_key: Annotated[
+        Name | None, Field(description="Any unique string per call; a retry with the same key is recorded once.")
+    ] = None,
+    metadata: Annotated[Metadata | None, Field(description="Small JSON object stored with the charge.")] = None,
+) -> Annotated[CallToolResult, ChargeResult]:
+    """Record what an LLM call really cost, right after it returns. Always recorded, even over the limit.
+
+    Give model + token counts (priced from the catalog) and/or cost_usd. Pass the reservation_id from
+    check_budget to settle a hold, and an idempotency_key so a retry never charges twice.
+    Returns cost_usd, spent_usd, remaining_usd, over_limit and any alert thresholds crossed.
+    """
+    state = _state(ctx)
+    with tool_errors():
+        state.grant().check(budget_id)
+        charged = await state.engine.charge(
+            budget_id, model=model, provider=provider, input_tokens=input_tokens, output_tokens=output_tokens,
+            cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens,
+            reasoning_tokens=reasoning_tokens, cost_usd=cost_usd, reservation_id=reservation_id,
+            idempotency_key=idempotency_key, metadata=metadata,
+        )  # fmt: skip
+    if not charged.duplicate:
+        if charged.alerts and state.webhook is not None:
+            state.webhook.submit(charged.alerts)
+        state.announcer.budgets_changed([budget_id])
+    return result(charged, charge_summary(charged))
+
+
+async def allocate(
+    budget_id: BudgetId,
+    ctx: Context[Any, Any],
+    limit_usd: Annotated[Usd | None, Field(description='USD limit per period, e.g. "5.00".')] = None,
+    limit_tokens: Annotated[Tokens | None, Field(description="Token limit per period (all token kinds).")] = None,
+    period: Annotated[
+        Period | None, Field(description="When the limit resets; default: the parent's period, or total.")
+    ] = None,
+    extra_limits: Annotated[
+        list[ExtraLimit] | None,
+        Field(
+            description='More limits of other periods, e.g. [{"period": "monthly", "limit_usd": "60"}].',
+            max_length=len(Period),
+        ),
+    ] = None,
+    per_call_usd: Annotated[Usd | None, Field(description="Cap on a single call's cost.")] = None,
+    enforcement: Annotated[
+        Enforcement | None, Field(description="block: deny what would exceed; warn: allow but flag.")
+    ] = None,
+    alert_at: Annotated[
+        list[Usd] | None,
+        Field(description="Alert thresholds as fractions of the limit; default [0.5, 0.8, 0.9, 1.0].", max_length=20),
+    ] = None,
+    timezone: Annotated[
+        Name | None, Field(description="IANA timezone of the calendar windows; default UTC.", max_length=64)
+    ] = None,
+    description: Annotated[Text | None, Field(description="What the budget is for.")] = None,
+    metadata: Annotated[Metadata | None, Field(description="Small JSON object kept with the budget.")] = None,
+) -> Annotated[CallToolResult, BudgetStatus]:
+    """Create or resize a budget: a root ('acme') or a sub-budget for a sub-agent or task ('acme/research').
+
+    A child's limit is carved out of its parent's limit of the same period, so the child can really
+    spend it; asking for more than the parent has left is an error that says how much it has.
+    Omit both limits for a tracking-only budget. On a resize, fields you omit keep their values.
+    """
+    state = _state(ctx)
+    with tool_errors():
+        state.grant().check(budget_id, allocating=True)
+        status = await state.engine.allocate(
+            budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, period=period,
+            extra_limits=[x.model_dump(exclude_none=True) for x in extra_limits] if extra_limits else None,
+            per_call_usd=per_call_usd, enforcement=enforcement, alert_at=alert_at, timezone=timezone,
+            description=description, metadata=metadata,
+        )  # fmt: skip
+    state.announcer.budgets_changed([budget_id])
+    return result(status, status_summary(status))
+
+
+async def release(
+    ctx: Context[Any, Any],
+    reservation_id: Annotated[Name | None, Field(description="A hold to drop without charging.")] = None,
+    budget_id: Annotated[
+        BudgetId | None, Field(description="A sub-budget to close; its unspent allocation returns to the parent.")
+    ] = None,
+) -> Annotated[CallToolResult, ReleaseResult]:
+    """Give money back: drop a reservation you will not use, or close a finished sub-budget.
+
+    Pass exactly one of reservation_id or budget_id. Returns what was released.
+    """
+    state = _state(ctx)
+    grant = state.grant()
+    with tool_errors():
+        if budget_id is not None:
+            grant.check(budget_id)
+        released = await state.engine.release(reservation_id=reservation_id, budget_id=budget_id, guard=grant.check)
+    state.announcer.budgets_changed([released.budget_id])
+    return result(released, released.message)
+
+
+async def get_budget(budget_id: BudgetId, ctx: Context[Any, Any]) -> Annotated[CallToolResult, BudgetStatus]:
+    """A budget's status now: limits, spent, held, allocated to children, available, window and reset time."""
+    state = _state(ctx)
+    with tool_errors():
+        state.grant().check(budget_id)
+        status = await state.engine.status(budget_id)
+    return result(status, status_summary(status))
+
+
+async def list_budgets(
+    ctx: Context[Any, Any],
+    prefix: Annotated[BudgetId | None, Field(description="Only this budget and those under it, e.g. 'acme'.")] = None,
+) -> Annotated[CallToolResult, BudgetList]:
+    """Every budget (or those under prefix) as a tree, each with its current status."""
+    state = _state(ctx)
+    with tool_errors():
+        tree = scoped_forest(await state.engine.tree(prefix), state.grant())
+    listing = BudgetList(budgets=tree, count=_count(tree))
+    roots = ", ".join(f"{n.budget_id} {money(n.available_usd)} left" for n in tree[:10])
+    return result(listing, f"{listing.count} budgets; " + (roots or "none yet: create one with allocate"))
+
+
+async def estimate_cost(
+    model: Annotated[Name, Field(description="Model name, e.g. 'claude-sonnet-4-5' or 'openai/gpt-4o'.")],
+    ctx: Context[Any, Any],
+    input_tokens: Annotated[Tokens, Field(description="Uncached input tokens.")] = 0,
+    output_tokens: Annotated[Tokens, Field(description="Output tokens (reasoning included).")] = 0,
+    cache_read_tokens: Annotated[Tokens, Field(description="Input tokens read from the prompt cache.")] = 0,
+    cache_write_tokens: Annotated[Tokens, Field(description="Input tokens written to the prompt cache.")] = 0,
+    provider: Annotated[Name | None, Field(description="Provider id, e.g. 'anthropic'.")] = None,
+) -> Annotated[CallToolResult, EstimateResult]:
+    """What a call would cost, exactly, from the price catalog; nothing is charged or held.
+
+    Returns cost_usd, the USD-per-million-token rates used (the long-context tier when the prompt
+    is large enough) and the price source. An unknown model is an error listing close names.
+    """
+    with tool_errors():
+        estimate = _state(ctx).engine.estimate(
+            model, provider=provider, input_tokens=input_tokens, output_tokens=output_tokens,
+            cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens,
+        )  # fmt: skip
+    return result(estimate, f"{estimate.provider}/{estimate.model}: {money(estimate.cost_usd)} ({estimate.source})")
+
+
+async def recommend_model(
+    task: Annotated[Text, Field(description="What the call must do, in words, e.g. 'summarize a 10-page PDF'.")],
+    ctx: Context[Any, Any],
+    budget_id: Annotated[
+        BudgetId | None, Field(description="Budget to fit; without it fits_budget is always true.")
+    ] = None,
+    input_tokens: Annotated[Tokens | None, Field(description="Prompt size; default 2000.")] = None,
+    output_tokens: Annotated[Tokens | None, Field(description="Expected output; default 1000.")] = None,
+    needs: Annotated[
+        list[Capability] | None,
+        Field(description="Required capabilities; inferred from task when omitted.", max_length=len(Capability)),
+    ] = None,
+    min_tier: Annotated[
+        Tier | None, Field(description="Lowest acceptable quality tier; inferred from task when omitted.")
+    ] = None,
+    providers: Annotated[
+        list[Name] | None, Field(description="Only these providers, e.g. ['anthropic', 'openai'].", max_length=20)
+    ] = None,
+    limit: Annotated[Count, Field(description="How many models to return.", ge=1, le=50)] = 5,
+) -> Annotated[CallToolResult, RecommendResult]:
+    """The cheapest models that can do this task within what the budget has left.
+
+    Keeps models with the needed capabilities, tier, providers and context window, prices the call
+    for each, and ranks those that fit the budget first, then by estimated cost. Each comes with
+    why it was chosen; assumptions says what was inferred from the task.
+    """
+    state = _state(ctx)
+    with tool_errors():
+        if budget_id is not None:
             state.grant().check(budget_id)
-            check = await state.engine.check(
-                budget_id, estimated_cost_usd=estimated_cost_usd, model=model, provider=provider,
-                input_tokens=input_tokens, max_output_tokens=max_output_tokens, reserve=reserve,
-                ttl_seconds=ttl_seconds,
-            )  # fmt: skip
-        if check.reservation_id:
-            await state.announcer.budget_changed(budget_id)
-        return result(check, check_summary(check))
-
-    @server.tool()
-    async def charge(
-        budget_id: BudgetId,
-        ctx: Context[Any, Any],
-        model: Annotated[str | None, Field(description="Model the call used, priced from the catalog.")] = None,
-        provider: Annotated[str | None, Field(description="Provider id, e.g. 'anthropic'.")] = None,
-        input_tokens: Annotated[Tokens, Field(description="Uncached input tokens.")] = 0,
-        output_tokens: Annotated[Tokens, Field(description="Output tokens.")] = 0,
-        cache_read_tokens: Annotated[Tokens, Field(description="Input tokens read from the prompt cache.")] = 0,
-        cache_write_tokens: Annotated[Tokens, Field(description="Input tokens written to the prompt cache.")] = 0,
-        reasoning_tokens: Annotated[Tokens, Field(description="Reasoning tokens billed beyond output_tokens.")] = 0,
-        cost_usd: Annotated[
-            Usd | None,
-            Field(description="Cost the provider reported (e.g. OpenRouter usage.cost); wins over the catalog."),
-        ] = None,
-        reservation_id: Annotated[
-            str | None, Field(description="The hold from check_budget(reserve=true) to settle.")
-        ] = None,
-        idempotency_key: Annotated[
-            str | None, Field(description="Any unique string per call; a retry with the same key is recorded once.")
-        ] = None,
-        metadata: Annotated[
-            dict[str, Any] | None, Field(description="Small JSON object stored with the charge.")
-        ] = None,
-    ) -> Annotated[CallToolResult, ChargeResult]:
-        """Record what an LLM call really cost, right after it returns. Always recorded, even over the limit.
-
-        Give model + token counts (priced from the catalog) and/or cost_usd. Pass the reservation_id from
-        check_budget to settle a hold, and an idempotency_key so a retry never charges twice.
-        Returns cost_usd, spent_usd, remaining_usd, over_limit and any alert thresholds crossed.
-        """
-        state = _state(ctx)
-        with tool_errors():
-            state.grant().check(budget_id)
-            charged = await state.engine.charge(
-                budget_id, model=model, provider=provider, input_tokens=input_tokens, output_tokens=output_tokens,
-                cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens,
-                reasoning_tokens=reasoning_tokens, cost_usd=cost_usd, reservation_id=reservation_id,
-                idempotency_key=idempotency_key, metadata=metadata,
-            )  # fmt: skip
-        if not charged.duplicate:
-            if charged.alerts and state.webhook is not None:
-                state.webhook.submit(charged.alerts)
-            await state.announcer.budget_changed(budget_id)
-        return result(charged, charge_summary(charged))
-
-    @server.tool()
-    async def allocate(
-        budget_id: BudgetId,
-        ctx: Context[Any, Any],
-        limit_usd: Annotated[Usd | None, Field(description='USD limit per period, e.g. "5.00".')] = None,
-        limit_tokens: Annotated[Tokens | None, Field(description="Token limit per period (all token kinds).")] = None,
-        period: Annotated[
-            PeriodName | None, Field(description="When the limit resets; default: the parent's period, or total.")
-        ] = None,
-        extra_limits: Annotated[
-            list[ExtraLimit] | None,
-            Field(description='More limits of other periods, e.g. [{"period": "monthly", "limit_usd": "60"}].'),
-        ] = None,
-        per_call_usd: Annotated[Usd | None, Field(description="Cap on a single call's cost.")] = None,
-        enforcement: Annotated[
-            Literal["block", "warn"] | None, Field(description="block: deny what would exceed; warn: allow but flag.")
-        ] = None,
-        alert_at: Annotated[
-            list[Usd] | None,
-            Field(description="Alert thresholds as fractions of the limit; default [0.5, 0.8, 0.9, 1.0]."),
-        ] = None,
-        timezone: Annotated[
-            str | None, Field(description="IANA timezone of the calendar windows; default UTC.")
-        ] = None,
-        description: Annotated[str | None, Field(description="What the budget is for.")] = None,
-        metadata: Annotated[dict[str, Any] | None, Field(description="Small JSON object kept with the budget.")] = None,
-    ) -> Annotated[CallToolResult, BudgetStatus]:
-        """Create or resize a budget: a root ('acme') or a sub-budget for a sub-agent or task ('acme/research').
-
-        A child's limit is carved out of its parent's limit of the same period, so the child can really
-        spend it; asking for more than the parent has left is an error that says how much it has.
-        Omit both limits for a tracking-only budget. On a resize, fields you omit keep their values.
-        """
-        state = _state(ctx)
-        with tool_errors():
-            state.grant().check(budget_id, allocating=True)
-            status = await state.engine.allocate(
-                budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, period=period,
-                extra_limits=[x.model_dump(exclude_none=True) for x in extra_limits] if extra_limits else None,
-                per_call_usd=per_call_usd, enforcement=enforcement, alert_at=alert_at, timezone=timezone,
-                description=description, metadata=metadata,
-            )  # fmt: skip
-        await state.announcer.budget_changed(budget_id, added=True)
-        return result(status, status_summary(status))
-
-    @server.tool()
-    async def release(
-        ctx: Context[Any, Any],
-        reservation_id: Annotated[str | None, Field(description="A hold to drop without charging.")] = None,
-        budget_id: Annotated[
-            str | None, Field(description="A sub-budget to close; its unspent allocation returns to the parent.")
-        ] = None,
-    ) -> Annotated[CallToolResult, ReleaseResult]:
-        """Give money back: drop a reservation you will not use, or close a finished sub-budget.
-
-        Pass exactly one of reservation_id or budget_id. Returns what was released.
-        """
-        state = _state(ctx)
-        grant = state.grant()
-        with tool_errors():
-            if budget_id is not None:
-                grant.check(budget_id)
-            released = await state.engine.release(reservation_id=reservation_id, budget_id=budget_id, guard=grant.check)
-        await state.announcer.budget_changed(released.budget_id)
-        return result(released, released.message)
-
-    @server.tool()
-    async def get_budget(budget_id: BudgetId, ctx: Context[Any, Any]) -> Annotated[CallToolResult, BudgetStatus]:
-        """A budget's status now: limits, spent, held, allocated to children, available, window and reset time."""
-        state = _state(ctx)
-        with tool_errors():
-            state.grant().check(budget_id)
-            status = await state.engine.status(budget_id)
-        return result(status, status_summary(status))
-
-    @server.tool()
-    async def list_budgets(
-        ctx: Context[Any, Any],
-        prefix: Annotated[str | None, Field(description="Only this budget and those under it, e.g. 'acme'.")] = None,
-    ) -> Annotated[CallToolResult, BudgetList]:
-        """Every budget (or those under prefix) as a tree, each with its current status."""
-        state = _state(ctx)
-        with tool_errors():
-            tree = scoped_forest(await state.engine.tree(prefix), state.grant())
-        listing = BudgetList(budgets=tree, count=_count(tree))
-        roots = ", ".join(f"{n.budget_id} {money(n.available_usd)} left" for n in tree[:10])
-        return result(listing, f"{listing.count} budgets; " + (roots or "none yet: create one with allocate"))
-
-    @server.tool()
-    async def estimate_cost(
-        model: Annotated[str, Field(description="Model name, e.g. 'claude-sonnet-4-5' or 'openai/gpt-4o'.")],
-        ctx: Context[Any, Any],
-        input_tokens: Annotated[Tokens, Field(description="Uncached input tokens.")] = 0,
-        output_tokens: Annotated[Tokens, Field(description="Output tokens (reasoning included).")] = 0,
-        cache_read_tokens: Annotated[Tokens, Field(description="Input tokens read from the prompt cache.")] = 0,
-        cache_write_tokens: Annotated[Tokens, Field(description="Input tokens written to the prompt cache.")] = 0,
-        provider: Annotated[str | None, Field(description="Provider id, e.g. 'anthropic'.")] = None,
-    ) -> Annotated[CallToolResult, EstimateResult]:
-        """What a call would cost, exactly, from the price catalog; nothing is charged or held.
-
-        Returns cost_usd, the USD-per-million-token rates used (the long-context tier when the prompt
-        is large enough) and the price source. An unknown model is an error listing close names.
-        """
-        with tool_errors():
-            estimate = _state(ctx).engine.estimate(
-                model, provider=provider, input_tokens=input_tokens, output_tokens=output_tokens,
-                cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens,
-            )  # fmt: skip
-        return result(estimate, f"{estimate.provider}/{estimate.model}: {money(estimate.cost_usd)} ({estimate.source})")
-
-    @server.tool()
-    async def recommend_model(
-        task: Annotated[str, Field(description="What the call must do, in words, e.g. 'summarize a 10-page PDF'.")],
-        ctx: Context[Any, Any],
-        budget_id: Annotated[
-            str | None, Field(description="Budget to fit; without it fits_budget is always true.", max_length=600)
-        ] = None,
-        input_tokens: Annotated[Tokens | None, Field(description="Prompt size; default 2000.")] = None,
-        output_tokens: Annotated[Tokens | None, Field(description="Expected output; default 1000.")] = None,
-        needs: Annotated[
-            list[NeedName] | None, Field(description="Required capabilities; inferred from task when omitted.")
-        ] = None,
-        min_tier: Annotated[
-            TierName | None, Field(description="Lowest acceptable quality tier; inferred from task when omitted.")
-        ] = None,
-        providers: Annotated[
-            list[str] | None, Field(description="Only these providers, e.g. ['anthropic', 'openai'].", max_length=20)
-        ] = None,
-        limit: Annotated[int, Field(description="How many models to return.", ge=1, le=50)] = 5,
-    ) -> Annotated[CallToolResult, RecommendResult]:
-        """The cheapest models that can do this task within what the budget has left.
-
-        Keeps models with the needed capabilities, tier, providers and context window, prices the call
-        for each, and ranks those that fit the budget first, then by estimated cost. Each comes with
-        why it was chosen; assumptions says what was inferred from the task.
-        """
-        state = _state(ctx)
-        with tool_errors():
-            if budget_id is not None:
-                state.grant().check(budget_id)
-            found = await state.engine.recommend(
-                task, budget_id=budget_id, input_tokens=input_tokens, output_tokens=output_tokens, needs=needs,
-                min_tier=min_tier, providers=providers, limit=limit,
-            )  # fmt: skip
-        best = found.recommendations[0] if found.recommendations else None
-        summary = (
-            f"best: {best.provider}/{best.model} ({best.tier}) at {money(best.estimated_cost_usd)}"
-            + ("" if best.fits_budget else ", but nothing fits the budget")
-            if best
-            else "no model meets these requirements; relax needs, min_tier, providers or the token sizes"
-        )
-        return result(found, summary)
+        found = await state.engine.recommend(
+            task, budget_id=budget_id, input_tokens=input_tokens, output_tokens=output_tokens, needs=needs,
+            min_tier=min_tier, providers=providers, limit=limit,
+        )  # fmt: skip
+    best = found.recommendations[0] if found.recommendations else None
+    summary = (
+        f"best: {best.provider}/{best.model} ({best.tier}) at {money(best.estimated_cost_usd)}"
+        + ("" if best.fits_budget else ", but nothing fits the budget")
+        if best
+        else "no model meets these requirements; relax needs, min_tier, providers or the token sizes"
+    )
+    return result(found, summary)
 
 
 def _count(nodes: list[BudgetNode]) -> int:
     return sum(1 + _count(node.children) for node in nodes)
+
+
+TOOLS = (check_budget, charge, allocate, release, get_budget, list_budgets, estimate_cost, recommend_model)
+
+
+def budget_tools() -> list[Tool]:
+    """The tools, each refusing unknown argument names (also in its published schema)."""
+    tools = [BudgetTool.from_function(fn) for fn in TOOLS]
+    for tool in tools:
+        tool.parameters["additionalProperties"] = False
+    return tools

@@ -1,18 +1,30 @@
 """What crosses the MCP wire: shared parameter types, error translation and one-line summaries."""
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from budget_mcp.domain.models import BudgetStatus, ChargeResult, CheckResult
+from budget_mcp.domain.money import MAX_TOKENS
 from budget_mcp.domain.money import human_amount as money
+from budget_mcp.engine.budgets import MAX_NAME, MAX_TEXT
 from budget_mcp.errors import BudgetMcpError
+
+logger = logging.getLogger(__name__)
+
+
+def _not_a_boolean(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number here; pass a number")
+    return value
+
 
 BudgetId = Annotated[
     str,
@@ -21,17 +33,32 @@ BudgetId = Annotated[
         max_length=600,
     ),
 ]
-Usd = str | int | float
-Tokens = Annotated[int, Field(ge=0, le=10**15)]
+# Money: a decimal string is exact; a JSON number reaches us through the JSON parser's float.
+Usd = Annotated[
+    str | int | float,
+    BeforeValidator(_not_a_boolean),
+    WithJsonSchema({"type": ["string", "number"], "description": 'USD, e.g. "0.25" (a string is exact)'}),
+]
+Tokens = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, le=MAX_TOKENS)]
+Count = Annotated[int, BeforeValidator(_not_a_boolean)]
+Name = Annotated[str, Field(max_length=MAX_NAME)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Metadata = dict[str, Any]
 
 
 @contextmanager
 def tool_errors() -> Iterator[None]:
-    """Turn an expected budget-mcp error into a tool error whose text the agent can read and act on."""
+    """Turn an expected budget-mcp error into a tool error whose text the agent can read and act on.
+
+    Anything else is a bug: it is logged with its traceback, and the agent still learns what failed.
+    """
     try:
         yield
     except BudgetMcpError as exc:
         raise ToolError(str(exc)) from exc
+    except Exception as exc:
+        logger.exception("a tool failed unexpectedly")
+        raise ToolError(f"internal error ({type(exc).__name__}); the server logged it, please report it") from exc
 
 
 def result(model: BaseModel, summary: str) -> CallToolResult:

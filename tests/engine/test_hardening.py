@@ -152,7 +152,7 @@ async def test_lord_howes_repeated_half_hour_is_an_hourly_window_of_its_own(
         datetime(2027, 4, 3, 15, 0, tzinfo=UTC),
         datetime(2027, 4, 3, 15, 30, tzinfo=UTC),
     )
-    assert status.resets_at > clock.now and status.spent_usd == "2.000000"
+    assert status.resets_at is not None and status.resets_at > clock.now and status.spent_usd == "2.000000"
     report = await engine.report("lh")
     assert report.totals.spent_usd == "2.000000" and sum(Decimal(h.cost_usd) for h in report.by_hour) == 2
     assert window(Period.HOURLY, "Australia/Lord_Howe", datetime(2027, 4, 3, 15, 30, tzinfo=UTC)) == (

@@ -25,7 +25,9 @@ def damaged_v2_ledger(path: Path, charges: list[int]) -> None:
         conn.executescript(step)
     conn.execute("PRAGMA user_version = 2")
     config = BudgetConfig("acme", Period.MONTHLY, (Limit(Period.MONTHLY, 10 * 10**9),), created_at=AT)
-    conn.execute("INSERT INTO budgets VALUES ('acme', NULL, ?, 0, ?, ?)", (config_to_json(config), to_us(AT), to_us(AT)))
+    conn.execute(
+        "INSERT INTO budgets VALUES ('acme', NULL, ?, 0, ?, ?)", (config_to_json(config), to_us(AT), to_us(AT))
+    )
     for n, nanos in enumerate(charges):
         entry = Entry(f"chg_{n:024x}", EntryKind.CHARGE, "acme", AT, nanos)
         conn.execute(f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES ({', '.join('?' * 16)})", entry_to_row(entry))

@@ -131,7 +131,10 @@ async def test_bad_input_is_a_clear_tool_error_and_changes_nothing(
 async def test_wrong_types_are_refused_by_the_schema(clock: FakeClock, settings: Settings) -> None:
     async with Client(build_server(settings, clock=clock)) as client:
         text = await error_text(client, "check_budget", budget_id="acme", estimated_cost_usd=[1], reserve="maybe")
-    assert "validation error" in text.lower()
+    assert text == (
+        "Error executing tool check_budget: estimated_cost_usd: should be a string or a number (got [1]); "
+        "reserve: should be a valid boolean, unable to interpret input (got 'maybe'); see the tool's input schema"
+    )
 
 
 async def test_budget_resources_use_raw_ids_with_slashes(clock: FakeClock, settings: Settings) -> None:
@@ -154,12 +157,25 @@ async def test_budget_resources_use_raw_ids_with_slashes(clock: FakeClock, setti
 
 async def test_listening_clients_hear_about_changes_to_a_budget(clock: FakeClock, settings: Settings) -> None:
     async with Client(build_server(settings, clock=clock)) as client:
-        await call(client, "allocate", budget_id="acme", limit_usd="10")
         async with client.listen(resources_list_changed=True, resource_subscriptions=["budget://budgets/acme"]) as sub:
+            events = aiter(sub)
+            await call(client, "allocate", budget_id="acme", limit_usd="10")
+            with anyio.fail_after(5):
+                added = [str(await anext(events)) for _ in range(2)]  # a new budget: its status and the list
             await call(client, "charge", budget_id="acme", cost_usd="1")
             with anyio.fail_after(5):
-                event = await anext(aiter(sub))
-    assert "budget://budgets/acme" in str(event)
+                charged = str(await anext(events))
+            await call(client, "allocate", budget_id="acme", limit_usd="12")  # a resize lists nothing new
+            with anyio.fail_after(5):
+                resized = str(await anext(events))
+            await call(client, "charge", budget_id="acme", cost_usd="1")
+            with anyio.fail_after(5):
+                next_one = str(await anext(events))  # a list change of the resize would come before this
+        resources = [str(r.uri) for r in (await client.list_resources()).resources]
+    assert sorted(added) == ["ResourceUpdated(uri='budget://budgets/acme')", "ResourcesListChanged()"]
+    assert charged == "ResourceUpdated(uri='budget://budgets/acme')"
+    assert resized == next_one == charged
+    assert "budget://budgets/acme" in resources and "budget://prices" in resources
 
 
 async def test_budgets_file_is_applied_at_start_and_again_changes_nothing(
