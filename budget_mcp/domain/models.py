@@ -329,10 +329,11 @@ class SpendFigures(_Result):
 
 
 class ModelSpend(SpendFigures):
-    """Spend on one model (null: adjustments and charges recorded without a model)."""
+    """Spend on one model (null: charges recorded without a model), or the window's adjustments."""
 
     model: str | None
     provider: str | None
+    adjustments: bool = Field(default=False, description="true: corrections (refunds), not calls to a model")
 
 
 class ProviderSpend(SpendFigures):

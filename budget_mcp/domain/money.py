@@ -89,6 +89,13 @@ def human_usd(nanos: int) -> str:
     return f"{sign}${whole}.{shown}"
 
 
+def exact_usd(text: str) -> str:
+    """A wire amount for people, every digit kept, trailing zeros dropped to two places: '$1.20', '$0.00315'."""
+    nanos = to_nanos(Decimal(text))
+    whole, frac = divmod(abs(nanos), NANOS_PER_USD)
+    return f"{'-' if nanos < 0 else ''}${whole:,}.{f'{frac:09d}'.rstrip('0').ljust(2, '0')}"
+
+
 def human_amount(text: str | None) -> str:
     """human_usd of a wire amount ('1.500000' -> '$1.50'); 'unlimited' for None."""
     return "unlimited" if text is None else human_usd(to_nanos(Decimal(text)))

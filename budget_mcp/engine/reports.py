@@ -67,7 +67,11 @@ def build_report(
         current=current,
         generated_at=now,
         totals=totals,
-        by_model=_group(rows, lambda r: (r.model, r.provider), lambda k, f: ModelSpend(model=k[0], provider=k[1], **f)),
+        by_model=_group(
+            rows,
+            lambda r: (r.model, r.provider, r.adjustment),
+            lambda k, f: ModelSpend(model=k[0], provider=k[1], adjustments=k[2], **f),
+        ),
         by_provider=_group(rows, lambda r: r.provider, lambda k, f: ProviderSpend(provider=k, **f)),
         by_child=_group(
             rows, lambda r: _child_of(status.budget_id, r.budget_id), lambda k, f: ChildSpend(budget_id=k, **f)

@@ -107,6 +107,7 @@ class SpendRow:
     cache_tokens: int
     reasoning_tokens: int
     calls: int
+    adjustment: bool = False  # corrections (`budget-mcp adjust`), kept apart from charges
 
     @property
     def tokens(self) -> int:
@@ -156,7 +157,7 @@ class Ledger(Protocol):
         ...
 
     async def alerts(self, budget_id: str, *, since: datetime | None = None) -> list[AlertRecord]:
-        """Alerts recorded for a budget, oldest first."""
+        """Alerts recorded for a budget and its descendants, oldest first."""
         ...
 
     async def spend(self, budget_id: str, start: datetime, end: datetime | None) -> list[SpendRow]:
@@ -168,7 +169,7 @@ class Ledger(Protocol):
         ...
 
     async def deliveries(self, budget_id: str, *, since: datetime | None = None) -> list[DeliveryAttempt]:
-        """Webhook delivery attempts of a budget's alerts, oldest first."""
+        """Webhook delivery attempts of the alerts of a budget and its descendants, oldest first."""
         ...
 
     async def reconcile(self) -> list[str]:

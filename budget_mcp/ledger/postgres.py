@@ -64,6 +64,7 @@ from budget_mcp.ledger.rows import (
     differences,
     entry_from_row,
     entry_to_row,
+    spend_row,
     total_deltas,
 )
 from budget_mcp.ledger.tree_cache import TreeCache, advance, cacheable, merged
@@ -452,11 +453,12 @@ class PostgresLedger:
         return [entry_from_row(tuple(row)) for row in rows]
 
     async def alerts(self, budget_id: str, *, since: datetime | None = None) -> list[AlertRecord]:
-        """Alerts recorded for `budget_id`, oldest first."""
+        """Alerts recorded for `budget_id` and its descendants, oldest first."""
         rows = await self._fetch(
             "SELECT budget_id, period, window_start, threshold, at_us, spent_nanos, limit_nanos, limit_tokens,"
-            " spent_tokens FROM alerts WHERE budget_id = $1 AND at_us >= $2 ORDER BY at_us, threshold",
-            budget_id, to_us(since) if since else -_FAR,
+            " spent_tokens FROM alerts WHERE (budget_id = $1 OR (budget_id > $3 AND budget_id < $4)) AND at_us >= $2"
+            " ORDER BY at_us, budget_id, threshold",
+            budget_id, to_us(since) if since else -_FAR, budget_id + "/", budget_id + "0",
         )  # fmt: skip
         return [alert_from_row(tuple(row)) for row in rows]
 
@@ -465,12 +467,12 @@ class PostgresLedger:
         rows = await self._fetch(
             f"SELECT budget_id, model, provider, at_us / {_BUCKET_US} * {_BUCKET_US} AS bucket, SUM(cost_nanos),"
             " SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens + cache_write_tokens),"
-            " SUM(reasoning_tokens), COUNT(*) FILTER (WHERE kind = 'charge') FROM entries"
+            " SUM(reasoning_tokens), COUNT(*) FILTER (WHERE kind = 'charge'), kind = 'adjust' FROM entries"
             " WHERE (budget_id = $1 OR (budget_id > $2 AND budget_id < $3)) AND kind IN ('charge', 'adjust')"
-            " AND at_us >= $4 AND at_us < $5 GROUP BY 1, 2, 3, 4 ORDER BY 4, 1, 2, 3",
+            " AND at_us >= $4 AND at_us < $5 GROUP BY 1, 2, 3, 4, 11 ORDER BY 4, 1, 2, 3, 11",
             budget_id, budget_id + "/", budget_id + "0", to_us(start), to_us(end) if end else _FAR,
         )  # fmt: skip
-        return [SpendRow(r[0], r[1], r[2], from_us(r[3]), *(int(v) for v in r[4:])) for r in rows]
+        return [spend_row(r) for r in rows]
 
     async def record_delivery(self, attempt: DeliveryAttempt) -> None:
         """Store one webhook delivery attempt."""
@@ -481,11 +483,11 @@ class PostgresLedger:
         )  # fmt: skip
 
     async def deliveries(self, budget_id: str, *, since: datetime | None = None) -> list[DeliveryAttempt]:
-        """Webhook delivery attempts of `budget_id`'s alerts, oldest first."""
+        """Webhook delivery attempts of the alerts of `budget_id` and its descendants, oldest first."""
         rows = await self._fetch(
             "SELECT budget_id, period, window_start, threshold, attempt, at_us, status, error FROM alert_deliveries"
-            " WHERE budget_id = $1 AND at_us >= $2 ORDER BY at_us, attempt",
-            budget_id, to_us(since) if since else -_FAR,
+            " WHERE (budget_id = $1 OR (budget_id > $3 AND budget_id < $4)) AND at_us >= $2 ORDER BY at_us, attempt",
+            budget_id, to_us(since) if since else -_FAR, budget_id + "/", budget_id + "0",
         )  # fmt: skip
         return [DeliveryAttempt(r[0], Period(r[1]), r[2], Decimal(r[3]), r[4], from_us(r[5]), r[6], r[7]) for r in rows]
 

@@ -8,6 +8,7 @@ from typing import Any
 from budget_mcp.domain.accounting import TotalKey, spend_windows
 from budget_mcp.domain.models import AlertRecord, Entry, EntryKind, TokenCounts
 from budget_mcp.domain.windows import Period
+from budget_mcp.ledger.base import SpendRow
 from budget_mcp.ledger.codec import from_us, to_us
 
 ENTRY_COLUMNS = (
@@ -76,3 +77,12 @@ def entry_from_row(row: tuple[Any, ...]) -> Entry:
         idempotency_key=row[14],
         metadata=json.loads(row[15]) if row[15] else {},
     )
+
+
+def spend_row(r: Sequence[Any]) -> SpendRow:
+    """A row of (budget, model, provider, bucket start us, cost, input, output, cache, reasoning, calls, adjustment)."""
+    return SpendRow(
+        budget_id=r[0], model=r[1], provider=r[2], bucket_start=from_us(int(r[3])), cost_nanos=int(r[4]),
+        input_tokens=int(r[5]), output_tokens=int(r[6]), cache_tokens=int(r[7]), reasoning_tokens=int(r[8]),
+        calls=int(r[9]), adjustment=bool(r[10]),
+    )  # fmt: skip

@@ -56,6 +56,7 @@ from budget_mcp.ledger.rows import (
     differences,
     entry_from_row,
     entry_to_row,
+    spend_row,
     total_deltas,
 )
 from budget_mcp.ledger.schema import REBUILDS_TOTALS, STEPS
@@ -179,14 +180,15 @@ class SqliteLedger:
         return await self._in_thread(self._reader, run)
 
     async def alerts(self, budget_id: str, *, since: datetime | None = None) -> list[AlertRecord]:
-        """Alerts recorded for `budget_id`, oldest first."""
+        """Alerts recorded for `budget_id` and its descendants, oldest first."""
         since_us = to_us(since) if since else -(2**62)
 
         def run(conn: sqlite3.Connection) -> list[AlertRecord]:
             rows = conn.execute(
                 "SELECT budget_id, period, window_start, threshold, at_us, spent_nanos, limit_nanos, limit_tokens,"
-                " spent_tokens FROM alerts WHERE budget_id = ? AND at_us >= ? ORDER BY at_us, threshold",
-                (budget_id, since_us),
+                " spent_tokens FROM alerts WHERE (budget_id = ? OR (budget_id > ? AND budget_id < ?)) AND at_us >= ?"
+                " ORDER BY at_us, budget_id, threshold",
+                (budget_id, budget_id + "/", budget_id + "0", since_us),
             ).fetchall()
             return [alert_from_row(r) for r in rows]
 
@@ -200,12 +202,12 @@ class SqliteLedger:
             rows = conn.execute(
                 f"SELECT budget_id, model, provider, at_us / {_BUCKET_US} * {_BUCKET_US}, SUM(cost_nanos),"
                 " SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens + cache_write_tokens),"
-                " SUM(reasoning_tokens), SUM(kind = 'charge') FROM entries"
+                " SUM(reasoning_tokens), SUM(kind = 'charge'), kind = 'adjust' FROM entries"
                 " WHERE (budget_id = ? OR (budget_id > ? AND budget_id < ?)) AND kind IN ('charge', 'adjust')"
-                " AND at_us >= ? AND at_us < ? GROUP BY 1, 2, 3, 4 ORDER BY 4, 1, 2, 3",
+                " AND at_us >= ? AND at_us < ? GROUP BY 1, 2, 3, 4, 11 ORDER BY 4, 1, 2, 3, 11",
                 (budget_id, budget_id + "/", budget_id + "0", *bounds),
             ).fetchall()
-            return [SpendRow(r[0], r[1], r[2], from_us(r[3]), *r[4:]) for r in rows]
+            return [spend_row(r) for r in rows]
 
         return await self._in_thread(self._reader, run)
 
@@ -226,14 +228,14 @@ class SqliteLedger:
         await self._in_thread(self._writer, run)
 
     async def deliveries(self, budget_id: str, *, since: datetime | None = None) -> list[DeliveryAttempt]:
-        """Webhook delivery attempts of `budget_id`'s alerts, oldest first."""
+        """Webhook delivery attempts of the alerts of `budget_id` and its descendants, oldest first."""
         since_us = to_us(since) if since else -(2**62)
 
         def run(conn: sqlite3.Connection) -> list[DeliveryAttempt]:
             rows = conn.execute(
                 "SELECT budget_id, period, window_start, threshold, attempt, at_us, status, error FROM alert_deliveries"
-                " WHERE budget_id = ? AND at_us >= ? ORDER BY at_us, attempt",
-                (budget_id, since_us),
+                " WHERE (budget_id = ? OR (budget_id > ? AND budget_id < ?)) AND at_us >= ? ORDER BY at_us, attempt",
+                (budget_id, budget_id + "/", budget_id + "0", since_us),
             ).fetchall()
             return [
                 DeliveryAttempt(r[0], Period(r[1]), r[2], Decimal(r[3]), r[4], from_us(r[5]), r[6], r[7]) for r in rows

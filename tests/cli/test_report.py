@@ -1,6 +1,7 @@
 """`budget-mcp report` in each format, for the current and a past window; the HTML page parses, one SVG per chart."""
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -58,12 +59,12 @@ def test_json_and_markdown_reports_add_up(db: list[str]) -> None:
     }
 
     code, markdown = run("report", "acme", "--format", "md", *db)
-    assert code == 0 and "| gpt-4o | openai | $1.200000 | 400,000 | 20,000 | 1 |" in markdown
+    assert code == 0 and "| gpt-4o | openai | $1.20 | 400,000 | 20,000 | 1 |" in markdown
 
 
 def test_table_report_of_every_root(db: list[str]) -> None:
     code, out = run("report", *db)
-    assert code == 0 and "acme" in out and "$2.200000 of $50.00" in out and "claude-haiku-4-5" in out
+    assert code == 0 and "acme" in out and "$2.20 of $50.00" in out and "claude-haiku-4-5" in out
 
 
 def test_past_window_report(db: list[str]) -> None:
@@ -114,6 +115,45 @@ def test_html_report_is_one_page_with_one_svg_per_chart(db: list[str], tmp_path:
     assert page.startswith("<!DOCTYPE html>") and parser.stack == [] and parser.mismatched == []
     assert len(parser.svgs) == 2  # spend per day, spend by model
     per_day, by_model = parser.svgs
-    assert per_day.count("rect") == 25  # the 1st to the 25th (today), quiet days as zero-height bars
+    assert per_day.count("rect") == 30  # every day of November, quiet and future ones as zero-height bars
     assert by_model.count("rect") == 2
     assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # self-contained: nothing fetched
+
+
+def money_forms(page: str) -> set[str]:
+    """The shapes of the dollar amounts on a page: one shape means money is written one way."""
+    amounts = re.findall(r"-?\$[0-9][0-9,]*(?:\.[0-9]+)?", page)
+    return {"exact" if re.fullmatch(r"-?\$[0-9][0-9,]*\.[0-9]{2,9}", a) or a == "$0" else a for a in amounts}
+
+
+def test_html_report_shows_the_whole_window_and_scales_to_a_phone(db: list[str], tmp_path: Path) -> None:
+    target = tmp_path / "acme.html"
+    assert run("report", "acme", "--format", "html", "--output", str(target), *db)[0] == 0
+    page = target.read_text()
+    assert money_forms(page) == {"exact"}
+    assert "even pace to the limit: $1.666667" in page  # $50 over 30 days
+    assert 'width="880"' not in page and "svg { display: block; width: 100%; height: auto; }" in page
+    assert page.count('<div class="scroll"><table>') == 1 + 4  # the summary and each breakdown
+
+
+def test_a_daily_budgets_report_has_every_hour_and_keeps_adjustments_apart(ledger_path: Path, tmp_path: Path) -> None:
+    async def fill() -> None:
+        ledger = await open_ledger(ledger_path)
+        engine = BudgetEngine(ledger, PriceCatalog(), FakeClock(NOW))
+        try:
+            await engine.allocate("acme", limit_usd="5", period="daily")
+            await engine.charge("acme", cost_usd="1")
+            await engine.adjust("acme", "-0.25", "refund")
+        finally:
+            await ledger.close()
+
+    anyio.run(fill)
+    target = tmp_path / "daily.html"
+    assert run("report", "acme", "--format", "html", "--output", str(target), "--db", str(ledger_path))[0] == 0
+    parser = _Tags()
+    parser.feed(target.read_text())
+    assert parser.svgs[0].count("rect") == 24  # 00h to 23h, not just the hour that spent
+    code, markdown = run("report", "acme", "--format", "md", "--db", str(ledger_path))
+    assert (
+        "| (adjustments) |  | -$0.25 | 0 | 0 | 0 |" in markdown and "| (no model) |  | $1.00 | 0 | 0 | 1 |" in markdown
+    )

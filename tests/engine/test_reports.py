@@ -55,7 +55,12 @@ async def test_current_window_report_matches_hand_computed_figures(engine: Budge
     assert report.totals.spent_usd == status.spent_usd == "2.210000"  # 0.35 + 0.31 + 1.5 + 0.07 - 0.02
     assert report.totals.held_usd == "2.000000" and report.totals.calls == 4
     assert report.totals.spent_tokens == 100_000 + 10_000 + 200_000 + 20_000 + 100_000 + 20_000 + 2_000
-    assert costs(report.by_model, "model") == {None: "1.480000", "gpt-4o": "0.420000", "claude-haiku-4-5": "0.310000"}
+    assert {(m.model, m.adjustments): m.cost_usd for m in report.by_model} == {
+        (None, False): "1.500000",
+        (None, True): "-0.020000",  # the refund has a row of its own
+        ("gpt-4o", False): "0.420000",
+        ("claude-haiku-4-5", False): "0.310000",
+    }
     assert costs(report.by_provider, "provider") == {None: "1.480000", "openai": "0.420000", "anthropic": "0.310000"}
     assert costs(report.by_child, "budget_id") == {
         "acme": "1.500000",
@@ -141,3 +146,13 @@ def assert_breakdowns_add_up(report: SpendReport) -> None:
         assert total(lines) == spent
     if report.by_hour:
         assert total(report.by_hour) == spent
+
+
+async def test_a_parents_report_shows_the_alerts_its_children_crossed(engine: BudgetEngine, clock: FakeClock) -> None:
+    await engine.allocate("acme", limit_usd="100", period="monthly")
+    await engine.allocate("acme/kid", limit_usd="10")
+    charged = await engine.charge("acme/kid", cost_usd="6")  # 60% of the kid's limit, 6% of acme's
+    report = await engine.report("acme")
+    assert [(a.budget_id, a.threshold) for a in charged.alerts] == [("acme/kid", "0.5")]
+    assert [(a.budget_id, a.threshold) for a in report.alerts] == [("acme/kid", "0.5")]
+    assert (await engine.report("acme/kid")).alerts == report.alerts

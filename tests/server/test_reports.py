@@ -60,7 +60,7 @@ async def test_report_and_ledger_resources(clock: FakeClock, settings: Settings)
     assert set(report["totals"]) >= {"spent_usd", "spent_tokens", "held_usd", "allocated_usd", "available_usd", "calls"}
     assert report["totals"]["spent_usd"] == "0.520000"  # 4k x $2.50 + 1k x $10 per million, plus $0.50
     assert {c["budget_id"]: c["cost_usd"] for c in report["by_child"]} == {"acme": "0.500000", "acme/web": "0.020000"}
-    assert markdown.startswith("# Spend report: acme\n") and "| acme/web | $0.020000 | 4,000 | 1,000 | 1 |" in markdown
+    assert markdown.startswith("# Spend report: acme\n") and "| acme/web | $0.02 | 4,000 | 1,000 | 1 |" in markdown
     assert [e["cost_usd"] for e in ledger["entries"]] == ["0.500000"] and ledger["limit"] == 1
     assert [(e["kind"], e["model"]) for e in everything["entries"]] == [("charge", "gpt-4o"), ("allocate", None)]
 

@@ -233,9 +233,9 @@ async def test_prompts_carry_the_budget_id_and_live_figures(clock: FakeClock, se
     assistant_text, review_text, plan_text = (p.messages[0].content.text for p in (assistant, review, plan))  # type: ignore[union-attr]
     status_line = "acme: spent $5.0035 of $10.00 (total), $4.9965 available"
     assert status_line in assistant_text and status_line in plan_text
-    assert "acme reached 50% of its total limit ($5.003500 of $10.000000)" in assistant_text
-    assert "# Spend report: acme" in review_text and "| gpt-4o | openai | $0.003500 | 1,000 | 100 | 1 |" in review_text
-    assert "| (no model) |  | $5.000000 | 0 | 0 | 1 |" in review_text
+    assert "acme reached 50% of its total limit ($5.0035 of $10.00)" in assistant_text
+    assert "# Spend report: acme" in review_text and "| gpt-4o | openai | $0.0035 | 1,000 | 100 | 1 |" in review_text
+    assert "| (no model) |  | $5.00 | 0 | 0 | 1 |" in review_text
     assert "summarise 40 papers" in plan_text and "per call" in plan_text
     for text in (review_text, plan_text):  # cheaper alternatives from the catalog, as a list of provider/model lines
         assert sum(line.startswith("- ") and "/" in line for line in text.splitlines()) >= 3
