@@ -27,7 +27,7 @@ def dump(path: Path) -> list[str]:
         conn.close()
 
 
-HOSTILE: list[tuple[str, dict[str, Any], str]] = [
+HOSTILE: list[tuple[str, dict[str, Any], str | None]] = [
     ("charge", {"budget_id": "acme", "cost_usd": True}, "cost_usd: a boolean is not a number"),
     ("charge", {"budget_id": "acme", "cost_usd": "1", "input_tokens": True}, "input_tokens: a boolean"),
     ("allocate", {"budget_id": "acme", "limit_usd": True}, "limit_usd: a boolean"),
@@ -103,7 +103,7 @@ async def test_booleans_and_misspelt_keys_never_reach_the_ledger(clock: FakeCloc
 async def test_prompt_mistakes_are_invalid_params_with_the_reason(
     clock: FakeClock, settings: Settings, mode: str
 ) -> None:
-    async with Client(build_server(settings, clock=clock), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(build_server(settings, clock=clock), mode=mode) as client:
         await client.call_tool("allocate", {"budget_id": "acme", "limit_usd": "10"})
         cases = [
             ("spending_review", {}, "prompt spending_review needs budget_id"),
