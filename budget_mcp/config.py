@@ -63,6 +63,8 @@ class Settings(BaseModel):
     public_url: str | None = None
     hermes_heartbeat_seconds: float = 30.0
     hermes_check_seconds: float = 300.0
+    read_timeout_seconds: float = 10.0
+    max_connections: int = 512
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> "Settings":
@@ -84,7 +86,8 @@ class Settings(BaseModel):
             "public_url": env.get("BUDGET_MCP_PUBLIC_URL") or None,
         }
         for name, variable in (("hermes_heartbeat_seconds", "HERMES_HEARTBEAT_SECONDS"),
-                               ("hermes_check_seconds", "HERMES_CHECK_SECONDS")):  # fmt: skip
+                               ("hermes_check_seconds", "HERMES_CHECK_SECONDS"),
+                               ("read_timeout_seconds", "BUDGET_MCP_READ_TIMEOUT")):  # fmt: skip
             if env.get(variable):
                 values[name] = _seconds(variable, env[variable])
         if env.get("BUDGET_MCP_PRICES_CACHE"):
@@ -95,8 +98,13 @@ class Settings(BaseModel):
                 values["prices_refresh_hours"] = float(hours) if float(hours) > 0 else None
             except ValueError:
                 raise ConfigError(f"BUDGET_MCP_PRICES_REFRESH_HOURS={hours!r} is not a number of hours") from None
+        connections = env.get("BUDGET_MCP_MAX_CONNECTIONS")
+        if connections:
+            if not connections.isascii() or not connections.isdigit() or not 0 < int(connections) <= 100_000:
+                raise ConfigError(f"BUDGET_MCP_MAX_CONNECTIONS={connections!r} must be a number from 1 to 100000")
+            values["max_connections"] = int(connections)
         if port:
-            if not port.isdigit() or not 0 < int(port) < 65536:
+            if not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ConfigError(f"BUDGET_PORT={port!r} is not a TCP port; use a number from 1 to 65535")
             values["port"] = int(port)
         values.update({name: value for name, value in flags.items() if value is not None})

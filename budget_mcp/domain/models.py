@@ -70,6 +70,7 @@ class BudgetConfig:
     metadata: dict[str, Any] = field(default_factory=dict)
     closed: bool = False
     created_at: datetime | None = None
+    owner: str | None = None  # the scoped token that created this root with create_roots; it may keep using it
 
     def limit_for(self, period: Period) -> Limit | None:
         """This budget's limit of `period`, if it has one."""

@@ -69,7 +69,7 @@ from budget_mcp.errors import (
     ReservationNotFoundError,
     UnknownModelError,
 )
-from budget_mcp.ledger import BudgetState, Ledger, Scope, Snapshot, StoredResult, WindowUsage, Writes
+from budget_mcp.ledger import BudgetState, Ledger, ReservationState, Scope, Snapshot, StoredResult, WindowUsage, Writes
 from budget_mcp.pricing import Capability, PriceCatalog, PricedCost, Tier, canonical_provider
 
 Clock = Callable[[], datetime]
@@ -103,15 +103,23 @@ class BudgetEngine:
         snapshot = await self.ledger.read(Scope(budget_ids=(budget_id,)), self.clock())
         return fig.status(snapshot, budget_id)
 
-    async def tree(self, prefix: str | None = None) -> list[BudgetNode]:
-        """Every budget (or those under `prefix`) as a forest of status nodes."""
+    async def tree(
+        self, prefix: str | None = None, *, visible: Callable[[str], bool] | None = None
+    ) -> list[BudgetNode]:
+        """Every budget (or those under `prefix`) as a forest of status nodes; only those `visible` allows, if given.
+
+        An unknown `prefix` is an error, unless `visible` is given (then the answer is empty, as for one the
+        caller may not see: whether a budget exists is not for every caller to learn).
+        """
         if prefix is not None:
             validate_budget_id(prefix, "prefix")
         scope = Scope(subtree=prefix) if prefix else Scope(everything=True)
         snapshot = await self.ledger.read(scope, self.clock())
-        if prefix is not None and prefix not in snapshot.budgets:
+        if prefix is not None and prefix not in snapshot.budgets and visible is None:
             fig.state_of(snapshot, prefix)
-        ids = sorted(b for b in snapshot.budgets if prefix is None or is_within(b, prefix))
+        ids = sorted(
+            b for b in snapshot.budgets if (prefix is None or is_within(b, prefix)) and (visible is None or visible(b))
+        )
         nodes = {b: BudgetNode(**fig.status(snapshot, b).model_dump()) for b in ids}
         roots: list[BudgetNode] = []
         for budget_id in ids:
@@ -345,10 +353,14 @@ class BudgetEngine:
         reservation_id: str | None = None,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        key_namespace: str | None = None,
+        visible: Callable[[str], bool] | None = None,
     ) -> ChargeResult:
         """Record what a call cost (always recorded, even over the limit); settles `reservation_id` if given.
 
         With an `idempotency_key`, a retry returns the first result (`duplicate: true`) and records nothing.
+        Keys of different `key_namespace`s (callers) never meet. A reservation of a budget `visible` says
+        the caller may not see counts as not open, exactly like an unknown one.
         """
         validate_budget_id(budget_id)
         tokens = TokenCounts(
@@ -360,7 +372,7 @@ class BudgetEngine:
         )
         if reservation_id is not None:
             validate_reservation_id(reservation_id)
-        key = _text(idempotency_key, "idempotency_key", limit=MAX_NAME) if idempotency_key is not None else None
+        key = _idempotency_key(idempotency_key, key_namespace) if idempotency_key is not None else None
         meta = _metadata(metadata)
         model = _text(model, "model", limit=MAX_NAME) if model else None
         provider = _optional_text(provider, "provider")
@@ -393,7 +405,7 @@ class BudgetEngine:
             warnings: list[str] = []
             writes = Writes()
             held = (0, 0)
-            hold = _settled_hold(snapshot, reservation_id, budget_id, warnings) if reservation_id else None
+            hold = _settled_hold(snapshot, reservation_id, budget_id, visible, warnings) if reservation_id else None
             if hold is not None:
                 writes.holds_removed.append(hold.reservation_id)
                 if hold.expires_at <= snapshot.now:
@@ -496,11 +508,14 @@ class BudgetEngine:
         timezone: str | None = None,
         description: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        owner: str | None = None,
+        guard: Callable[[BudgetConfig | None, BudgetConfig], None] | None = None,
     ) -> BudgetStatus:
         """Create or resize a budget; a child's limits are carved out of its parent's limits of the same period.
 
         On a resize, fields not given keep their values. Raises InsufficientFundsError when the parent
-        has less available than the child's limit needs, saying how much it has.
+        has less available than the child's limit needs, saying how much it has. A new budget records
+        `owner`; `guard(old, new)` runs in the transaction, before anything is answered or stored, and may refuse.
         """
         validate_budget_id(budget_id)
         primary_limit_nanos = to_nanos(parse_usd(limit_usd, "limit_usd")) if limit_usd is not None else None
@@ -542,7 +557,10 @@ class BudgetEngine:
                 metadata=meta if meta is not None else (old.metadata if old else {}),
                 closed=False,
                 created_at=old.created_at if old else snapshot.now,
+                owner=old.owner if old else owner,
             )
+            if guard is not None:
+                guard(old, config)
             if config == old:
                 return fig.status(snapshot, budget_id), Writes()  # declaring the same budget again changes nothing
             if parent is not None:
@@ -564,26 +582,27 @@ class BudgetEngine:
         *,
         reservation_id: str | None = None,
         budget_id: str | None = None,
-        guard: Callable[[str], None] | None = None,
+        visible: Callable[[str], bool] | None = None,
     ) -> ReleaseResult:
         """Drop a hold early (`reservation_id`), or close an allocation (`budget_id`) so its unspent part returns.
 
-        `guard(budget_id)` runs inside the transaction on the hold's budget and may raise to refuse.
+        A hold on a budget `visible` says the caller may not see is reported as not existing.
         """
         if (reservation_id is None) == (budget_id is None):
             raise InvalidInputError(
                 "give exactly one of reservation_id (drop a hold) or budget_id (close an allocation)"
             )
         if reservation_id is not None:
-            return await self._release_hold(validate_reservation_id(reservation_id), guard)
+            return await self._release_hold(validate_reservation_id(reservation_id), visible)
         assert budget_id is not None
         return await self._close(validate_budget_id(budget_id))
 
-    async def _release_hold(self, reservation_id: str, guard: Callable[[str], None] | None) -> ReleaseResult:
+    async def _release_hold(self, reservation_id: str, visible: Callable[[str], bool] | None) -> ReleaseResult:
         def decide(snapshot: Snapshot) -> tuple[ReleaseResult, Writes]:
+            reservation = snapshot.reservation
+            if reservation is not None and visible is not None and not visible(_reserved_on(reservation)):
+                snapshot = dataclasses.replace(snapshot, reservation=None)  # foreign: as if unknown
             hold = _open_hold(snapshot, reservation_id, None)
-            if guard is not None:
-                guard(hold.budget_id)
             entry = Entry(
                 new_entry_id("rel"), EntryKind.RELEASE, hold.budget_id, snapshot.now, 0,
                 reservation_id=reservation_id, metadata={"released_nanos": hold.cost_nanos},
@@ -625,6 +644,14 @@ class BudgetEngine:
             return result, Writes(budgets=[closed], entries=[entry])
 
         return await self.ledger.write(Scope(budget_ids=path_of(budget_id)), self.clock(), decide)
+
+    async def roots_owned_by(self, owner: str) -> list[str]:
+        """The root budgets created by `owner` (a scoped token with create_roots)."""
+        roots = tuple(b for b in await self.ledger.budget_ids() if "/" not in b)
+        if not roots:
+            return []
+        snapshot = await self.ledger.read(Scope(budget_ids=roots), self.clock())
+        return [b for b in roots if b in snapshot.budgets and snapshot.budgets[b].config.owner == owner]
 
     async def budget_ids(self) -> list[str]:
         """Every budget's id (closed ones too), sorted."""
@@ -782,12 +809,19 @@ def _open_hold(snapshot: Snapshot, reservation_id: str, budget_id: str | None) -
     return reservation.hold
 
 
-def _settled_hold(snapshot: Snapshot, reservation_id: str, budget_id: str, warnings: list[str]) -> Hold | None:
+def _settled_hold(
+    snapshot: Snapshot,
+    reservation_id: str,
+    budget_id: str,
+    visible: Callable[[str], bool] | None,
+    warnings: list[str],
+) -> Hold | None:
     """The open hold a charge settles; None (and a warning) when it is gone: a charge is recorded all the same."""
     reservation = snapshot.reservation
-    if reservation is not None and reservation.hold is not None:
+    foreign = reservation is not None and visible is not None and not visible(_reserved_on(reservation))
+    if reservation is not None and reservation.hold is not None and not foreign:
         return _open_hold(snapshot, reservation_id, budget_id)
-    if reservation is None:
+    if reservation is None or foreign:
         gone = "is not open (unknown, or expired over a day ago)"
     elif reservation.closed_kind == EntryKind.CHARGE:
         gone = (
@@ -798,6 +832,19 @@ def _settled_hold(snapshot: Snapshot, reservation_id: str, budget_id: str, warni
         gone = f"was already released by {reservation.closed_by}"
     warnings.append(f"reservation {reservation_id} {gone}; the charge is recorded without it")
     return None
+
+
+def _reserved_on(reservation: ReservationState) -> str:
+    """The budget a reservation was made on (an id of its own when the ledger no longer knows it)."""
+    return reservation.hold.budget_id if reservation.hold else reservation.budget_id or ""
+
+
+def _idempotency_key(value: object, namespace: str | None) -> str:
+    key = _text(value, "idempotency_key", limit=MAX_NAME)
+    if not key.isprintable():
+        raise InvalidInputError("idempotency_key must be printable text (no control characters)")
+    # A control character cannot be in a key, so a namespaced key never equals one without a namespace.
+    return key if namespace is None else f"\x1f{namespace}\x1f{key}"
 
 
 def _within_bounds(priced: PricedCost) -> PricedCost:

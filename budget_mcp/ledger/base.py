@@ -68,6 +68,7 @@ class ReservationState:
     hold: Hold | None
     closed_by: str | None = None
     closed_kind: str | None = None
+    budget_id: str | None = None  # of a closed one: the budget its closing entry was on
 
 
 @dataclass

@@ -36,6 +36,7 @@ def config_to_json(config: BudgetConfig) -> str:
             "timezone": config.timezone,
             "description": config.description,
             "metadata": config.metadata,
+            **({"owner": config.owner} if config.owner else {}),
         },
         separators=(",", ":"),
         sort_keys=True,
@@ -63,6 +64,7 @@ def config_from_json(budget_id: str, text: str, *, closed: bool, created_at: dat
         metadata=raw["metadata"],
         closed=closed,
         created_at=created_at,
+        owner=raw.get("owner"),
     )
 
 

@@ -656,7 +656,7 @@ SELECT tree.version, tree.previous, json_build_array(
        WHERE budget_id IN (SELECT budget_id FROM every) AND expires_at_us > $5 GROUP BY budget_id) AS h),
     (SELECT json_build_array(reservation_id, budget_id, cost_nanos, tokens, created_at_us, expires_at_us)
        FROM holds WHERE reservation_id = $6),
-    (SELECT json_build_array(entry_id, kind) FROM entries
+    (SELECT json_build_array(entry_id, kind, budget_id) FROM entries
        WHERE $6::text IS NOT NULL AND reservation_id = $6 AND kind <> 'hold' ORDER BY seq DESC LIMIT 1),
     (SELECT json_build_array(request_hash, result) FROM idempotency WHERE $7::text IS NOT NULL AND key = $7)
 )::text
@@ -725,7 +725,7 @@ async def _load(conn: asyncpg.Connection, scope: Scope, now: datetime, kept: Tre
             found = Hold(hold[0], hold[1], hold[2], hold[3], from_us(hold[4]), from_us(hold[5]))
             snapshot.reservation = ReservationState(scope.reservation_id, found)
         elif closing:
-            snapshot.reservation = ReservationState(scope.reservation_id, None, closing[0], closing[1])
+            snapshot.reservation = ReservationState(scope.reservation_id, None, closing[0], closing[1], closing[2])
     if scope.idempotency_key and row[7]:
         snapshot.stored_result = StoredResult(row[7][0], row[7][1])
     return _Loaded(snapshot, version, previous, from_us(first_expiry) if first_expiry is not None else None)

@@ -440,10 +440,11 @@ def _load_reservation(conn: sqlite3.Connection, reservation_id: str) -> Reservat
         hold = Hold(row[0], row[1], row[2], row[3], from_us(row[4]), from_us(row[5]))
         return ReservationState(reservation_id, hold)
     closing = conn.execute(
-        "SELECT entry_id, kind FROM entries WHERE reservation_id = ? AND kind != 'hold' ORDER BY seq DESC LIMIT 1",
+        "SELECT entry_id, kind, budget_id FROM entries WHERE reservation_id = ? AND kind != 'hold' "
+        "ORDER BY seq DESC LIMIT 1",
         (reservation_id,),
     ).fetchone()
-    return ReservationState(reservation_id, None, closing[0], closing[1]) if closing else None
+    return ReservationState(reservation_id, None, *closing) if closing else None
 
 
 def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> None:

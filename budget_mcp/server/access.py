@@ -6,42 +6,92 @@ all of them every time, and never logged: requests are known by the token's name
 (stdio, or the in-memory client) the caller is local and has full access.
 """
 
+import dataclasses
 import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from mcp import MCPError
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.types import INVALID_PARAMS
 
 from budget_mcp.config import Settings, load_tokens_file
 from budget_mcp.domain.ids import is_within, validate_budget_id
-from budget_mcp.domain.models import BudgetNode
+from budget_mcp.domain.models import BudgetConfig, BudgetNode
+from budget_mcp.engine import BudgetEngine
 from budget_mcp.errors import AccessDeniedError, BudgetMcpError, ConfigError
 
 
 @dataclass(frozen=True)
 class Grant:
-    """What one token may do: every budget (`prefixes` None) or those under its prefixes."""
+    """What one token may do: every budget (`prefixes` None), or those under its prefixes and the roots it created.
+
+    A scoped token may not change the budgets its prefixes name (they confine it: an admin sets them),
+    only create, resize and close budgets under them; with `create_roots` it may create new roots,
+    which are then its own (`owned`), never touch roots that exist already.
+    """
 
     name: str
     prefixes: tuple[str, ...] | None = None
     create_roots: bool = False
+    owned: frozenset[str] = frozenset()
+
+    @property
+    def key_namespace(self) -> str | None:
+        """Whose idempotency keys these are: one namespace per scoped token, one shared by full access."""
+        return None if self.prefixes is None else self.name
 
     def allows(self, budget_id: str) -> bool:
-        """Whether this budget is within the grant's prefixes."""
-        return self.prefixes is None or any(is_within(budget_id, p) for p in self.prefixes)
+        """Whether this budget is within the grant's prefixes, or under a root it created."""
+        if self.prefixes is None:
+            return True
+        return any(is_within(budget_id, p) for p in self.prefixes) or budget_id.split("/")[0] in self.owned
 
     def check(self, budget_id: str, *, allocating: bool = False) -> None:
-        """Raise AccessDeniedError unless the budget may be used (or, allocating a root, created)."""
-        if self.allows(budget_id) or (allocating and self.create_roots and "/" not in budget_id):
-            return
+        """Raise AccessDeniedError unless the budget may be used (or, allocating a root, perhaps created)."""
+        if not (self.allows(budget_id) or (allocating and self.create_roots and "/" not in budget_id)):
+            raise self.denied(budget_id)
+
+    def denied(self, budget_id: str) -> AccessDeniedError:
+        """The refusal for a budget outside the grant (the same whether or not the budget exists)."""
         scope = ", ".join(self.prefixes or ())
-        raise AccessDeniedError(
+        return AccessDeniedError(
             f"the token '{self.name}' may not use budget '{budget_id[:200]}'; it is limited to budgets under "
             f"{scope}. Use an id under one of them, or a token that covers '{budget_id[:200]}'"
         )
+
+    def new_owner(self, budget_id: str) -> str | None:
+        """Who a new budget belongs to: this token, for a root it creates with create_roots."""
+        return self.name if "/" not in budget_id and self.create_roots and self.prefixes is not None else None
+
+    def allocation_guard(self, budget_id: str) -> Callable[[BudgetConfig | None, BudgetConfig], None]:
+        """The check `allocate` runs in its transaction, on the budget as it is and as it would become."""
+
+        def guard(old: BudgetConfig | None, new: BudgetConfig) -> None:
+            mine = old is not None and old.owner == self.name
+            if old is not None and not mine and not self.allows(budget_id):
+                raise self.denied(budget_id)  # a root that exists and is not this token's
+            confining = self.prefixes is not None and budget_id in self.prefixes
+            if confining and new != old and not mine and not (old is None and self.new_owner(budget_id)):
+                raise AccessDeniedError(
+                    f"'{budget_id}' is the budget the token '{self.name}' is confined to: its limits are for an "
+                    "admin to set. Create, resize or close budgets under it instead"
+                )
+
+        return guard
+
+    def check_close(self, budget_id: str) -> None:
+        """Raise unless this budget may be closed: within the grant, and not one of the budgets confining it."""
+        self.check(budget_id)
+        if self.prefixes is not None and budget_id in self.prefixes:
+            raise AccessDeniedError(
+                f"'{budget_id}' is the budget the token '{self.name}' is confined to; only an admin may close it"
+            )
 
     def check_uri(self, uri: str) -> None:
         """Raise unless the resource at `uri` may be read (a budget's resources: when the budget may be used)."""
@@ -61,14 +111,17 @@ def budget_of_uri(uri: str) -> str | None:
     return found.group(1) if found else None
 
 
-def scoped_forest(nodes: list[BudgetNode], grant: Grant) -> list[BudgetNode]:
-    """The subtrees a grant may see: each highest allowed budget with everything under it."""
+async def visible_tree(engine: BudgetEngine, grant: Grant, prefix: str | None = None) -> list[BudgetNode]:
+    """The budgets (under `prefix`) this grant may see, as a tree. A prefix outside the grant is refused the same
+    way whether or not it exists; one above the grant's own budgets shows just those."""
     if grant.prefixes is None:
-        return nodes
-    found: list[BudgetNode] = []
-    for node in nodes:
-        found.extend([node] if grant.allows(node.budget_id) else scoped_forest(node.children, grant))
-    return found
+        return await engine.tree(prefix)
+    if prefix is None or not grant.allows(prefix):
+        reach = [*grant.prefixes, *grant.owned]
+        if prefix is not None and not any(is_within(mine, prefix) for mine in reach):
+            raise grant.denied(prefix)
+        return await engine.tree(prefix, visible=grant.allows)
+    return await engine.tree(prefix)
 
 
 class TokenTable:
@@ -110,6 +163,13 @@ class TokenTable:
             return FULL_ACCESS
         return self._by_name.get(access.client_id, Grant(access.client_id, prefixes=()))
 
+    async def caller(self, engine: BudgetEngine) -> Grant:
+        """`current()`, with the roots a create_roots token made (read from the ledger: any server may have)."""
+        grant = self.current()
+        if not grant.create_roots:
+            return grant
+        return dataclasses.replace(grant, owned=frozenset(await engine.roots_owned_by(grant.name)))
+
 
 def _scoped(path: Path, number: int, raw: dict[str, object]) -> tuple[str, Grant]:
     where = f"{path}: [[token]] number {number}"
@@ -129,3 +189,18 @@ def _scoped(path: Path, number: int, raw: dict[str, object]) -> tuple[str, Grant
     if unknown:
         raise ConfigError(f"{where} has unknown fields {sorted(unknown)}; allowed: name, token, prefixes, create_roots")
     return token, Grant(name.strip(), tuple(prefixes), bool(raw.get("create_roots", False)))
+
+
+class ScopedSubscriptions:
+    """Middleware: a `subscriptions/listen` naming a resource the caller's token may not read is refused."""
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "subscriptions/listen" and ctx.params is not None:
+            wanted = (ctx.params.get("notifications") or {}).get("resourceSubscriptions") or []
+            caller = await ctx.lifespan_context.caller()
+            try:
+                for uri in wanted:
+                    caller.check_uri(str(uri))
+            except BudgetMcpError as exc:
+                raise MCPError(INVALID_PARAMS, str(exc)) from exc
+        return await call_next(ctx)

@@ -20,7 +20,7 @@ from budget_mcp.engine.declarations import apply_declarations
 from budget_mcp.ledger import open_ledger
 from budget_mcp.pricing import PriceCatalog
 from budget_mcp.server import legacy
-from budget_mcp.server.access import TokenTable
+from budget_mcp.server.access import ScopedSubscriptions, TokenTable
 from budget_mcp.server.legacy import LegacySubscribers
 from budget_mcp.server.notify import Announcer, watch_other_processes
 from budget_mcp.server.prompts import register_prompts
@@ -63,7 +63,11 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
                     settings.alert_webhook, engine, attempts=settings.alert_attempts,
                     backoff_seconds=settings.alert_backoff_seconds, timeout_seconds=settings.alert_timeout_seconds,
                 )  # fmt: skip
-            subscribers = LegacySubscribers(lambda uri: tokens.current().check_uri(uri))
+
+            async def may_read(uri: str) -> None:
+                (await tokens.caller(engine)).check_uri(uri)
+
+            subscribers = LegacySubscribers(may_read)
             announcer = Announcer(bus, subscribers, await engine.budget_ids())
             state = AppState(settings, engine, announcer, subscribers, tokens, webhook)
             current.append(state)
@@ -102,7 +106,7 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
     legacy.install(server)
     register_resources(server, state_of)
     register_prompts(server, state_of)
-    server.middleware.extend([PromptArguments(server), BudgetResourceList()])
+    server.middleware.extend([PromptArguments(server), BudgetResourceList(), ScopedSubscriptions()])
 
     @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
     async def health(_: Request) -> Response:

@@ -5,6 +5,7 @@ the SDK enters that one once per connection. Registration never delays start-up 
 background), and the entry is removed during shutdown, before uvicorn re-raises the stop signal.
 """
 
+import asyncio
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -12,15 +13,61 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
+import h11
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from budget_mcp import __version__
 from budget_mcp.config import Settings
 from budget_mcp.hermes import HermesClient
 
 MAX_REQUEST_BYTES = 256 * 1024
+
+
+class DeadlineH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline on reading each request, head and body.
+
+    uvicorn has none: a client that connects and sends half a request head, or trickles a body a byte
+    at a time, keeps its connection (and a place in the concurrency limit) for as long as it likes.
+    Here a request must arrive in full within `read_timeout` seconds of its first byte (or of the
+    connection opening); otherwise the connection is closed. Responses, and the event streams they
+    carry, are not bounded.
+    """
+
+    read_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._read_deadline: asyncio.TimerHandle | None = self.loop.call_later(self.read_timeout, self._too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        receiving = self.conn.their_state is h11.SEND_BODY or (
+            self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
+        )
+        if not receiving:
+            self._stop_deadline()
+        elif self._read_deadline is None:
+            self._read_deadline = self.loop.call_later(self.read_timeout, self._too_slow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_deadline()
+        super().connection_lost(exc)
+
+    def _stop_deadline(self) -> None:
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def _too_slow(self) -> None:
+        self._read_deadline = None
+        if not self.transport.is_closing():
+            self.logger.warning("closing a connection that took over %s s to send its request", self.read_timeout)
+            self.transport.close()
+
+
 CAPABILITIES = ["budget_management", "cost_tracking", "model_recommendations", "mcp"]
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[Any]]
 
@@ -42,7 +89,12 @@ async def serve_http(settings: Settings, server: MCPServer[Any]) -> None:
             check_seconds=settings.hermes_check_seconds,
         )
         app.router.lifespan_context = _with_hermes(app.router.lifespan_context, hermes)
-    await uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")).serve()
+    protocol = type("Protocol", (DeadlineH11Protocol,), {"read_timeout": settings.read_timeout_seconds})
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", http=protocol,
+        limit_concurrency=settings.max_connections,
+    )  # fmt: skip
+    await uvicorn.Server(config).serve()
 
 
 def _with_hermes(lifespan: Lifespan, hermes: HermesClient) -> Lifespan:

@@ -10,7 +10,7 @@ private in mcp 2.3, pinned and checked by tests/server/test_sdk_shape.py) is the
 """
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ class _Listener:
 class LegacySubscribers:
     """2025-11-25 connections of one server lifespan, the resource URIs each subscribed to, and their queues."""
 
-    def __init__(self, may_read: Callable[[str], None]) -> None:
+    def __init__(self, may_read: Callable[[str], Awaitable[None]]) -> None:
         self.may_read = may_read  # raises BudgetMcpError for a URI the caller's token may not read
         self._connections: dict[Any, _Listener] = {}
         self._tasks: TaskGroup | None = None
@@ -116,7 +116,7 @@ async def _joined(ctx: Any, _: types.NotificationParams) -> None:
 async def _subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
     subscribers = _subscribers(ctx)
     try:
-        subscribers.may_read(str(params.uri))
+        await subscribers.may_read(str(params.uri))
     except BudgetMcpError as exc:
         raise MCPError(INVALID_PARAMS, str(exc)) from exc
     subscribers._remember(ctx).uris.add(str(params.uri))

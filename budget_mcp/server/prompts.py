@@ -15,7 +15,7 @@ from budget_mcp.domain.money import human_amount as money
 from budget_mcp.engine.budgets import MAX_TEXT
 from budget_mcp.errors import BudgetMcpError
 from budget_mcp.render import alert_lines, report_markdown
-from budget_mcp.server.access import scoped_forest
+from budget_mcp.server.access import visible_tree
 from budget_mcp.server.state import AppState
 from budget_mcp.server.wire import status_summary
 
@@ -38,7 +38,7 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
         cover, or one that does not exist; before the id goes anywhere near a prompt."""
         try:
             validate_budget_id(budget_id)
-            state_of().grant().check(budget_id)
+            (await state_of().caller()).check(budget_id)
             await state_of().engine.status(budget_id)
         except BudgetMcpError as exc:
             raise MCPError(INVALID_PARAMS, str(exc)) from exc
@@ -49,7 +49,7 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
             if budget_id:
                 status = await engine.status(budget_id)
                 return f"{status_summary(status)}\n\n```json\n{status.model_dump_json(indent=2)}\n```"
-            nodes = scoped_forest(await engine.tree(), state_of().grant())
+            nodes = await visible_tree(engine, await state_of().caller())
         except BudgetMcpError as exc:
             return f"(not available: {exc})"
         return "\n".join(f"- {status_summary(node)}" for node in nodes) or "(no budgets yet)"
@@ -57,7 +57,7 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
     async def recent_alerts(budget_id: str | None) -> str:
         engine = state_of().engine
         try:
-            nodes = scoped_forest(await engine.tree(), state_of().grant())
+            nodes = await visible_tree(engine, await state_of().caller())
             ids = [budget_id] if budget_id else [node.budget_id for node in nodes]
             lines = [line for b in ids for line in alert_lines(await engine.report(b))]
         except BudgetMcpError as exc:

@@ -13,7 +13,7 @@ from budget_mcp.domain.models import BudgetNode
 from budget_mcp.engine import BudgetEngine
 from budget_mcp.errors import BudgetMcpError
 from budget_mcp.render import report_markdown
-from budget_mcp.server.access import scoped_forest
+from budget_mcp.server.access import visible_tree
 from budget_mcp.server.state import AppState
 
 T = TypeVar("T")
@@ -27,7 +27,7 @@ def register_resources(server: MCPServer[Any], state_of: Callable[[], AppState])
         """What `reader` finds, once the caller's token is known to cover the budget; errors are resource errors."""
         state = state_of()
         try:
-            state.grant().check(budget_id)
+            (await state.caller()).check(budget_id)
             return await reader(state.engine)
         except BudgetMcpError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
@@ -38,7 +38,7 @@ def register_resources(server: MCPServer[Any], state_of: Callable[[], AppState])
     )  # fmt: skip
     async def all_budgets() -> str:
         state = state_of()
-        return _TREE.dump_json(scoped_forest(await state.engine.tree(), state.grant()), indent=2).decode()
+        return _TREE.dump_json(await visible_tree(state.engine, await state.caller()), indent=2).decode()
 
     @server.resource(
         "budget://budgets/{+budget_id}", name="budget", mime_type="application/json",
@@ -94,8 +94,8 @@ class BudgetResourceList:
         state = ctx.lifespan_context
         if ctx.method != "resources/list" or not isinstance(listed, dict) or not isinstance(state, AppState):
             return listed
-        grant = state.grant()
-        ids = [b for b in await state.engine.budget_ids() if grant.allows(b)][:MAX_LISTED]
+        caller = await state.caller()
+        ids = [b for b in await state.engine.budget_ids() if caller.allows(b)][:MAX_LISTED]
         budgets = [
             {"uri": f"budget://budgets/{b}", "name": b, "mimeType": "application/json", "description": f"status of {b}"}
             for b in ids

@@ -27,9 +27,9 @@ class AppState:
     tokens: TokenTable
     webhook: AlertWebhook | None = None
 
-    def grant(self) -> Grant:
+    async def caller(self) -> Grant:
         """What the caller of the request being served may use."""
-        return self.tokens.current()
+        return await self.tokens.caller(self.engine)
 
 
 async def refresh_prices_periodically(state: AppState, interval_seconds: float) -> None:

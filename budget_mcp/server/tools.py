@@ -20,7 +20,7 @@ from budget_mcp.domain.models import (
 from budget_mcp.domain.money import human_amount as money
 from budget_mcp.domain.windows import Period
 from budget_mcp.pricing import Capability, Tier
-from budget_mcp.server.access import scoped_forest
+from budget_mcp.server.access import visible_tree
 from budget_mcp.server.state import AppState
 from budget_mcp.server.strict import BudgetTool
 from budget_mcp.server.wire import (
@@ -87,7 +87,7 @@ async def check_budget(
     """
     state = _state(ctx)
     with tool_errors():
-        state.grant().check(budget_id)
+        (await state.caller()).check(budget_id)
         check = await state.engine.check(
             budget_id, estimated_cost_usd=estimated_cost_usd, model=model, provider=provider,
             input_tokens=input_tokens, max_output_tokens=max_output_tokens, reserve=reserve,
@@ -128,12 +128,14 @@ async def charge(
     """
     state = _state(ctx)
     with tool_errors():
-        state.grant().check(budget_id)
+        caller = await state.caller()
+        caller.check(budget_id)
         charged = await state.engine.charge(
             budget_id, model=model, provider=provider, input_tokens=input_tokens, output_tokens=output_tokens,
             cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens,
             reasoning_tokens=reasoning_tokens, cost_usd=cost_usd, reservation_id=reservation_id,
-            idempotency_key=idempotency_key, metadata=metadata,
+            idempotency_key=idempotency_key, metadata=metadata, key_namespace=caller.key_namespace,
+            visible=caller.allows,
         )  # fmt: skip
     if not charged.duplicate:
         if charged.alerts and state.webhook is not None:
@@ -179,12 +181,14 @@ async def allocate(
     """
     state = _state(ctx)
     with tool_errors():
-        state.grant().check(budget_id, allocating=True)
+        caller = await state.caller()
+        caller.check(budget_id, allocating=True)
         status = await state.engine.allocate(
             budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, period=period,
             extra_limits=[x.model_dump(exclude_none=True) for x in extra_limits] if extra_limits else None,
             per_call_usd=per_call_usd, enforcement=enforcement, alert_at=alert_at, timezone=timezone,
-            description=description, metadata=metadata,
+            description=description, metadata=metadata, owner=caller.new_owner(budget_id),
+            guard=caller.allocation_guard(budget_id),
         )  # fmt: skip
     state.announcer.budgets_changed([budget_id])
     return result(status, status_summary(status))
@@ -202,11 +206,11 @@ async def release(
     Pass exactly one of reservation_id or budget_id. Returns what was released.
     """
     state = _state(ctx)
-    grant = state.grant()
     with tool_errors():
+        caller = await state.caller()
         if budget_id is not None:
-            grant.check(budget_id)
-        released = await state.engine.release(reservation_id=reservation_id, budget_id=budget_id, guard=grant.check)
+            caller.check_close(budget_id)
+        released = await state.engine.release(reservation_id=reservation_id, budget_id=budget_id, visible=caller.allows)
     state.announcer.budgets_changed([released.budget_id])
     return result(released, released.message)
 
@@ -215,7 +219,7 @@ async def get_budget(budget_id: BudgetId, ctx: Context[Any, Any]) -> Annotated[C
     """A budget's status now: limits, spent, held, allocated to children, available, window and reset time."""
     state = _state(ctx)
     with tool_errors():
-        state.grant().check(budget_id)
+        (await state.caller()).check(budget_id)
         status = await state.engine.status(budget_id)
     return result(status, status_summary(status))
 
@@ -227,7 +231,7 @@ async def list_budgets(
     """Every budget (or those under prefix) as a tree, each with its current status."""
     state = _state(ctx)
     with tool_errors():
-        tree = scoped_forest(await state.engine.tree(prefix), state.grant())
+        tree = await visible_tree(state.engine, await state.caller(), prefix)
     listing = BudgetList(budgets=tree, count=_count(tree))
     roots = ", ".join(f"{n.budget_id} {money(n.available_usd)} left" for n in tree[:10])
     return result(listing, f"{listing.count} budgets; " + (roots or "none yet: create one with allocate"))
@@ -284,7 +288,7 @@ async def recommend_model(
     state = _state(ctx)
     with tool_errors():
         if budget_id is not None:
-            state.grant().check(budget_id)
+            (await state.caller()).check(budget_id)
         found = await state.engine.recommend(
             task, budget_id=budget_id, input_tokens=input_tokens, output_tokens=output_tokens, needs=needs,
             min_tier=min_tier, providers=providers, limit=limit,

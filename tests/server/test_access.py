@@ -92,11 +92,12 @@ async def test_scoped_token_is_kept_inside_its_prefix_for_every_tool_and_resourc
                 ("allocate", {"budget_id": "acme/support", "limit_usd": "1.5"}),
                 ("allocate", {"budget_id": "rogue", "limit_usd": "100"}),
                 ("release", {"budget_id": "acme/support"}),
-                ("release", {"reservation_id": held["reservation_id"]}),
                 ("get_budget", {"budget_id": "acme"}),
                 ("recommend_model", {"task": "chat", "budget_id": "acme"}),
             ]
             messages = [await refused(research, tool, **arguments) for tool, arguments in outside]
+            foreign_hold = await refused(research, "release", reservation_id=held["reservation_id"])
+            unknown_hold = await refused(research, "release", reservation_id="res_" + "0" * 24)
             denied_reads = []
             for uri in ("budget://budgets/acme", "budget://reports/acme", "budget://reports/acme/support.md",
                         "budget://ledger/acme/support"):  # fmt: skip
@@ -114,6 +115,7 @@ async def test_scoped_token_is_kept_inside_its_prefix_for_every_tool_and_resourc
         assert "the token 'research-agent' may not use budget" in message, message
         assert "limited to budgets under acme/research" in message
         assert RESEARCH not in message
+    assert foreign_hold.replace(held["reservation_id"], "ID") == unknown_hold.replace("res_" + "0" * 24, "ID")
     assert [n["budget_id"] for n in listing["budgets"]] == ["acme/research"]
     assert [c["budget_id"] for c in listing["budgets"][0]["children"]] == ["acme/research/web"]
     assert [n["budget_id"] for n in tree] == ["acme/research"]
