@@ -53,10 +53,11 @@ def serve(
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from budget_mcp.server import build_server
     from budget_mcp.server.http import serve_http
+    from budget_mcp.server.stdio import serve_stdio
 
     server = build_server(config)
     if config.transport == "stdio":
-        server.run()
+        anyio.run(serve_stdio, server)
         return
     base = f"http://{config.host}:{config.port}"
     where = f"streamable HTTP on {base}/mcp" if config.transport == "http" else f"SSE on {base}/sse"

@@ -155,3 +155,20 @@ async def test_holds_made_settled_or_released_on_either_server_count_on_both(
     status = await engine.status("acme")
     assert (status.spent_usd, status.held_usd) == ("4.000000", "0.000000")
     assert await engine.ledger.reconcile() == []
+
+
+async def test_the_ledger_names_the_budgets_another_server_wrote(
+    engine: BudgetEngine, other_engine: BudgetEngine
+) -> None:
+    for root in ("acme", "beta", "gamma"):
+        await engine.allocate(root, limit_usd="10")
+    await other_engine.changed_budgets()  # from here on
+    await other_engine.changed_budgets()
+    await engine.charge("beta", cost_usd="1")
+    await engine.allocate("gamma/kid", limit_usd="1")
+    heard: set[str] = set()
+    with anyio.fail_after(5):
+        while heard != {"beta", "gamma/kid"}:
+            heard |= await other_engine.changed_budgets() or set()
+            await anyio.sleep(0.01)
+    assert await other_engine.changed_budgets() == set()  # nothing more: acme was not touched

@@ -1,9 +1,11 @@
 """The real `budget-mcp serve` process over stdio, streamable HTTP and SSE, with and without a token."""
 
 import json
+import select
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -32,6 +34,40 @@ async def test_stdio_server(tmp_path: Path) -> None:
     params = StdioServerParameters(command=EXE, args=["serve"], env=server_env(tmp_path / "ledger.db"))
     async with Client(params) as client:
         await session_round_trip(client)
+
+
+def test_a_lone_surrogate_over_stdio_gets_an_answer(tmp_path: Path) -> None:
+    initialize = {
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }  # fmt: skip
+    lines = [
+        json.dumps(initialize),
+        json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        '{"jsonrpc": "2.0", "id": 2, "method": "tools/call",'
+        ' "params": {"name": "get_budget", "arguments": {"budget_id": "\\ud800"}}}',
+        json.dumps({"jsonrpc": "2.0", "id": 3, "method": "ping"}),
+    ]
+    process = subprocess.Popen(
+        [EXE, "serve"], env=server_env(tmp_path / "ledger.db"), text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert process.stdin and process.stdout
+    replies: dict[int, Any] = {}
+    try:
+        process.stdin.write("\n".join(lines) + "\n")
+        process.stdin.flush()
+        while 3 not in replies:  # the ping comes after the surrogate: its answer means that one was answered or lost
+            ready, _, _ = select.select([process.stdout], [], [], 30)
+            assert ready, f"no answer within 30 s; got {sorted(replies)}"
+            reply = json.loads(process.stdout.readline())
+            replies[reply["id"]] = reply
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)
+        process.stdout.close()
+    assert sorted(replies) == [1, 2, 3]
+    assert replies[2]["result"]["isError"] and "budget_id '\ufffd' has an invalid segment" in str(replies[2])
 
 
 async def test_streamable_http_without_token(tmp_path: Path) -> None:
