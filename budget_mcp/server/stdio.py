@@ -3,7 +3,7 @@
 Such a string is valid JSON text but not valid Unicode, and the SDK's parser (mcp 2.3) drops the
 whole message without a reply, so the client waits for its own timeout. Each such line is read with
 Python's json module instead, every lone surrogate becomes U+FFFD, and the request is answered like
-any other (usually with an error naming the field). Reported upstream; see the README.
+any other (usually with an error naming the field). Worth reporting to the SDK; the README says so.
 """
 
 import io
