@@ -1,5 +1,6 @@
 """The MCP tools: flat arguments in, structured results plus a one-line summary out."""
 
+import inspect
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context
@@ -21,6 +22,7 @@ from budget_mcp.domain.money import human_amount as money
 from budget_mcp.domain.windows import Period
 from budget_mcp.pricing import Capability, Tier
 from budget_mcp.server.access import visible_tree
+from budget_mcp.server.schemas import compact_tool_schema
 from budget_mcp.server.state import AppState
 from budget_mcp.server.strict import BudgetTool
 from budget_mcp.server.wire import (
@@ -66,24 +68,20 @@ async def check_budget(
     budget_id: BudgetId,
     ctx: Context[Any, Any],
     estimated_cost_usd: Annotated[
-        Usd | None, Field(description='Expected cost in USD, e.g. "0.25". Or give model + input_tokens instead.')
+        Usd | None, Field(description='USD, e.g. "0.25"; or give model + input_tokens')
     ] = None,
-    model: Annotated[Name | None, Field(description="Model to price the call with, e.g. 'gpt-4o'.")] = None,
-    provider: Annotated[
-        Name | None, Field(description="Provider id, e.g. 'openai', when the model name is ambiguous.")
-    ] = None,
-    input_tokens: Annotated[Tokens | None, Field(description="Prompt tokens you will send.")] = None,
-    max_output_tokens: Annotated[Tokens | None, Field(description="Most output tokens the call may produce.")] = None,
-    reserve: Annotated[
-        bool, Field(description="true: atomically hold the amount; settle it with charge(reservation_id=...).")
-    ] = False,
-    ttl_seconds: Annotated[Count | None, Field(description="How long a reservation lasts; default 600.")] = None,
+    model: Annotated[Name | None, Field(description="e.g. 'gpt-4o'")] = None,
+    provider: Annotated[Name | None, Field(description="e.g. 'openai', if the model is ambiguous")] = None,
+    input_tokens: Annotated[Tokens | None, Field(description="prompt size")] = None,
+    max_output_tokens: Annotated[Tokens | None, Field(description="the call's output limit")] = None,
+    reserve: Annotated[bool, Field(description="hold the amount until charge(reservation_id=...) or release")] = False,
+    ttl_seconds: Annotated[Count | None, Field(description="hold lifetime, default 600")] = None,
 ) -> Annotated[CallToolResult, CheckResult]:
     """Ask before an LLM call whether it fits the budget (every budget up the path must allow it).
 
     Give estimated_cost_usd, or model + input_tokens (+ max_output_tokens) to price the worst case.
     With reserve=true the amount is held until you charge or release it, so parallel agents cannot
-    spend the same money. Returns allowed, decision (allow/warn/deny), decided_by and what remains.
+    spend the same money. USD as a decimal string is exact; a JSON number passes through a float.
     """
     state = _state(ctx)
     with tool_errors():
@@ -101,30 +99,28 @@ async def check_budget(
 async def charge(
     budget_id: BudgetId,
     ctx: Context[Any, Any],
-    model: Annotated[Name | None, Field(description="Model the call used, priced from the catalog.")] = None,
-    provider: Annotated[Name | None, Field(description="Provider id, e.g. 'anthropic'.")] = None,
-    input_tokens: Annotated[Tokens, Field(description="Uncached input tokens.")] = 0,
-    output_tokens: Annotated[Tokens, Field(description="Output tokens.")] = 0,
-    cache_read_tokens: Annotated[Tokens, Field(description="Input tokens read from the prompt cache.")] = 0,
-    cache_write_tokens: Annotated[Tokens, Field(description="Input tokens written to the prompt cache.")] = 0,
-    reasoning_tokens: Annotated[Tokens, Field(description="Reasoning tokens billed beyond output_tokens.")] = 0,
+    model: Annotated[Name | None, Field(description="priced from the catalog")] = None,
+    provider: Annotated[Name | None, Field(description="e.g. 'anthropic'")] = None,
+    input_tokens: Annotated[Tokens, Field(description="uncached")] = 0,
+    output_tokens: Tokens = 0,
+    cache_read_tokens: Tokens = 0,
+    cache_write_tokens: Tokens = 0,
+    reasoning_tokens: Annotated[Tokens, Field(description="only those billed beyond output_tokens")] = 0,
     cost_usd: Annotated[
         Usd | None,
-        Field(description="Cost the provider reported (e.g. OpenRouter usage.cost); wins over the catalog."),
+        Field(description="as the provider reported it (OpenRouter usage.cost); wins over the catalog"),
     ] = None,
-    reservation_id: Annotated[
-        Name | None, Field(description="The hold from check_budget(reserve=true) to settle.")
-    ] = None,
+    reservation_id: Annotated[Name | None, Field(description="the hold to settle")] = None,
     idempotency_key: Annotated[
-        Name | None, Field(description="Any unique string per call; a retry with the same key is recorded once.")
+        Name | None, Field(description="unique per call: a retry with it is recorded once")
     ] = None,
-    metadata: Annotated[Metadata | None, Field(description="Small JSON object stored with the charge.")] = None,
+    metadata: Annotated[Metadata | None, Field(description="JSON object, at most 4 KB")] = None,
 ) -> Annotated[CallToolResult, ChargeResult]:
     """Record what an LLM call really cost, right after it returns. Always recorded, even over the limit.
 
     Give model + token counts (priced from the catalog) and/or cost_usd. Pass the reservation_id from
     check_budget to settle a hold, and an idempotency_key so a retry never charges twice.
-    Returns cost_usd, spent_usd, remaining_usd, over_limit and any alert thresholds crossed.
+    USD as a decimal string is exact; a JSON number passes through a float.
     """
     state = _state(ctx)
     with tool_errors():
@@ -147,37 +143,34 @@ async def charge(
 async def allocate(
     budget_id: BudgetId,
     ctx: Context[Any, Any],
-    limit_usd: Annotated[Usd | None, Field(description='USD limit per period, e.g. "5.00".')] = None,
-    limit_tokens: Annotated[Tokens | None, Field(description="Token limit per period (all token kinds).")] = None,
-    period: Annotated[
-        Period | None, Field(description="When the limit resets; default: the parent's period, or total.")
-    ] = None,
+    limit_usd: Annotated[Usd | None, Field(description='USD per period, e.g. "5"')] = None,
+    limit_tokens: Annotated[Tokens | None, Field(description="all kinds, per period")] = None,
+    period: Annotated[Period | None, Field(description="default: the parent's, or total")] = None,
     extra_limits: Annotated[
         list[ExtraLimit] | None,
         Field(
-            description='More limits of other periods, e.g. [{"period": "monthly", "limit_usd": "60"}].',
+            description='other periods, e.g. [{"period": "monthly", "limit_usd": "60"}]',
             max_length=len(Period),
         ),
     ] = None,
-    per_call_usd: Annotated[Usd | None, Field(description="Cap on a single call's cost.")] = None,
+    per_call_usd: Annotated[Usd | None, Field(description="cap on one call")] = None,
     enforcement: Annotated[
-        Enforcement | None, Field(description="block: deny what would exceed; warn: allow but flag.")
+        Enforcement | None, Field(description="block denies what would exceed; warn allows it, flagged")
     ] = None,
     alert_at: Annotated[
         list[Usd] | None,
-        Field(description="Alert thresholds as fractions of the limit; default [0.5, 0.8, 0.9, 1.0].", max_length=20),
+        Field(description="fractions of a limit; default [0.5, 0.8, 0.9, 1]", max_length=20),
     ] = None,
-    timezone: Annotated[
-        Name | None, Field(description="IANA timezone of the calendar windows; default UTC.", max_length=64)
-    ] = None,
-    description: Annotated[Text | None, Field(description="What the budget is for.")] = None,
-    metadata: Annotated[Metadata | None, Field(description="Small JSON object kept with the budget.")] = None,
+    timezone: Annotated[Name | None, Field(description="IANA name for the windows; default UTC", max_length=64)] = None,
+    description: Annotated[Text | None, Field(description="what it is for")] = None,
+    metadata: Annotated[Metadata | None, Field(description="JSON object, at most 4 KB")] = None,
 ) -> Annotated[CallToolResult, BudgetStatus]:
     """Create or resize a budget: a root ('acme') or a sub-budget for a sub-agent or task ('acme/research').
 
     A child's limit is carved out of its parent's limit of the same period, so the child can really
     spend it; asking for more than the parent has left is an error that says how much it has.
     Omit both limits for a tracking-only budget. On a resize, fields you omit keep their values.
+    USD as a decimal string is exact.
     """
     state = _state(ctx)
     with tool_errors():
@@ -196,10 +189,8 @@ async def allocate(
 
 async def release(
     ctx: Context[Any, Any],
-    reservation_id: Annotated[Name | None, Field(description="A hold to drop without charging.")] = None,
-    budget_id: Annotated[
-        BudgetId | None, Field(description="A sub-budget to close; its unspent allocation returns to the parent.")
-    ] = None,
+    reservation_id: Annotated[Name | None, Field(description="a hold to drop")] = None,
+    budget_id: Annotated[BudgetId | None, Field(description="a sub-budget to close")] = None,
 ) -> Annotated[CallToolResult, ReleaseResult]:
     """Give money back: drop a reservation you will not use, or close a finished sub-budget.
 
@@ -226,7 +217,7 @@ async def get_budget(budget_id: BudgetId, ctx: Context[Any, Any]) -> Annotated[C
 
 async def list_budgets(
     ctx: Context[Any, Any],
-    prefix: Annotated[BudgetId | None, Field(description="Only this budget and those under it, e.g. 'acme'.")] = None,
+    prefix: Annotated[BudgetId | None, Field(description="only this subtree")] = None,
 ) -> Annotated[CallToolResult, BudgetList]:
     """Every budget (or those under prefix) as a tree, each with its current status."""
     state = _state(ctx)
@@ -238,13 +229,13 @@ async def list_budgets(
 
 
 async def estimate_cost(
-    model: Annotated[Name, Field(description="Model name, e.g. 'claude-sonnet-4-5' or 'openai/gpt-4o'.")],
+    model: Annotated[Name, Field(description="e.g. 'claude-sonnet-4-5'")],
     ctx: Context[Any, Any],
-    input_tokens: Annotated[Tokens, Field(description="Uncached input tokens.")] = 0,
-    output_tokens: Annotated[Tokens, Field(description="Output tokens (reasoning included).")] = 0,
-    cache_read_tokens: Annotated[Tokens, Field(description="Input tokens read from the prompt cache.")] = 0,
-    cache_write_tokens: Annotated[Tokens, Field(description="Input tokens written to the prompt cache.")] = 0,
-    provider: Annotated[Name | None, Field(description="Provider id, e.g. 'anthropic'.")] = None,
+    input_tokens: Annotated[Tokens, Field(description="uncached")] = 0,
+    output_tokens: Annotated[Tokens, Field(description="reasoning included")] = 0,
+    cache_read_tokens: Tokens = 0,
+    cache_write_tokens: Tokens = 0,
+    provider: Annotated[Name | None, Field(description="e.g. 'anthropic'")] = None,
 ) -> Annotated[CallToolResult, EstimateResult]:
     """What a call would cost, exactly, from the price catalog; nothing is charged or held.
 
@@ -260,24 +251,18 @@ async def estimate_cost(
 
 
 async def recommend_model(
-    task: Annotated[Text, Field(description="What the call must do, in words, e.g. 'summarize a 10-page PDF'.")],
+    task: Annotated[Text, Field(description="e.g. 'summarize a 10-page PDF'")],
     ctx: Context[Any, Any],
-    budget_id: Annotated[
-        BudgetId | None, Field(description="Budget to fit; without it fits_budget is always true.")
-    ] = None,
-    input_tokens: Annotated[Tokens | None, Field(description="Prompt size; default 2000.")] = None,
-    output_tokens: Annotated[Tokens | None, Field(description="Expected output; default 1000.")] = None,
+    budget_id: Annotated[BudgetId | None, Field(description="the budget to fit")] = None,
+    input_tokens: Annotated[Tokens | None, Field(description="default 2000")] = None,
+    output_tokens: Annotated[Tokens | None, Field(description="default 1000")] = None,
     needs: Annotated[
         list[Capability] | None,
-        Field(description="Required capabilities; inferred from task when omitted.", max_length=len(Capability)),
+        Field(description="default: inferred from task", max_length=len(Capability)),
     ] = None,
-    min_tier: Annotated[
-        Tier | None, Field(description="Lowest acceptable quality tier; inferred from task when omitted.")
-    ] = None,
-    providers: Annotated[
-        list[Name] | None, Field(description="Only these providers, e.g. ['anthropic', 'openai'].", max_length=20)
-    ] = None,
-    limit: Annotated[Count, Field(description="How many models to return.", ge=1, le=50)] = 5,
+    min_tier: Annotated[Tier | None, Field(description="default: inferred from task")] = None,
+    providers: Annotated[list[Name] | None, Field(description="allow-list", max_length=20)] = None,
+    limit: Annotated[Count, Field(description="how many, 1 to 50", ge=1, le=50)] = 5,
 ) -> Annotated[CallToolResult, RecommendResult]:
     """The cheapest models that can do this task within what the budget has left.
 
@@ -312,7 +297,9 @@ TOOLS = (check_budget, charge, allocate, release, get_budget, list_budgets, esti
 
 def budget_tools() -> list[Tool]:
     """The tools, each refusing unknown argument names (also in its published schema)."""
-    tools = [BudgetTool.from_function(fn) for fn in TOOLS]
+    tools = [BudgetTool.from_function(fn, description=inspect.cleandoc(fn.__doc__ or "")) for fn in TOOLS]
     for tool in tools:
-        tool.parameters["additionalProperties"] = False
+        tool.parameters = {**compact_tool_schema(tool.parameters), "additionalProperties": False}
+        output = tool.fn_metadata.output_schema
+        tool.fn_metadata.output_schema = output and compact_tool_schema(output, descriptions=False)
     return tools

@@ -26,21 +26,17 @@ def _not_a_boolean(value: object) -> object:
     return value
 
 
-BudgetId = Annotated[
-    str,
-    Field(
-        description="Budget id: a path of lowercase segments joined by '/', e.g. 'acme' or 'acme/research/web-agent'.",
-        max_length=600,
-    ),
-]
-# Money: a decimal string is exact; a JSON number reaches us through the JSON parser's float.
-Usd = Annotated[
-    str | int | float,
+BudgetId = Annotated[str, Field(description="e.g. 'acme' or 'acme/research'", max_length=600)]
+# Money: a decimal string is exact; a JSON number reaches us through the JSON parser's float (the tool
+# descriptions say so once). Token counts are bounded by MAX_TOKENS here and in the engine.
+Usd = Annotated[str | int | float, BeforeValidator(_not_a_boolean), WithJsonSchema({"type": ["string", "number"]})]
+Tokens = Annotated[
+    int,
     BeforeValidator(_not_a_boolean),
-    WithJsonSchema({"type": ["string", "number"], "description": 'USD, e.g. "0.25" (a string is exact)'}),
+    Field(ge=0, le=MAX_TOKENS),
+    WithJsonSchema({"type": "integer", "minimum": 0}),
 ]
-Tokens = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, le=MAX_TOKENS)]
-Count = Annotated[int, BeforeValidator(_not_a_boolean)]
+Count = Annotated[int, BeforeValidator(_not_a_boolean), WithJsonSchema({"type": "integer"})]
 Name = Annotated[str, Field(max_length=MAX_NAME)]
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Metadata = dict[str, Any]
