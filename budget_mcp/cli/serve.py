@@ -57,7 +57,7 @@ def serve(
 
     server = build_server(config)
     if config.transport == "stdio":
-        anyio.run(serve_stdio, server)
+        serve_stdio(server)
         return
     base = f"http://{config.host}:{config.port}"
     where = f"streamable HTTP on {base}/mcp" if config.transport == "http" else f"SSE on {base}/sse"

@@ -28,14 +28,23 @@ def _valid_budget_id(value: str) -> str:
     """validate_budget_id for a non-empty string; valid answers are kept (a refusal raises, so it is not)."""
     segments = value.split("/")
     if len(segments) > MAX_DEPTH:
-        raise InvalidInputError(f"budget_id {value[:80]!r} is {len(segments)} levels deep; at most {MAX_DEPTH} allowed")
+        raise InvalidInputError(
+            f"budget_id {_shown(value)} is {len(segments)} levels deep; at most {MAX_DEPTH} allowed"
+        )
     for segment in segments:
         if not _SEGMENT.fullmatch(segment):
+            where = "" if segment == value else f" {_shown(segment)}"
             raise InvalidInputError(
-                f"budget_id {value[:80]!r} has an invalid segment {segment[:70]!r}; each segment is 1-64 characters "
+                f"budget_id {_shown(value)} has an invalid segment{where}; each segment is 1-64 characters "
                 "of a-z, 0-9, '_' or '-', starting with a letter or digit (e.g. 'acme/research')"
             )
     return value
+
+
+def _shown(text: str) -> str:
+    """A value as an error quotes it: its repr, cut to a size that keeps the message short."""
+    quoted = repr(text)
+    return quoted if len(quoted) <= 60 else quoted[:57] + "...'"
 
 
 def parent_of(budget_id: str) -> str | None:

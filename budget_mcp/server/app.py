@@ -19,9 +19,8 @@ from budget_mcp.engine import BudgetEngine, Clock, utc_now
 from budget_mcp.engine.declarations import apply_declarations
 from budget_mcp.ledger import open_ledger
 from budget_mcp.pricing import PriceCatalog
-from budget_mcp.server import legacy
 from budget_mcp.server.access import ScopedSubscriptions, TokenTable
-from budget_mcp.server.legacy import LegacySubscribers
+from budget_mcp.server.legacy import LegacySubscribers, LegacySubscriptions
 from budget_mcp.server.notify import Announcer, watch_other_processes
 from budget_mcp.server.prompts import register_prompts
 from budget_mcp.server.resources import BudgetResourceList, register_resources
@@ -103,10 +102,11 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
         **auth,
     )
     state_of: Callable[[], AppState] = lambda: current[-1]  # noqa: E731
-    legacy.install(server)
     register_resources(server, state_of)
     register_prompts(server, state_of)
-    server.middleware.extend([PromptArguments(server), BudgetResourceList(), ScopedSubscriptions()])
+    server.middleware.extend(
+        [LegacySubscriptions(), PromptArguments(server), BudgetResourceList(), ScopedSubscriptions()]
+    )
 
     @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
     async def health(_: Request) -> Response:

@@ -1,40 +1,48 @@
 """Serving over stdio, repairing one thing on the way in: a lone UTF-16 surrogate escape ("\ud800").
 
 Such a string is valid JSON text but not valid Unicode, and the SDK's parser (mcp 2.3) drops the
-whole message without a reply, so the client waits for its own timeout. Each such line is read with
-Python's json module instead, every lone surrogate becomes U+FFFD, and the request is answered like
-any other (usually with an error naming the field). Worth reporting to the SDK; the README says so.
+whole message without a reply, so the client waits for its own timeout. Each line that holds such an
+escape is read with Python's json module instead, every lone surrogate becomes U+FFFD, and the
+request is answered like any other (usually with an error naming the field). The SDK reads
+`sys.stdin` when it is not file descriptor 0, so the repair sits there. Worth reporting to the SDK.
 """
 
 import io
 import json
 import sys
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
-import anyio
 from mcp.server.mcpserver import MCPServer
-from mcp.server.stdio import stdio_server
 
 
-class _RepairedLines:
-    """The lines of a text stream, lone surrogate escapes replaced (only lines that contain an escape are parsed)."""
+class _RepairedStdin(io.RawIOBase):
+    """The bytes of a binary stream, line by line, with lone surrogate escapes in JSON lines repaired."""
 
-    def __init__(self, raw: TextIO) -> None:
+    def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
+        self._pending = b""
 
-    def readline(self, size: int = -1) -> str:
-        line = self._raw.readline(size)
-        return repair(line) if "\\ud" in line or "\\uD" in line else line
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._pending:
+            line = self._raw.readline()
+            self._pending = repair(line) if b"\\ud" in line or b"\\uD" in line else line
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
 
 
-def repair(line: str) -> str:
+def repair(line: bytes) -> bytes:
     """`line` with every lone surrogate in its JSON strings replaced by U+FFFD (unchanged if it is not JSON)."""
     try:
         message = json.loads(line)
     except ValueError:
         return line
     repaired = _replace(message)
-    return line if repaired == message else json.dumps(repaired, ensure_ascii=False) + "\n"
+    return line if repaired == message else json.dumps(repaired, ensure_ascii=False).encode() + b"\n"
 
 
 def _replace(value: Any) -> Any:
@@ -47,9 +55,7 @@ def _replace(value: Any) -> Any:
     return value
 
 
-async def serve_stdio(server: MCPServer[Any]) -> None:
+def serve_stdio(server: MCPServer[Any]) -> None:
     """Serve `server` on this process's stdin and stdout until stdin ends."""
-    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-    low = server._lowlevel_server  # the SDK's own run_stdio_async, with our stdin (tests/server/test_sdk_shape.py)
-    async with stdio_server(stdin=anyio.wrap_file(_RepairedLines(stdin))) as (read_stream, write_stream):  # type: ignore[arg-type]
-        await low.run(read_stream, write_stream, low.create_initialization_options())
+    sys.stdin = io.TextIOWrapper(io.BufferedReader(_RepairedStdin(sys.stdin.buffer)), encoding="utf-8")
+    server.run()
