@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from budget_mcp import BudgetEngine, PriceCatalog
 from budget_mcp.domain.ids import new_entry_id
-from budget_mcp.domain.models import Entry, EntryKind
+from budget_mcp.domain.records import Entry, EntryKind
 from budget_mcp.ledger import Scope, Writes, postgres
 from budget_mcp.ledger.postgres import PostgresLedger
 from tests.postgres_server import postgres_server

@@ -13,7 +13,7 @@ from importlib.metadata import version
 import anyio
 import httpx2
 
-from budget_mcp.domain.models import AlertInfo
+from budget_mcp.domain.results import AlertInfo
 from budget_mcp.domain.windows import Period, window
 from budget_mcp.engine import BudgetEngine
 from budget_mcp.errors import BudgetMcpError

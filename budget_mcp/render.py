@@ -11,8 +11,8 @@ from datetime import UTC, date, timedelta
 from decimal import Decimal
 from html import escape
 
-from budget_mcp.domain.models import ModelSpend, SpendFigures, SpendReport
 from budget_mcp.domain.money import exact_usd
+from budget_mcp.domain.results import ModelSpend, SpendFigures, SpendReport
 from budget_mcp.domain.windows import zone
 
 Row = tuple[str, ...]

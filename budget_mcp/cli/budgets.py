@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.tree import Tree
 
 from budget_mcp.cli.common import db_option, settings, with_engine
-from budget_mcp.domain.models import BudgetNode, BudgetStatus
 from budget_mcp.domain.money import human_amount
+from budget_mcp.domain.results import BudgetNode, BudgetStatus
 from budget_mcp.ledger import redact_url
 
 

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from budget_mcp.cli.common import catalog, settings
-from budget_mcp.domain.models import TokenCounts
+from budget_mcp.domain.records import TokenCounts
 from budget_mcp.errors import BudgetMcpError
 from budget_mcp.pricing import RateComparison, RemoteSource, refresh_sources, remote_sources
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from budget_mcp.cli.common import db_option, settings, with_engine
-from budget_mcp.domain.models import SpendReport
+from budget_mcp.domain.results import SpendReport
 from budget_mcp.engine import BudgetEngine
 from budget_mcp.render import alert_lines, breakdowns, report_html, report_markdown, summary_rows, window_text
 

@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterator
 
 from budget_mcp.domain.ids import path_of
-from budget_mcp.domain.models import SPEND_KINDS, Entry
+from budget_mcp.domain.records import SPEND_KINDS, Entry
 from budget_mcp.domain.windows import Period, window_keys
 
 TotalKey = tuple[str, Period, int]

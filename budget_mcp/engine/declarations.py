@@ -3,7 +3,7 @@
 from collections.abc import Iterable
 from typing import Any
 
-from budget_mcp.domain.models import BudgetStatus
+from budget_mcp.domain.results import BudgetStatus
 from budget_mcp.engine.budgets import BudgetEngine
 from budget_mcp.errors import InvalidInputError
 

@@ -9,18 +9,13 @@ whatever the parent has available beyond its allocations.
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from budget_mcp.domain.ids import parent_of, path_of
-from budget_mcp.domain.models import (
-    BudgetStatus,
-    Enforcement,
-    Forecast,
-    Limit,
-    LimitStatus,
-)
+from budget_mcp.domain.ids import parent_of
 from budget_mcp.domain.money import format_usd, human_usd
+from budget_mcp.domain.records import Enforcement, Limit
+from budget_mcp.domain.results import BudgetStatus, Forecast, LimitStatus
 from budget_mcp.domain.windows import Period, window
 from budget_mcp.errors import BudgetNotFoundError
-from budget_mcp.ledger import BudgetState, Snapshot, WindowUsage
+from budget_mcp.ledger import BudgetState, Snapshot
 
 
 @dataclass(frozen=True)
@@ -102,9 +97,8 @@ def figures(snapshot: Snapshot, budget_id: str, limit: Limit) -> Figures:
     )  # fmt: skip
 
 
-def constraints(snapshot: Snapshot, budget_id: str) -> list[Constraint]:
-    """Every limit and per-call cap on the path from the root to `budget_id`."""
-    path = path_of(budget_id)
+def constraints(snapshot: Snapshot, path: tuple[str, ...]) -> list[Constraint]:
+    """Every limit and per-call cap on `path`, from the root down to the budget it ends with."""
     found: list[Constraint] = []
     for depth, current in enumerate(path):
         config = state_of(snapshot, current).config
@@ -135,25 +129,15 @@ def _headroom(available: int | None, carried: int, through_child: bool) -> int |
 
 
 def with_usage(
-    snapshot: Snapshot, budget_id: str, *, spent: tuple[int, int] = (0, 0), held: tuple[int, int] = (0, 0)
+    snapshot: Snapshot, path: tuple[str, ...], *, spent: tuple[int, int] = (0, 0), held: tuple[int, int] = (0, 0)
 ) -> Snapshot:
-    """A copy of the snapshot with spend and/or holds added on every budget of the path (itself if nothing is)."""
+    """A copy of the snapshot with spend and/or holds added on every budget of `path` (itself if nothing is)."""
     if spent == (0, 0) and held == (0, 0):
         return snapshot
+    windows = dict.fromkeys(Period, (spent[0], spent[1], 0)) if spent != (0, 0) else {}
     budgets = dict(snapshot.budgets)
-    for current in path_of(budget_id):
-        state = budgets[current]
-        usage = state.usage
-        if spent != (0, 0):
-            usage = {
-                period: WindowUsage(u.spent_nanos + spent[0], u.spent_tokens + spent[1], u.calls)
-                for period, u in usage.items()
-            }
-        # Constructors rather than dataclasses.replace: this runs twice per charge, and replace is slow.
-        budgets[current] = BudgetState(
-            config=state.config, usage=usage, held_nanos=state.held_nanos + held[0],
-            held_tokens=state.held_tokens + held[1], children=state.children,
-        )  # fmt: skip
+    for current in path:
+        budgets[current] = budgets[current].plus(windows, held)
     return Snapshot(
         now=snapshot.now, budgets=budgets, reservation=snapshot.reservation,
         stored_result=snapshot.stored_result, alerts_raised=snapshot.alerts_raised,

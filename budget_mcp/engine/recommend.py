@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from budget_mcp.domain.models import Recommendation
 from budget_mcp.domain.money import format_usd, human_amount, to_nanos
+from budget_mcp.domain.results import Recommendation
 from budget_mcp.pricing import Capability, ModelFacts, PricedCost, Tier
 
 DEFAULT_INPUT_TOKENS = 2_000

@@ -11,14 +11,14 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from budget_mcp.domain.ids import is_within
-from budget_mcp.domain.models import (
+from budget_mcp.domain.money import format_usd, to_nanos
+from budget_mcp.domain.records import AlertRecord, Entry
+from budget_mcp.domain.results import (
     AlertInfo,
     AlertRaised,
-    AlertRecord,
     BudgetStatus,
     ChildSpend,
     DaySpend,
-    Entry,
     Forecast,
     HourSpend,
     LedgerEntry,
@@ -28,7 +28,6 @@ from budget_mcp.domain.models import (
     SpendFigures,
     SpendReport,
 )
-from budget_mcp.domain.money import format_usd, to_nanos
 from budget_mcp.domain.windows import Period, zone
 from budget_mcp.ledger import DeliveryAttempt, SpendRow
 

@@ -9,13 +9,13 @@ snapshot it kept, if it stores the writes only when nothing changed since (Postg
 so `decide` may be called more than once for one write: it must only read its snapshot.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol, TypeVar
 
-from budget_mcp.domain.models import AlertRecord, BudgetConfig, Entry, Hold
+from budget_mcp.domain.records import AlertRecord, BudgetConfig, Entry, Hold
 from budget_mcp.domain.windows import Period
 
 T = TypeVar("T")
@@ -50,6 +50,21 @@ class BudgetState:
     held_nanos: int = 0
     held_tokens: int = 0
     children: list[str] = field(default_factory=list)
+
+    def plus(self, spent: Mapping[Period, tuple[int, int, int]], held: tuple[int, int] = (0, 0)) -> "BudgetState":
+        """This state with (nanos, tokens, calls) added to the windows of `spent` and `held` added to its holds.
+
+        The one definition of how spend and holds change a budget's figures: the engine deciding on a
+        snapshot and a ledger keeping one up to date both use it.
+        """
+        usage = self.usage
+        if spent:
+            usage = dict(usage)
+            for period, (nanos, tokens, calls) in spent.items():
+                was = usage[period]
+                usage[period] = WindowUsage(was.spent_nanos + nanos, was.spent_tokens + tokens, was.calls + calls)
+        # A constructor rather than dataclasses.replace: this runs several times per charge, and replace is slow.
+        return BudgetState(self.config, usage, self.held_nanos + held[0], self.held_tokens + held[1], self.children)
 
 
 @dataclass(frozen=True)

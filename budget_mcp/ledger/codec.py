@@ -5,7 +5,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from budget_mcp.domain.models import BudgetConfig, Enforcement, Limit
+from budget_mcp.domain.records import BudgetConfig, Enforcement, Limit
 from budget_mcp.domain.windows import Period
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

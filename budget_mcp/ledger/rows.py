@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from budget_mcp.domain.accounting import TotalKey, spend_windows
-from budget_mcp.domain.models import AlertRecord, Entry, EntryKind, TokenCounts
+from budget_mcp.domain.records import AlertRecord, Entry, EntryKind, TokenCounts
 from budget_mcp.domain.windows import Period
 from budget_mcp.ledger.base import SpendRow
 from budget_mcp.ledger.codec import from_us, to_us

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 
 from budget_mcp.domain.accounting import TotalKey
 from budget_mcp.domain.ids import path_of
-from budget_mcp.domain.models import Hold
+from budget_mcp.domain.records import Hold
 from budget_mcp.domain.windows import Period, window
-from budget_mcp.ledger.base import BudgetState, ReservationState, Scope, Snapshot, WindowUsage, Writes
+from budget_mcp.ledger.base import ReservationState, Scope, Snapshot, Writes
 
 MAX_BUDGETS = 10_000  # a tree known in more detail than this is not kept
 _FAR = datetime.max.replace(tzinfo=UTC)
@@ -102,16 +102,13 @@ def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]
     if at >= tree.until or writes.budgets or any(r not in tree.holds for r in writes.holds_removed):
         return None
     budgets = tree.snapshot.budgets
-    usages: dict[str, dict[Period, WindowUsage]] = {}
+    spent: dict[str, dict[Period, tuple[int, int, int]]] = {}
     for (budget_id, period, key), (nanos, tokens, calls) in deltas.items():
-        state = budgets.get(budget_id)
-        if state is None:
+        if budget_id not in budgets:
             continue
         if tree.windows[(budget_id, period)] != key:
             return None
-        usage = usages.setdefault(budget_id, dict(state.usage))
-        was = usage[period]
-        usage[period] = WindowUsage(was.spent_nanos + nanos, was.spent_tokens + tokens, was.calls + calls)
+        spent.setdefault(budget_id, {})[period] = (nanos, tokens, calls)
     holds, until = tree.holds, tree.until
     held: dict[str, list[int]] = {}
     if writes.holds_added or writes.holds_removed:
@@ -125,16 +122,12 @@ def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]
                 change = held.setdefault(budget_id, [0, 0])
                 change[0] += sign * hold.cost_nanos
                 change[1] += sign * hold.tokens
-    if usages or held:
+    if spent or held:
         budgets = dict(budgets)
-        for budget_id in usages.keys() | held.keys():
-            s = budgets.get(budget_id)
-            if s is not None:
+        for budget_id in spent.keys() | held.keys():
+            if budget_id in budgets:
                 nanos, tokens = held.get(budget_id, (0, 0))
-                usage = usages.get(budget_id, s.usage)
-                budgets[budget_id] = BudgetState(
-                    s.config, usage, s.held_nanos + nanos, s.held_tokens + tokens, s.children
-                )
+                budgets[budget_id] = budgets[budget_id].plus(spent.get(budget_id, {}), (nanos, tokens))
     raised = tree.snapshot.alerts_raised
     if writes.alerts:
         raised = raised | {

@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
-from budget_mcp.domain.models import TokenCounts
+from budget_mcp.domain.records import TokenCounts
 from budget_mcp.errors import PriceSourceError, UnknownModelError
 from budget_mcp.pricing import facts as shipped
 from budget_mcp.pricing.compare import RateComparison, compare

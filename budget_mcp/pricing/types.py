@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
-from budget_mcp.domain.models import TokenCounts
+from budget_mcp.domain.records import TokenCounts
 
 MILLION = Decimal(1_000_000)
 RATE_KINDS = ("input", "output", "cache_read", "cache_write")

@@ -22,7 +22,8 @@ from mcp.types import INVALID_PARAMS
 
 from budget_mcp.config import Settings, load_tokens_file
 from budget_mcp.domain.ids import is_within, validate_budget_id
-from budget_mcp.domain.models import BudgetConfig, BudgetNode
+from budget_mcp.domain.records import BudgetConfig
+from budget_mcp.domain.results import BudgetNode
 from budget_mcp.engine import BudgetEngine
 from budget_mcp.errors import AccessDeniedError, BudgetMcpError, ConfigError
 

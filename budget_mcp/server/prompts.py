@@ -11,8 +11,8 @@ from mcp.types import INVALID_PARAMS
 from pydantic import Field
 
 from budget_mcp.domain.ids import validate_budget_id
+from budget_mcp.domain.inputs import MAX_TEXT
 from budget_mcp.domain.money import human_amount as money
-from budget_mcp.engine.budgets import MAX_TEXT
 from budget_mcp.errors import BudgetMcpError
 from budget_mcp.render import alert_lines, report_markdown
 from budget_mcp.server.access import visible_tree

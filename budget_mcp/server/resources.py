@@ -9,7 +9,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from pydantic import TypeAdapter
 
-from budget_mcp.domain.models import BudgetNode
+from budget_mcp.domain.results import BudgetNode
 from budget_mcp.engine import BudgetEngine
 from budget_mcp.errors import BudgetMcpError
 from budget_mcp.render import report_markdown

@@ -8,17 +8,17 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from budget_mcp.domain.models import (
+from budget_mcp.domain.money import human_amount as money
+from budget_mcp.domain.records import Enforcement
+from budget_mcp.domain.results import (
     BudgetNode,
     BudgetStatus,
     ChargeResult,
     CheckResult,
-    Enforcement,
     EstimateResult,
     RecommendResult,
     ReleaseResult,
 )
-from budget_mcp.domain.money import human_amount as money
 from budget_mcp.domain.windows import Period
 from budget_mcp.pricing import Capability, Tier
 from budget_mcp.server.access import visible_tree

@@ -11,10 +11,10 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
-from budget_mcp.domain.models import BudgetStatus, ChargeResult, CheckResult
+from budget_mcp.domain.inputs import MAX_NAME, MAX_TEXT
 from budget_mcp.domain.money import MAX_TOKENS
 from budget_mcp.domain.money import human_amount as money
-from budget_mcp.engine.budgets import MAX_NAME, MAX_TEXT
+from budget_mcp.domain.results import BudgetStatus, ChargeResult, CheckResult
 from budget_mcp.errors import BudgetMcpError
 
 logger = logging.getLogger(__name__)

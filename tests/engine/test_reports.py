@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from budget_mcp import BudgetEngine
-from budget_mcp.domain.models import SpendFigures, SpendReport
+from budget_mcp.domain.results import SpendFigures, SpendReport
 from budget_mcp.errors import BudgetNotFoundError, InvalidInputError
 from tests.conftest import FakeClock
 

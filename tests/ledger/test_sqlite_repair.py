@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
-from budget_mcp.domain.models import BudgetConfig, Entry, EntryKind, Limit
+from budget_mcp.domain.records import BudgetConfig, Entry, EntryKind, Limit
 from budget_mcp.domain.windows import Period, window_key
 from budget_mcp.ledger.codec import config_to_json, to_us
 from budget_mcp.ledger.rows import ENTRY_COLUMNS, entry_to_row

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from budget_mcp.domain.models import TokenCounts
+from budget_mcp.domain.records import TokenCounts
 from budget_mcp.errors import ConfigError, UnknownModelError
 from budget_mcp.pricing import PriceCatalog
 

@@ -4,7 +4,7 @@ import json
 import runpy
 from pathlib import Path
 
-from budget_mcp.domain.models import TokenCounts
+from budget_mcp.domain.records import TokenCounts
 from budget_mcp.pricing import PriceCatalog, Tier
 from budget_mcp.pricing.facts import model_facts
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from budget_mcp.domain.models import TokenCounts
+from budget_mcp.domain.records import TokenCounts
 from budget_mcp.pricing import PriceCatalog, refresh_sources, remote_sources
 from tests.loopback import Loopback
 from tests.price_files import genai_published_file, openrouter_file

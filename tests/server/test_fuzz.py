@@ -46,7 +46,7 @@ def from_schema(schema: dict[str, Any], definitions: dict[str, Any], name: str =
     if "enum" in schema:
         return st.sampled_from(schema["enum"])
     kinds = schema.get("type", "string")
-    options = []
+    options: list[st.SearchStrategy[Any]] = []
     for kind in kinds if isinstance(kinds, list) else [kinds]:
         if kind == "null":
             options.append(st.none())
@@ -55,11 +55,11 @@ def from_schema(schema: dict[str, Any], definitions: dict[str, Any], name: str =
         elif kind == "integer":
             options.append(st.integers(min_value=schema.get("minimum"), max_value=schema.get("maximum", 10**16)))
         elif kind == "number":
-            options.append(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(10**12), 10**12))
+            options.append(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(10**12), 10**12)))
         elif kind == "string":
             text = st.text(max_size=min(schema.get("maxLength", 80), 80))
             numbers = st.decimals(allow_nan=False, allow_infinity=False, places=9).map(str)
-            options.append(st.sampled_from(KNOWN[name]) | text if name in KNOWN else text | numbers)
+            options.append(st.one_of(st.sampled_from(KNOWN[name]), text) if name in KNOWN else st.one_of(text, numbers))
         elif kind == "array":
             items = from_schema(schema.get("items", {}), definitions)
             options.append(st.lists(items, max_size=min(schema.get("maxItems", 5), 5)))
@@ -130,7 +130,7 @@ def test_fuzzed_calls_answer_cleanly_and_refusals_write_nothing(
     def one_call(args: dict[str, Any]) -> None:
         before = dump(ledger)
         result = portal.call(client.call_tool, tool, args)  # an MCPError here would be a protocol error
-        text = result.content[0].text if result.content else ""  # type: ignore[union-attr]
+        text = getattr(result.content[0], "text", "") if result.content else ""
         if result.is_error:
             assert text.startswith(f"Error executing tool {tool}: ") and len(text) > len(tool) + 24, text
             assert "internal error" not in text and "\n" not in text and len(text) <= 400, text

@@ -12,7 +12,7 @@ import genai_prices
 from genai_prices import Usage, data_snapshot
 from genai_prices.types import TieredPrices
 
-from budget_mcp.domain.models import TokenCounts
+from budget_mcp.domain.records import TokenCounts
 from budget_mcp.errors import PriceSourceError
 from budget_mcp.pricing.types import ModelRates, PricedCost, Rates, SourceInfo
 

@@ -1,0 +1,139 @@
+"""What is stored: budget definitions, ledger entries, holds and alerts, in integer nano-USD (`*_nanos`).
+
+The vocabularies (enforcement, decisions, entry kinds) are `StrEnum`s holding the SPEC's strings.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from budget_mcp.domain.windows import Period
+
+DEFAULT_ALERT_AT = (Decimal("0.5"), Decimal("0.8"), Decimal("0.9"), Decimal("1.0"))
+
+
+class Enforcement(StrEnum):
+    """What happens when a check would exceed a limit."""
+
+    BLOCK = "block"
+    WARN = "warn"
+
+
+class Decision(StrEnum):
+    """The answer of a check."""
+
+    ALLOW = "allow"
+    WARN = "warn"
+    DENY = "deny"
+
+
+class EntryKind(StrEnum):
+    """What a ledger entry records. Only `charge` and `adjust` count as spend."""
+
+    CHARGE = "charge"
+    ADJUST = "adjust"
+    HOLD = "hold"
+    RELEASE = "release"
+    ALLOCATE = "allocate"
+    CLOSE = "close"
+
+
+SPEND_KINDS = frozenset({EntryKind.CHARGE, EntryKind.ADJUST})
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit of a budget: USD and/or tokens per window of `period`."""
+
+    period: Period
+    limit_nanos: int | None = None
+    limit_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """A budget's definition as stored. `limits[0]` is the primary limit when there is one."""
+
+    budget_id: str
+    period: Period
+    limits: tuple[Limit, ...] = ()
+    per_call_nanos: int | None = None
+    enforcement: Enforcement = Enforcement.BLOCK
+    alert_at: tuple[Decimal, ...] = DEFAULT_ALERT_AT
+    timezone: str = "UTC"
+    description: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    closed: bool = False
+    created_at: datetime | None = None
+    owner: str | None = None  # the scoped token that created this root with create_roots; it may keep using it
+
+    def limit_for(self, period: Period) -> Limit | None:
+        """This budget's limit of `period`, if it has one."""
+        return next((lim for lim in self.limits if lim.period is period), None)
+
+    @property
+    def primary(self) -> Limit:
+        """The primary limit (an empty one for a track-only budget)."""
+        return self.limit_for(self.period) or Limit(self.period)
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    """Token counts of one call; `total` is what token limits count."""
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_write + self.reasoning
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One append-only ledger entry."""
+
+    entry_id: str
+    kind: EntryKind
+    budget_id: str
+    at: datetime
+    cost_nanos: int = 0
+    tokens: TokenCounts = TokenCounts()
+    model: str | None = None
+    provider: str | None = None
+    price_source: str | None = None
+    reservation_id: str | None = None
+    idempotency_key: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An open reservation: `cost_nanos` and `tokens` held on the whole path until `expires_at`."""
+
+    reservation_id: str
+    budget_id: str
+    cost_nanos: int
+    tokens: int
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """A threshold of a limit crossed in one window (recorded once per window)."""
+
+    budget_id: str
+    period: Period
+    window_key: int
+    threshold: Decimal
+    at: datetime
+    spent_nanos: int
+    limit_nanos: int | None
+    limit_tokens: int | None
+    spent_tokens: int
