@@ -13,11 +13,11 @@ from importlib.metadata import version
 import anyio
 import httpx2
 
+from budget_mcp.domain.records import DeliveryAttempt
 from budget_mcp.domain.results import AlertInfo
 from budget_mcp.domain.windows import Period, window
 from budget_mcp.engine import BudgetEngine
 from budget_mcp.errors import BudgetMcpError
-from budget_mcp.ledger import DeliveryAttempt
 
 logger = logging.getLogger(__name__)
 
@@ -122,4 +122,4 @@ class AlertWebhook:
             status=status,
             error=error,
         )
-        await self.engine.ledger.record_delivery(record)
+        await self.engine.record_delivery(record)

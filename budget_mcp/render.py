@@ -14,6 +14,7 @@ from html import escape
 from budget_mcp.domain.money import exact_usd
 from budget_mcp.domain.results import ModelSpend, SpendFigures, SpendReport
 from budget_mcp.domain.windows import zone
+from budget_mcp.engine.reports import HOURLY_DETAIL
 
 Row = tuple[str, ...]
 
@@ -161,7 +162,7 @@ def _time_series(report: SpendReport) -> tuple[list[tuple[str, Decimal]], Decima
     tz = zone(report.timezone)
     start = report.window_start
     end = report.resets_at
-    if report.period in {"hourly", "daily"} and end is not None:
+    if report.period in HOURLY_DETAIL and end is not None:
         spent_hours = {h.hour.astimezone(UTC): Decimal(h.cost_usd) for h in report.by_hour}
         hours = [start + timedelta(hours=n) for n in range(int((end - start) / timedelta(hours=1)) or 1)]
         points = [(f"{h.astimezone(tz):%H}h", spent_hours.get(h, Decimal(0))) for h in hours]

@@ -9,7 +9,9 @@ from rich.tree import Tree
 
 from budget_mcp.cli.common import db_option, settings, with_engine
 from budget_mcp.domain.money import human_amount
+from budget_mcp.domain.records import Enforcement
 from budget_mcp.domain.results import BudgetNode, BudgetStatus
+from budget_mcp.domain.windows import Period
 from budget_mcp.ledger import redact_url
 
 
@@ -46,6 +48,10 @@ def _add(parent: Tree, node: BudgetNode) -> None:
 def _line(status: BudgetStatus) -> str:
     limit = human_amount(status.limit_usd) if status.limit_usd is not None else "no USD limit"
     left = f", [green]{human_amount(status.available_usd)} available[/]" if status.available_usd is not None else ""
+    if status.limit_tokens is not None:
+        left += f"; {status.spent_tokens:,} of {status.limit_tokens:,} tokens, {status.available_tokens:,} available"
+    elif status.spent_tokens:
+        left += f"; {status.spent_tokens:,} tokens"
     closed = " [dim](closed)[/]" if status.closed else ""
     spent = human_amount(status.spent_usd)
     return f"[bold]{status.budget_id}[/]{closed}: {spent} spent of {limit} ({status.period}){left}"
@@ -64,9 +70,9 @@ def show(budget_id: str, db_path: Path | None) -> None:
 @click.argument("budget_id")
 @click.option("--limit-usd", default=None, help='USD limit per period, e.g. "100".')
 @click.option("--limit-tokens", type=int, default=None, help="Token limit per period.")
-@click.option("--period", type=click.Choice(["total", "hourly", "daily", "weekly", "monthly"]), default=None)
+@click.option("--period", type=click.Choice([p.value for p in Period]), default=None)
 @click.option("--per-call-usd", default=None, help="Cap on one call's cost.")
-@click.option("--enforcement", type=click.Choice(["block", "warn"]), default=None)
+@click.option("--enforcement", type=click.Choice([e.value for e in Enforcement]), default=None)
 @click.option("--timezone", default=None, help="IANA timezone of the windows (only when creating).")
 @click.option("--description", default=None)
 @db_option

@@ -9,6 +9,7 @@ import click
 
 from budget_mcp.cli.common import db_option, settings
 from budget_mcp.errors import BudgetMcpError
+from budget_mcp.ledger import redact_url
 
 
 @click.command()
@@ -61,7 +62,8 @@ def serve(
         return
     base = f"http://{config.host}:{config.port}"
     where = f"streamable HTTP on {base}/mcp" if config.transport == "http" else f"SSE on {base}/sse"
-    click.echo(f"budget-mcp: {where} (health: {base}/health), ledger {config.db_path}", err=True)
+    ledger = f"PostgreSQL {redact_url(config.database_url)}" if config.database_url else str(config.db_path)
+    click.echo(f"budget-mcp: {where} (health: {base}/health), ledger {ledger}", err=True)
     if config.hermes_url:
         click.echo(f"budget-mcp: registering with Hermes at {config.hermes_url} in the background", err=True)
     anyio.run(serve_http, config, server)

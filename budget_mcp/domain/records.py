@@ -137,3 +137,27 @@ class AlertRecord:
     limit_nanos: int | None
     limit_tokens: int | None
     spent_tokens: int
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One attempt to deliver an alert (budget, period, window, threshold) to the webhook: HTTP status or error."""
+
+    budget_id: str
+    period: Period
+    window_key: int
+    threshold: Decimal
+    attempt: int
+    at: datetime
+    status: int | None
+    error: str | None
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    def is_for(self, alert: AlertRecord) -> bool:
+        """Whether this attempt delivered (or tried to deliver) `alert`."""
+        return (self.budget_id, self.period, self.window_key, self.threshold) == (
+            alert.budget_id, alert.period, alert.window_key, alert.threshold,
+        )  # fmt: skip

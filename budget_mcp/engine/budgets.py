@@ -16,7 +16,7 @@ from budget_mcp.domain import inputs
 from budget_mcp.domain.ids import is_within, parent_of, path_of, validate_budget_id, validate_reservation_id
 from budget_mcp.domain.inputs import MAX_NAME, ChargeRequest
 from budget_mcp.domain.money import format_usd, human_amount, parse_tokens, parse_usd, to_nanos
-from budget_mcp.domain.records import BudgetConfig, Decision, TokenCounts
+from budget_mcp.domain.records import BudgetConfig, Decision, DeliveryAttempt, TokenCounts
 from budget_mcp.domain.results import (
     AdjustResult,
     BudgetNode,
@@ -35,7 +35,7 @@ from budget_mcp.engine import recommend, rules
 from budget_mcp.engine.recommend import Requirements
 from budget_mcp.engine.reports import build_report, ledger_entry
 from budget_mcp.errors import InvalidInputError, UnknownModelError
-from budget_mcp.ledger import DeliveryAttempt, Ledger, Scope, Snapshot, Writes
+from budget_mcp.ledger import Ledger, Scope, Snapshot, Writes
 from budget_mcp.pricing import Capability, PriceCatalog, PricedCost, Tier, canonical_provider
 
 Clock = Callable[[], datetime]

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from budget_mcp.domain.ids import is_within
 from budget_mcp.domain.money import format_usd, to_nanos
-from budget_mcp.domain.records import AlertRecord, Entry
+from budget_mcp.domain.records import AlertRecord, DeliveryAttempt, Entry
 from budget_mcp.domain.results import (
     AlertInfo,
     AlertRaised,
@@ -29,7 +29,7 @@ from budget_mcp.domain.results import (
     SpendReport,
 )
 from budget_mcp.domain.windows import Period, zone
-from budget_mcp.ledger import DeliveryAttempt, SpendRow
+from budget_mcp.ledger import SpendRow
 
 S = TypeVar("S", bound=SpendFigures)
 HOURLY_DETAIL = frozenset({Period.HOURLY, Period.DAILY})

@@ -6,7 +6,6 @@ from budget_mcp.errors import ConfigError
 from budget_mcp.ledger.base import (
     BudgetState,
     Decide,
-    DeliveryAttempt,
     Ledger,
     ReservationState,
     Scope,
@@ -24,7 +23,6 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 __all__ = [
     "BudgetState",
     "Decide",
-    "DeliveryAttempt",
     "Ledger",
     "ReservationState",
     "Scope",

@@ -12,10 +12,9 @@ so `decide` may be called more than once for one write: it must only read its sn
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Protocol, TypeVar
 
-from budget_mcp.domain.records import AlertRecord, BudgetConfig, Entry, Hold
+from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, Hold
 from budget_mcp.domain.windows import Period
 
 T = TypeVar("T")
@@ -128,30 +127,6 @@ class SpendRow:
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens + self.cache_tokens + self.reasoning_tokens
-
-
-@dataclass(frozen=True)
-class DeliveryAttempt:
-    """One attempt to deliver an alert (budget, period, window, threshold) to the webhook: HTTP status or error."""
-
-    budget_id: str
-    period: Period
-    window_key: int
-    threshold: Decimal
-    attempt: int
-    at: datetime
-    status: int | None
-    error: str | None
-
-    @property
-    def delivered(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-    def is_for(self, alert: AlertRecord) -> bool:
-        """Whether this attempt delivered (or tried to deliver) `alert`."""
-        return (self.budget_id, self.period, self.window_key, self.threshold) == (
-            alert.budget_id, alert.period, alert.window_key, alert.threshold,
-        )  # fmt: skip
 
 
 Decide = Callable[[Snapshot], tuple[T, Writes]]

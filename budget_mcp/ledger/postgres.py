@@ -41,13 +41,12 @@ import asyncpg
 
 from budget_mcp.domain.accounting import TotalKey
 from budget_mcp.domain.ids import parent_of, path_of
-from budget_mcp.domain.records import AlertRecord, Entry, Hold
+from budget_mcp.domain.records import AlertRecord, DeliveryAttempt, Entry, Hold
 from budget_mcp.domain.windows import Period, window_keys
 from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
     BudgetState,
     Decide,
-    DeliveryAttempt,
     ReservationState,
     Scope,
     Snapshot,

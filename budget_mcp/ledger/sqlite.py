@@ -33,13 +33,12 @@ import anyio
 from budget_mcp.domain.accounting import TotalKey
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.money import MAX_TOTAL
-from budget_mcp.domain.records import AlertRecord, Entry, Hold
+from budget_mcp.domain.records import AlertRecord, DeliveryAttempt, Entry, Hold
 from budget_mcp.domain.windows import Period, window_key
 from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
     BudgetState,
     Decide,
-    DeliveryAttempt,
     ReservationState,
     Scope,
     Snapshot,

@@ -1,7 +1,7 @@
 """build_server: the MCPServer with budget-mcp's tools and resources, and a lifespan that opens the ledger."""
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,7 +24,7 @@ from budget_mcp.server.legacy import LegacySubscribers, LegacySubscriptions
 from budget_mcp.server.notify import Announcer, watch_other_processes
 from budget_mcp.server.prompts import register_prompts
 from budget_mcp.server.resources import BudgetResourceList, register_resources
-from budget_mcp.server.state import AppState, refresh_prices_periodically
+from budget_mcp.server.state import AppState, CurrentState, refresh_prices_periodically
 from budget_mcp.server.strict import PromptArguments
 from budget_mcp.server.tools import budget_tools
 
@@ -43,7 +43,6 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
 
     `clock` is what "now" is for the engine (tests pass one they move by hand).
     """
-    current: list[AppState] = []
     bus = InMemorySubscriptionBus()
     tokens = TokenTable.from_settings(settings)
 
@@ -69,7 +68,6 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
             subscribers = LegacySubscribers(may_read)
             announcer = Announcer(bus, subscribers, await engine.budget_ids())
             state = AppState(settings, engine, announcer, subscribers, tokens, webhook)
-            current.append(state)
             async with anyio.create_task_group() as tasks:
                 await tasks.start(subscribers.run)
                 tasks.start_soon(announcer.run)
@@ -82,7 +80,6 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
                     yield state
                 finally:
                     tasks.cancel_scope.cancel()
-                    current.remove(state)
         finally:
             await ledger.close()
 
@@ -101,11 +98,10 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
         tools=budget_tools(),
         **auth,
     )
-    state_of: Callable[[], AppState] = lambda: current[-1]  # noqa: E731
-    register_resources(server, state_of)
-    register_prompts(server, state_of)
+    register_resources(server)
+    register_prompts(server)
     server.middleware.extend(
-        [LegacySubscriptions(), PromptArguments(server), BudgetResourceList(), ScopedSubscriptions()]
+        [CurrentState(), LegacySubscriptions(), PromptArguments(server), BudgetResourceList(), ScopedSubscriptions()]
     )
 
     @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]

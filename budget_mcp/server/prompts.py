@@ -1,6 +1,5 @@
 """The MCP prompts: templates from `prompts/`, rendered with live figures from the ledger."""
 
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +15,7 @@ from budget_mcp.domain.money import human_amount as money
 from budget_mcp.errors import BudgetMcpError
 from budget_mcp.render import alert_lines, report_markdown
 from budget_mcp.server.access import visible_tree
-from budget_mcp.server.state import AppState
+from budget_mcp.server.state import current_state
 from budget_mcp.server.wire import status_summary
 
 _SOURCE_TREE = Path(__file__).parents[2] / "prompts"
@@ -30,7 +29,7 @@ def template(name: str) -> str:
     return (_SOURCE_TREE / f"{name}.md").read_text(encoding="utf-8")
 
 
-def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -> None:
+def register_prompts(server: MCPServer[Any]) -> None:
     """Add the budget-assistant prompts to `server`."""
 
     async def permit(budget_id: str) -> None:
@@ -38,26 +37,26 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
         cover, or one that does not exist; before the id goes anywhere near a prompt."""
         try:
             validate_budget_id(budget_id)
-            (await state_of().caller()).check(budget_id)
-            await state_of().engine.status(budget_id)
+            (await current_state().caller()).check(budget_id)
+            await current_state().engine.status(budget_id)
         except BudgetMcpError as exc:
             raise MCPError(INVALID_PARAMS, str(exc)) from exc
 
     async def describe(budget_id: str | None) -> str:
-        engine = state_of().engine
+        engine = current_state().engine
         try:
             if budget_id:
                 status = await engine.status(budget_id)
                 return f"{status_summary(status)}\n\n```json\n{status.model_dump_json(indent=2)}\n```"
-            nodes = await visible_tree(engine, await state_of().caller())
+            nodes = await visible_tree(engine, await current_state().caller())
         except BudgetMcpError as exc:
             return f"(not available: {exc})"
         return "\n".join(f"- {status_summary(node)}" for node in nodes) or "(no budgets yet)"
 
     async def recent_alerts(budget_id: str | None) -> str:
-        engine = state_of().engine
+        engine = current_state().engine
         try:
-            nodes = await visible_tree(engine, await state_of().caller())
+            nodes = await visible_tree(engine, await current_state().caller())
             ids = [budget_id] if budget_id else [node.budget_id for node in nodes]
             lines = [line for b in ids for line in alert_lines(await engine.report(b))]
         except BudgetMcpError as exc:
@@ -66,7 +65,7 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
 
     async def alternatives(task: str, budget_id: str) -> str:
         try:
-            found = await state_of().engine.recommend(task, budget_id=budget_id, limit=6)
+            found = await current_state().engine.recommend(task, budget_id=budget_id, limit=6)
         except BudgetMcpError as exc:
             return f"(not available: {exc})"
         lines = [
@@ -95,7 +94,7 @@ def register_prompts(server: MCPServer[Any], state_of: Callable[[], AppState]) -
         """Analyse the budget's current spend report and propose concrete savings."""
         await permit(budget_id)
         try:
-            report = report_markdown(await state_of().engine.report(budget_id))
+            report = report_markdown(await current_state().engine.report(budget_id))
         except BudgetMcpError as exc:
             report = f"(not available: {exc})"
         return template("spending_review").format(

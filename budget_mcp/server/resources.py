@@ -14,18 +14,18 @@ from budget_mcp.engine import BudgetEngine
 from budget_mcp.errors import BudgetMcpError
 from budget_mcp.render import report_markdown
 from budget_mcp.server.access import visible_tree
-from budget_mcp.server.state import AppState
+from budget_mcp.server.state import AppState, current_state
 
 T = TypeVar("T")
 _TREE = TypeAdapter(list[BudgetNode])
 
 
-def register_resources(server: MCPServer[Any], state_of: Callable[[], AppState]) -> None:
-    """Add the budget resources to `server`; `state_of()` returns the running AppState."""
+def register_resources(server: MCPServer[Any]) -> None:
+    """Add the budget resources to `server`."""
 
     async def read(budget_id: str, reader: Callable[[BudgetEngine], Awaitable[T]]) -> T:
         """What `reader` finds, once the caller's token is known to cover the budget; errors are resource errors."""
-        state = state_of()
+        state = current_state()
         try:
             (await state.caller()).check(budget_id)
             return await reader(state.engine)
@@ -37,7 +37,7 @@ def register_resources(server: MCPServer[Any], state_of: Callable[[], AppState])
         description="Every budget's status, as a tree (children nested under parents).",
     )  # fmt: skip
     async def all_budgets() -> str:
-        state = state_of()
+        state = current_state()
         return _TREE.dump_json(await visible_tree(state.engine, await state.caller()), indent=2).decode()
 
     @server.resource(
@@ -79,7 +79,7 @@ def register_resources(server: MCPServer[Any], state_of: Callable[[], AppState])
         "context window, capabilities and tier, local overrides, and rates the sources disagree on by over 5%.",
     )  # fmt: skip
     async def prices() -> str:
-        return json.dumps(state_of().engine.prices.describe(), indent=1)
+        return json.dumps(current_state().engine.describe_prices(), indent=1)
 
 
 MAX_LISTED = 1_000

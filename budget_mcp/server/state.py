@@ -1,9 +1,12 @@
-"""What the server's lifespan holds, and its background price refresh."""
+"""What the server's lifespan holds, how a request reaches it, and its background price refresh."""
 
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 
 from budget_mcp.alerts import AlertWebhook
 from budget_mcp.config import Settings
@@ -32,16 +35,37 @@ class AppState:
         return await self.tokens.caller(self.engine)
 
 
+_current: ContextVar[AppState] = ContextVar("budget_mcp_state")
+
+
+def current_state() -> AppState:
+    """The state of the lifespan serving the current request (tools, resources and prompts all reach it so)."""
+    return _current.get()
+
+
+class CurrentState:
+    """Middleware: each request runs with its lifespan's state as `current_state()`."""
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if not isinstance(ctx.lifespan_context, AppState):
+            return await call_next(ctx)
+        token = _current.set(ctx.lifespan_context)
+        try:
+            return await call_next(ctx)
+        finally:
+            _current.reset(token)
+
+
 async def refresh_prices_periodically(state: AppState, interval_seconds: float) -> None:
     """Refresh the remote price sources now and every interval; failures keep the last good copies."""
-    settings, catalog = state.settings, state.engine.prices
+    settings = state.settings
     while True:
         try:
             outcomes = await refresh_sources(remote_sources(settings.price_urls), settings.prices_cache_dir)
             for outcome in outcomes:
                 if outcome.error:
                     logger.warning("price refresh: %s", outcome.error)
-            await anyio.to_thread.run_sync(catalog.reload)
+            await anyio.to_thread.run_sync(state.engine.reload_prices)
             state.announcer.resource_changed("budget://prices")
         except Exception:  # a background task logs its own failures and keeps going
             logger.exception("refreshing prices failed")

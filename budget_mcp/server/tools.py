@@ -1,9 +1,8 @@
 """The MCP tools: flat arguments in, structured results plus a one-line summary out."""
 
 import inspect
-from typing import Annotated, Any
+from typing import Annotated
 
-from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,7 +22,7 @@ from budget_mcp.domain.windows import Period
 from budget_mcp.pricing import Capability, Tier
 from budget_mcp.server.access import visible_tree
 from budget_mcp.server.schemas import compact_tool_schema
-from budget_mcp.server.state import AppState
+from budget_mcp.server.state import current_state
 from budget_mcp.server.strict import BudgetTool
 from budget_mcp.server.wire import (
     BudgetId,
@@ -58,15 +57,8 @@ class BudgetList(BaseModel):
     count: int
 
 
-def _state(ctx: Context[Any, Any]) -> AppState:
-    state = ctx.request_context.lifespan_context
-    assert isinstance(state, AppState)
-    return state
-
-
 async def check_budget(
     budget_id: BudgetId,
-    ctx: Context[Any, Any],
     estimated_cost_usd: Annotated[
         Usd | None, Field(description='USD, e.g. "0.25"; or give model + input_tokens')
     ] = None,
@@ -83,7 +75,7 @@ async def check_budget(
     With reserve=true the amount is held until you charge or release it, so parallel agents cannot
     spend the same money. USD as a decimal string is exact; a JSON number passes through a float.
     """
-    state = _state(ctx)
+    state = current_state()
     with tool_errors():
         (await state.caller()).check(budget_id)
         check = await state.engine.check(
@@ -98,7 +90,6 @@ async def check_budget(
 
 async def charge(
     budget_id: BudgetId,
-    ctx: Context[Any, Any],
     model: Annotated[Name | None, Field(description="priced from the catalog")] = None,
     provider: Annotated[Name | None, Field(description="e.g. 'anthropic'")] = None,
     input_tokens: Annotated[Tokens, Field(description="uncached")] = 0,
@@ -122,7 +113,7 @@ async def charge(
     check_budget to settle a hold, and an idempotency_key so a retry never charges twice.
     USD as a decimal string is exact; a JSON number passes through a float.
     """
-    state = _state(ctx)
+    state = current_state()
     with tool_errors():
         caller = await state.caller()
         caller.check(budget_id)
@@ -142,7 +133,6 @@ async def charge(
 
 async def allocate(
     budget_id: BudgetId,
-    ctx: Context[Any, Any],
     limit_usd: Annotated[Usd | None, Field(description='USD per period, e.g. "5"')] = None,
     limit_tokens: Annotated[Tokens | None, Field(description="all kinds, per period")] = None,
     period: Annotated[Period | None, Field(description="default: the parent's, or total")] = None,
@@ -172,7 +162,7 @@ async def allocate(
     Omit both limits for a tracking-only budget. On a resize, fields you omit keep their values.
     USD as a decimal string is exact.
     """
-    state = _state(ctx)
+    state = current_state()
     with tool_errors():
         caller = await state.caller()
         caller.check(budget_id, allocating=True)
@@ -188,7 +178,6 @@ async def allocate(
 
 
 async def release(
-    ctx: Context[Any, Any],
     reservation_id: Annotated[Name | None, Field(description="a hold to drop")] = None,
     budget_id: Annotated[BudgetId | None, Field(description="a sub-budget to close")] = None,
 ) -> Annotated[CallToolResult, ReleaseResult]:
@@ -196,7 +185,7 @@ async def release(
 
     Pass exactly one of reservation_id or budget_id. Returns what was released.
     """
-    state = _state(ctx)
+    state = current_state()
     with tool_errors():
         caller = await state.caller()
         if budget_id is not None:
@@ -206,9 +195,9 @@ async def release(
     return result(released, released.message)
 
 
-async def get_budget(budget_id: BudgetId, ctx: Context[Any, Any]) -> Annotated[CallToolResult, BudgetStatus]:
+async def get_budget(budget_id: BudgetId) -> Annotated[CallToolResult, BudgetStatus]:
     """A budget's status now: limits, spent, held, allocated to children, available, window and reset time."""
-    state = _state(ctx)
+    state = current_state()
     with tool_errors():
         (await state.caller()).check(budget_id)
         status = await state.engine.status(budget_id)
@@ -216,11 +205,10 @@ async def get_budget(budget_id: BudgetId, ctx: Context[Any, Any]) -> Annotated[C
 
 
 async def list_budgets(
-    ctx: Context[Any, Any],
     prefix: Annotated[BudgetId | None, Field(description="only this subtree")] = None,
 ) -> Annotated[CallToolResult, BudgetList]:
     """Every budget (or those under prefix) as a tree, each with its current status."""
-    state = _state(ctx)
+    state = current_state()
     with tool_errors():
         tree = await visible_tree(state.engine, await state.caller(), prefix)
     listing = BudgetList(budgets=tree, count=_count(tree))
@@ -230,7 +218,6 @@ async def list_budgets(
 
 async def estimate_cost(
     model: Annotated[Name, Field(description="e.g. 'claude-sonnet-4-5'")],
-    ctx: Context[Any, Any],
     input_tokens: Annotated[Tokens, Field(description="uncached")] = 0,
     output_tokens: Annotated[Tokens, Field(description="reasoning included")] = 0,
     cache_read_tokens: Tokens = 0,
@@ -243,7 +230,7 @@ async def estimate_cost(
     is large enough) and the price source. An unknown model is an error listing close names.
     """
     with tool_errors():
-        estimate = _state(ctx).engine.estimate(
+        estimate = current_state().engine.estimate(
             model, provider=provider, input_tokens=input_tokens, output_tokens=output_tokens,
             cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens,
         )  # fmt: skip
@@ -252,7 +239,6 @@ async def estimate_cost(
 
 async def recommend_model(
     task: Annotated[Text, Field(description="e.g. 'summarize a 10-page PDF'")],
-    ctx: Context[Any, Any],
     budget_id: Annotated[BudgetId | None, Field(description="the budget to fit")] = None,
     input_tokens: Annotated[Tokens | None, Field(description="default 2000")] = None,
     output_tokens: Annotated[Tokens | None, Field(description="default 1000")] = None,
@@ -270,7 +256,7 @@ async def recommend_model(
     for each, and ranks those that fit the budget first, then by estimated cost. Each comes with
     why it was chosen; assumptions says what was inferred from the task.
     """
-    state = _state(ctx)
+    state = current_state()
     with tool_errors():
         if budget_id is not None:
             (await state.caller()).check(budget_id)

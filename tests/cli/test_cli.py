@@ -6,10 +6,13 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 from click.testing import CliRunner
 
+from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
 from budget_mcp.cli import main
 from budget_mcp.cli.common import CliContext
+from tests.servers import free_port, server_env
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -82,3 +85,35 @@ def test_cli_works_on_a_postgresql_ledger(postgres_dsn: str) -> None:
 def test_a_database_url_that_is_not_postgresql_is_refused(tmp_path: Path) -> None:
     code, out = run("migrate", "--database-url", "mysql://x@y/z")
     assert code == 1 and "must start with postgresql://" in out
+
+
+def test_budgets_list_shows_token_limits_and_spend(ledger_path: Path) -> None:
+    db = ["--db", str(ledger_path)]
+    assert run("budgets", "set", "tok", "--limit-tokens", "10000", *db)[0] == 0
+
+    async def spend() -> None:
+        ledger = await open_ledger(ledger_path)
+        try:
+            await BudgetEngine(ledger, PriceCatalog(), lambda: NOW).charge("tok", cost_usd="0", input_tokens=1_234)
+        finally:
+            await ledger.close()
+
+    anyio.run(spend)
+    code, listing = run("budgets", "list", *db)
+    assert code == 0 and "1,234 of 10,000 tokens, 8,766" in " ".join(listing.split())
+
+
+def test_serve_names_the_postgresql_ledger_it_uses(postgres_dsn: str, tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("budget-mcp")), "serve", "--transport", "http", "--port", str(port)],
+        env=server_env(tmp_path / "unused.db", BUDGET_MCP_DATABASE_URL=postgres_dsn),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        line = next(line for line in process.stderr if line.startswith("budget-mcp: streamable HTTP"))
+    finally:
+        process.terminate()
+        process.communicate(timeout=20)
+    assert "ledger PostgreSQL postgresql://" in line and "unused.db" not in line

@@ -400,3 +400,11 @@ async def test_many_concurrent_agents_in_one_process_spend_exactly_the_limit(eng
     assert usd((await engine.status("crowd")).spent_usd) == Decimal(100)
     assert usd((await engine.status("crowd/team")).spent_usd) == Decimal(60)
     assert await engine.ledger.reconcile() == []
+
+
+async def test_a_token_only_budget_is_checked_on_tokens_alone(engine: BudgetEngine) -> None:
+    await engine.allocate("tok", limit_tokens=1_000)
+    fits = await engine.check("tok", input_tokens=600, max_output_tokens=300)
+    too_many = await engine.check("tok", input_tokens=900, max_output_tokens=300)
+    assert fits.allowed and fits.remaining_tokens == 1_000 and "only token limits were checked" in fits.warnings[0]
+    assert not too_many.allowed and "1200 tokens needed but only 1000 left" in too_many.reason
