@@ -6,9 +6,9 @@ Locking and durability:
 - Every write runs in `BEGIN IMMEDIATE`: the write lock is taken *before* the snapshot is
   read, so two processes can never both pass the same check. Other processes wait on
   `busy_timeout` instead of failing.
-- Group commit: writes that arrive while a transaction is running are queued and run
-  together in the next one (each inside its own SAVEPOINT, so one failing decision
-  does not undo the others), paying for one fsync instead of many.
+- Group commit (ledger/batching.py): writes that arrive while a transaction is running are
+  queued and run together in the next one (each inside its own SAVEPOINT, so one failing
+  decision does not undo the others), paying for one fsync instead of many.
 - Each transaction runs as one call on aiosqlite's worker thread: one thread hop per
   batch instead of one per statement (a hop costs about 90 µs here, the whole charge
   less than that).
@@ -21,14 +21,12 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiosqlite
-import anyio
 
 from budget_mcp.domain.accounting import TotalKey
 from budget_mcp.domain.ids import parent_of, path_of
@@ -47,6 +45,7 @@ from budget_mcp.ledger.base import (
     WindowUsage,
     Writes,
 )
+from budget_mcp.ledger.batching import GroupCommit, Pending, settle
 from budget_mcp.ledger.codec import config_from_row, config_to_json, from_us, to_us
 from budget_mcp.ledger.rows import (
     ENTRY_COLUMNS,
@@ -75,14 +74,6 @@ _JOIN_KEYS = (
 )
 
 
-@dataclass
-class _Pending:
-    scope: Scope
-    now: datetime
-    decide: Decide[Any]
-    future: "asyncio.Future[Any]"
-
-
 class SqliteLedger:
     """The Ledger on one SQLite file (created, and migrated to the current schema, on open)."""
 
@@ -90,8 +81,7 @@ class SqliteLedger:
         self.path = path
         self._writer = writer
         self._reader = reader
-        self._queue: list[_Pending] = []
-        self._draining = False
+        self._commits: GroupCommit[Pending] = GroupCommit(self._commit)
         self._batches = 0
         self._seen = (-1, -1)  # data_version and the last entry seq changed_budgets has reported
 
@@ -112,8 +102,7 @@ class SqliteLedger:
 
     async def close(self) -> None:
         """Close both connections (queued writes finish first)."""
-        while self._draining:
-            await asyncio.sleep(0.001)
+        await self._commits.drained()
         await self._writer.close()
         await self._reader.close()
 
@@ -131,38 +120,19 @@ class SqliteLedger:
 
     async def write(self, scope: Scope, now: datetime, decide: Decide[T]) -> T:
         """Run `decide` on a snapshot taken under the write lock and store its writes in the same transaction."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(scope, now, decide, future))
-        if not self._draining:
-            self._draining = True
-            try:
-                # Shielded: the batch holds other callers' work, so one caller's cancellation must not drop it.
-                with anyio.CancelScope(shield=True):
-                    while self._queue:
-                        batch, self._queue = self._queue, []
-                        await self._commit(batch)
-            finally:
-                self._draining = False
-        return await future
+        pending = Pending(scope, now, decide, asyncio.get_running_loop().create_future())
+        return cast(T, await self._commits.submit(None, pending))
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[Pending]) -> None:
         # Now and then, forget holds long expired, so the per-budget hold lookups stay as small as the live holds.
         prune = self._batches % PRUNE_EVERY_BATCHES == 0
         self._batches += 1
         try:
             outcomes = await self._in_thread(self._writer, lambda conn: _run_batch(conn, batch, prune))
         except BudgetMcpError as exc:
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
+            settle(batch, [(False, exc)] * len(batch))
             return
-        for pending, (ok, value) in zip(batch, outcomes, strict=True):
-            if pending.future.done():
-                continue
-            if ok:
-                pending.future.set_result(value)
-            else:
-                pending.future.set_exception(_translate(value))
+        settle(batch, [(ok, value if ok else _translate(value)) for ok, value in outcomes])
 
     async def entries(self, budget_id: str, *, limit: int = 100, since: datetime | None = None) -> list[Entry]:
         """The latest entries of `budget_id` and its descendants, newest first."""
@@ -331,7 +301,7 @@ def _statements(script: str) -> Iterable[str]:
             buffer = ""
 
 
-def _run_batch(conn: sqlite3.Connection, batch: list[_Pending], prune: bool) -> list[tuple[bool, Any]]:
+def _run_batch(conn: sqlite3.Connection, batch: list[Pending], prune: bool) -> list[tuple[bool, Any]]:
     outcomes: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
