@@ -1,6 +1,7 @@
 """Shared fixtures: a clean environment, a real ledger file, an engine on a clock the test moves."""
 
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,15 @@ from budget_mcp.ledger.postgres import PostgresLedger
 from tests.loopback import Loopback, loopback_server
 from tests.postgres_server import find_bin, postgres_server
 from tests.price_files import litellm_file
+
+
+def ledger_dump(path: Path) -> list[str]:
+    """Every row of every table of a SQLite ledger, as SQL text: equal dumps mean nothing was written."""
+    conn = sqlite3.connect(path)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
 
 
 @pytest.fixture

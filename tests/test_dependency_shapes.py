@@ -34,7 +34,7 @@ async def test_aiosqlite_still_runs_a_function_on_its_worker_thread(tmp_path: Pa
         assert inspect.iscoroutinefunction(aiosqlite.Connection._execute), "aiosqlite.Connection._execute changed"
         raw = conn._conn
         assert isinstance(raw, sqlite3.Connection), "aiosqlite.Connection._conn is no longer the sqlite3 connection"
-        thread_result = await conn._execute(lambda c: c.execute("SELECT 41 + 1").fetchone()[0], raw)
+        thread_result = await conn._execute(lambda c: c.execute("SELECT 41 + 1").fetchone()[0], raw)  # type: ignore[no-untyped-call]
         assert thread_result == 42
     finally:
         await conn.close()

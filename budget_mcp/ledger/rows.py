@@ -48,6 +48,14 @@ def differences(expected: dict[TotalKey, list[int]], rows: Iterable[Sequence[Any
     return found
 
 
+def alert_to_row(a: AlertRecord) -> tuple[Any, ...]:
+    """An alert as the alerts table stores it."""
+    return (
+        a.budget_id, a.period.value, a.window_key, str(a.threshold), to_us(a.at),
+        a.spent_nanos, a.limit_nanos, a.spent_tokens, a.limit_tokens,
+    )  # fmt: skip
+
+
 def alert_from_row(r: Sequence[Any]) -> AlertRecord:
     return AlertRecord(r[0], Period(r[1]), r[2], Decimal(r[3]), from_us(r[4]), r[5], r[6], r[7], r[8])
 

@@ -51,6 +51,7 @@ from budget_mcp.ledger.rows import (
     ENTRY_COLUMNS,
     add_deltas,
     alert_from_row,
+    alert_to_row,
     differences,
     entry_from_row,
     entry_to_row,
@@ -462,21 +463,7 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> None
         conn.execute("DELETE FROM hold_budgets WHERE reservation_id = ?", (reservation_id,))
     if writes.alerts:
         conn.executemany(
-            "INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    a.budget_id,
-                    a.period.value,
-                    a.window_key,
-                    str(a.threshold),
-                    to_us(a.at),
-                    a.spent_nanos,
-                    a.limit_nanos,
-                    a.spent_tokens,
-                    a.limit_tokens,
-                )
-                for a in writes.alerts
-            ],
+            "INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [alert_to_row(a) for a in writes.alerts]
         )
     if writes.stored_result:
         key, stored = writes.stored_result

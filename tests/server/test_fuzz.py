@@ -3,7 +3,6 @@ error, never a traceback or a bare "Error executing tool", and a refused call le
 
 import logging
 import math
-import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +16,7 @@ from mcp import Client
 
 from budget_mcp.config import Settings
 from budget_mcp.server import build_server
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, ledger_dump
 
 EXAMPLES = 150
 HOSTILE = [
@@ -90,14 +89,6 @@ def hostile(valid: st.SearchStrategy[dict[str, Any]], names: list[str]) -> st.Se
     return st.builds(spoil, valid, st.sampled_from(names), st.sampled_from(HOSTILE), extras)
 
 
-def dump(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BlockingPortal, Client, Path, dict[str, Any]]]:
     """One in-process server for every example: a portal runs its client on an event loop of its own."""
@@ -128,13 +119,13 @@ def test_fuzzed_calls_answer_cleanly_and_refusals_write_nothing(
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(arguments)
     def one_call(args: dict[str, Any]) -> None:
-        before = dump(ledger)
+        before = ledger_dump(ledger)
         result = portal.call(client.call_tool, tool, args)  # an MCPError here would be a protocol error
         text = getattr(result.content[0], "text", "") if result.content else ""
         if result.is_error:
             assert text.startswith(f"Error executing tool {tool}: ") and len(text) > len(tool) + 24, text
             assert "internal error" not in text and "\n" not in text and len(text) <= 400, text
-            assert dump(ledger) == before, (args, text)
+            assert ledger_dump(ledger) == before, (args, text)
 
     with caplog.at_level(logging.WARNING):
         one_call()

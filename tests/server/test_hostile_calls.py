@@ -1,8 +1,6 @@
 """Hostile and sloppy calls through the real MCP client: each refused with a short error that names the problem,
 the ledger byte-for-byte as it was, in both protocol generations for prompts."""
 
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,21 +8,12 @@ from mcp import Client, MCPError
 
 from budget_mcp.config import Settings
 from budget_mcp.server import build_server
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, ledger_dump
 
 pytestmark = pytest.mark.anyio
 
 MAX_ERROR = 300
 BIG = "x" * 2**20
-
-
-def dump(path: Path) -> list[str]:
-    """Every row of every table, as SQL text: equal dumps mean nothing was written."""
-    conn = sqlite3.connect(path)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
 
 
 HOSTILE: list[tuple[str, dict[str, Any], str | None]] = [
@@ -76,9 +65,9 @@ async def test_a_hostile_call_is_refused_shortly_and_writes_nothing(
 ) -> None:
     async with Client(build_server(settings, clock=clock)) as client:
         await client.call_tool("allocate", {"budget_id": "acme", "limit_usd": "10"})
-        before = dump(settings.db_path)
+        before = ledger_dump(settings.db_path)
         result = await client.call_tool(tool, arguments)
-        after = dump(settings.db_path)
+        after = ledger_dump(settings.db_path)
     text = result.content[0].text  # type: ignore[union-attr]
     if problem is None:
         assert not result.is_error, text

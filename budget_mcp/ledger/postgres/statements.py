@@ -27,6 +27,7 @@ from budget_mcp.ledger.codec import config_from_row, config_to_json, from_us, to
 from budget_mcp.ledger.postgres.tree_cache import TreeCache, cacheable
 from budget_mcp.ledger.rows import (
     ENTRY_COLUMNS,
+    alert_to_row,
     entry_to_row,
     total_deltas,
 )
@@ -310,21 +311,7 @@ def rows_of(
         ],
         "gone_holds": gone,
         "gone_hold_budgets": gone,
-        "alerts": [
-            (
-                a.budget_id,
-                a.period.value,
-                a.window_key,
-                str(a.threshold),
-                to_us(a.at),
-                a.spent_nanos,
-                a.limit_nanos,
-                a.spent_tokens,
-                a.limit_tokens,
-            )
-            for w in all_writes
-            for a in w.alerts
-        ],
+        "alerts": [alert_to_row(a) for w in all_writes for a in w.alerts],
         "idempotency": [
             (key, stored.request_hash, stored.result_json)
             for w in all_writes
