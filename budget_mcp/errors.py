@@ -13,8 +13,11 @@
     ├── PriceSourceError            a remote price source could not be used
     └── ConfigError                 settings or the budgets file are wrong
 
-A refusal (`allowed: false`, `over_limit: true`) is an answer, not an error.
+A refusal (`allowed: false`, `over_limit: true`) is an answer, not an error; the guard turns a refused
+LLM call into BudgetExceededError, since there it must stop the caller.
 """
+
+from datetime import datetime
 
 
 class BudgetMcpError(Exception):
@@ -39,6 +42,30 @@ class ReservationExpiredError(BudgetMcpError):
 
 class InsufficientFundsError(BudgetMcpError):
     """An allocation asks for more than the parent has available."""
+
+
+class BudgetExceededError(BudgetMcpError):
+    """A guarded LLM call was denied: the budget (or one above it) does not allow it. The call never went out."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        budget_id: str,
+        decided_by: str | None = None,
+        decided_period: str | None = None,
+        needed_usd: str | None = None,
+        remaining_usd: str | None = None,
+        resets_at: datetime | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.budget_id = budget_id
+        self.decided_by = decided_by
+        self.decided_period = decided_period
+        self.needed_usd = needed_usd
+        self.remaining_usd = remaining_usd
+        self.resets_at = resets_at
 
 
 class AccessDeniedError(BudgetMcpError):

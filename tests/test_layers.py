@@ -17,6 +17,8 @@ ALLOWED: dict[str, set[str]] = {
     "alerts": {"domain", "engine", "errors"},
     "hermes": {"errors"},
     "server": {"(package)", "alerts", "config", "domain", "engine", "errors", "hermes", "ledger", "pricing", "render"},
+    "guard": {"domain", "engine", "errors", "ledger", "pricing"},
+    "integrations": {"guard"},
     "cli": {"(package)", "config", "domain", "engine", "errors", "ledger", "pricing", "render", "server"},
     "(package)": {"engine", "errors", "ledger", "pricing"},
     "__main__": {"cli"},
