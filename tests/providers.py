@@ -15,9 +15,11 @@ How `Usage` lands on the wire (every provider's `output_tokens` already INCLUDES
   `cache_creation_input_tokens` = cache_write_tokens, `output_tokens` = output_tokens and, when reasoning_tokens,
   `output_tokens_details.thinking_tokens`. Streamed: `message_start` has the input and cache fields and
   `output_tokens` 1; `message_delta` has only the final `output_tokens` (and the thinking tokens).
-- OpenAI chat: `prompt_tokens` = input + cache_read + cache_write (the prompt total), `prompt_tokens_details`
-  {`cached_tokens`: cache_read, `cache_write_tokens`: cache_write}, `completion_tokens` = output_tokens,
-  `completion_tokens_details.reasoning_tokens` = reasoning_tokens (part of completion_tokens), `total_tokens` the sum.
+- OpenAI chat: `prompt_tokens` = input + cache_read + cache_write, the prompt total (so input + cache_read while
+  cache_write_tokens is 0, the default; openai 3.57 has a `cache_write_tokens` detail, a part of the prompt),
+  `prompt_tokens_details` {`cached_tokens`: cache_read, `cache_write_tokens`: cache_write}, `completion_tokens` =
+  output_tokens, `completion_tokens_details.reasoning_tokens` = reasoning_tokens (a part of completion_tokens),
+  `total_tokens` the sum.
   Streamed, usage comes only with `stream_options={"include_usage": True}`: a last chunk with empty `choices`.
 - OpenAI Responses: the same totals as `input_tokens` / `output_tokens` / `total_tokens`, with
   `input_tokens_details` {`cached_tokens`, `cache_write_tokens`} and `output_tokens_details.reasoning_tokens`.
@@ -26,8 +28,19 @@ How `Usage` lands on the wire (every provider's `output_tokens` already INCLUDES
   keeps it as an extra field: `(completion.usage.model_extra or {})["cost"]`, a float. Streamed, the usage chunk
   always comes, `stream_options` or not (OpenRouter's documented behaviour), after a `: OPENROUTER PROCESSING` comment.
 
+Read back with the SDKs: anthropic `message.usage.input_tokens` / `.cache_read_input_tokens` /
+`.cache_creation_input_tokens` / `.output_tokens` / `.output_tokens_details.thinking_tokens` (streamed: the
+`message_start` event's `event.message.usage`, the `message_delta` event's `event.usage.output_tokens`, or
+`stream.get_final_message().usage` which merges them); openai chat `completion.usage.prompt_tokens` /
+`.prompt_tokens_details.cached_tokens` / `.completion_tokens` / `.completion_tokens_details.reasoning_tokens`
+(streamed: `chunk.usage` of the last chunk, None on the others); responses `response.usage.input_tokens` /
+`.input_tokens_details.cached_tokens` / `.output_tokens` / `.output_tokens_details.reasoning_tokens` (streamed:
+`event.response.usage` of the `response.completed` event).
+
 Failures: `fail_next(status)` answers the next request (any route) with that status and the provider's error JSON,
 so the SDK raises its `APIStatusError` subclass (`InternalServerError` for 5xx, `RateLimitError` for 429, ...).
+Each attempt the SDK makes is a request here (recorded, and using up one queued failure): build the clients with
+`max_retries=0` unless the test is about retries.
 `cut_next_stream()` breaks the next streamed answer after its text deltas, before anything carrying the final usage:
 
 - mode "drop" (default): the connection closes mid-body (no last chunk). Iterating then raises, with anthropic
@@ -40,8 +53,8 @@ so the SDK raises its `APIStatusError` subclass (`InternalServerError` for 5xx, 
   (status 200 — the HTTP status of the stream); openai chat raises `openai.APIError`; openai responses yields
   a `ResponseErrorEvent` (type "error") and ends quietly.
 
-Close the SDK clients (`with anthropic.Anthropic(...) as client:`) before leaving `fake_providers()`; on exit the
-server also closes every connection still open and joins its threads.
+On exit the server closes every connection still open (an SDK client's pooled keep-alive ones included) and joins
+its threads; the tests still close their SDK clients (`with anthropic.Anthropic(...) as client:`), as always.
 """
 
 import json
@@ -440,6 +453,10 @@ def answer(provider: Provider, path: str, body: Any, usage: Usage, text: str, n:
 # --- the server -----------------------------------------------------------------------------------------------------
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # many guarded calls at once: the default backlog of 5 resets connections
+
+
 @contextmanager
 def fake_providers() -> Iterator[FakeProviders]:
     """Start FakeProviders on a free port; on exit stop it, close every open connection and join its threads."""
@@ -527,11 +544,11 @@ def fake_providers() -> Iterator[FakeProviders]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd = _Server(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = False
     httpd.block_on_close = True
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, name="fake-providers", daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), name="fake-providers", daemon=True)
     thread.start()
     try:
         yield state

@@ -5,6 +5,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio
+
 from budget_mcp.domain.results import BudgetStatus, ChargeResult, CheckResult, ReleaseResult
 from budget_mcp.engine import BudgetEngine, Clock, utc_now
 from budget_mcp.errors import ConfigError
@@ -54,7 +56,8 @@ class EmbeddedBackend:
         return await self.engine.allocate(budget_id, **arguments)
 
     async def aclose(self) -> None:
-        await self.ledger.close()
+        with anyio.CancelScope(shield=True):  # closing after a cancellation still closes the ledger
+            await self.ledger.close()
 
 
 async def open_backend(

@@ -39,8 +39,7 @@ class Guard:
         try:
             yield cls(backend, budget_id)
         finally:
-            with anyio.CancelScope(shield=True):
-                await backend.aclose()
+            await backend.aclose()
 
     def bound(self, budget_id: str) -> "Guard":
         """A guard whose `call()` and `wrap()` use `budget_id` unless told otherwise (for a sub-agent)."""

@@ -3,9 +3,9 @@
 No SDK is imported here: responses are read by their attributes, as the official `anthropic` and
 `openai` packages shape them. Every token is counted once:
 - Anthropic: `input_tokens` excludes the cache; cache reads and cache writes are their own counts.
-- OpenAI chat and Responses: the prompt or input count includes the cached tokens (charged as cache
-  reads, the rest as input), and the completion or output count includes the reasoning tokens (so
-  they are not added again).
+- OpenAI chat and Responses: the prompt or input count includes the cached tokens and the cache
+  writes (charged as such, the rest as input), and the completion or output count includes the
+  reasoning tokens (so they are not added again). Anthropic's thinking is inside its output count too.
 - OpenRouter (the openai client on its base URL): `usage.cost` is the provider's cost and wins.
 
 The hold's input estimate is an upper bound: every token of these models' tokenizers stands for at
@@ -45,28 +45,28 @@ def usage_of(response: Any) -> Usage | None:
         return None
     model = getattr(response, "model", None)
     if hasattr(usage, "prompt_tokens"):  # OpenAI chat completions (and OpenRouter)
-        cached = _count(getattr(usage, "prompt_tokens_details", None), "cached_tokens")
-        return Usage(
-            input_tokens=max(_count(usage, "prompt_tokens") - cached, 0),
-            output_tokens=_count(usage, "completion_tokens"),
-            cache_read_tokens=cached,
-            cost_usd=provider_cost(usage),
-            model=model,
-        )
-    if hasattr(usage, "input_tokens_details") or hasattr(usage, "output_tokens_details"):  # OpenAI Responses
-        cached = _count(getattr(usage, "input_tokens_details", None), "cached_tokens")
-        return Usage(
-            input_tokens=max(_count(usage, "input_tokens") - cached, 0),
-            output_tokens=_count(usage, "output_tokens"),
-            cache_read_tokens=cached,
-            cost_usd=provider_cost(usage),
-            model=model,
-        )
+        return _openai(usage, "prompt_tokens", "completion_tokens", "prompt_tokens_details", model)
+    if hasattr(usage, "input_tokens_details"):  # OpenAI Responses (Anthropic has output details only)
+        return _openai(usage, "input_tokens", "output_tokens", "input_tokens_details", model)
     return Usage(  # Anthropic messages
         input_tokens=_count(usage, "input_tokens"),
         output_tokens=_count(usage, "output_tokens"),
         cache_read_tokens=_count(usage, "cache_read_input_tokens"),
         cache_write_tokens=_count(usage, "cache_creation_input_tokens"),
+        model=model,
+    )
+
+
+def _openai(usage: Any, prompt: str, completion: str, details: str, model: str | None) -> Usage:
+    """OpenAI's counts: the prompt includes cache reads and writes, the completion includes reasoning."""
+    cached = _count(getattr(usage, details, None), "cached_tokens")
+    written = _count(getattr(usage, details, None), "cache_write_tokens")
+    return Usage(
+        input_tokens=max(_count(usage, prompt) - cached - written, 0),
+        output_tokens=_count(usage, completion),
+        cache_read_tokens=cached,
+        cache_write_tokens=written,
+        cost_usd=provider_cost(usage),
         model=model,
     )
 
