@@ -10,8 +10,8 @@ import pytest
 
 from budget_mcp.errors import BudgetExceededError
 from budget_mcp.guard import Guard
-from tests.guard.test_sharing import spent
 from tests.guard.test_sdk_calls import budget
+from tests.guard.test_sharing import spent
 from tests.providers import FakeProviders, Usage, fake_providers
 
 pytestmark = pytest.mark.anyio
