@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run stdio test check bench bench-postgres install
+.PHONY: run stdio test check bench bench-postgres bench-guard install
 
 $(BIN)/budget-mcp: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,3 +30,6 @@ bench: install  ## ledger benchmark (add ARGS=--quick for a short run)
 
 bench-postgres: install  ## PostgreSQL benchmark: starts its own server (needs postgresql-15); ARGS=--quick for a short run
 	$(BIN)/python benchmarks/postgres_bench.py $(ARGS)
+
+bench-guard: install  ## what the guard adds to an LLM call: embedded SQLite and PostgreSQL, remote; ARGS=--quick
+	$(BIN)/python benchmarks/guard_bench.py $(ARGS)
