@@ -60,6 +60,28 @@ def _with_usage_chunk(request: dict[str, Any]) -> dict[str, Any]:
     return {**request, "stream_options": {**(request.get("stream_options") or {}), "include_usage": True}}
 
 
+def _same(request: dict[str, Any]) -> dict[str, Any]:
+    return request
+
+
+def _guarded(client: Any, kind: str, create: Callable[..., Any], stream: Callable[..., Any]) -> _Proxy:
+    """The client with its guarded methods in place: `create(method, reader, request_change)` guards a
+    create method, `stream(open_stream, request)` Anthropic's `messages.stream`."""
+    if kind == "anthropic":
+        messages = client.messages
+        return _Proxy(client, {"messages": _Proxy(messages, {
+            "create": create(messages.create, anthropic_events),
+            "stream": lambda **request: stream(messages.stream, request),
+        })})  # fmt: skip
+    completions = client.chat.completions
+    return _Proxy(client, {
+        "chat": _Proxy(client.chat, {"completions": _Proxy(completions, {
+            "create": create(completions.create, openai_chunks, _with_usage_chunk),
+        })}),
+        "responses": _Proxy(client.responses, {"create": create(client.responses.create, openai_response_events)}),
+    })  # fmt: skip
+
+
 # ---- reading usage from streamed events ----
 
 
@@ -114,21 +136,11 @@ def wrap_async(guard: "Guard", client: Any, budget_id: str) -> Any:
     def call(**check: Any) -> "GuardedCall":
         return guard.call(budget_id, **check)
 
-    if kind == "anthropic":
-        messages = client.messages
-        return _Proxy(client, {"messages": _Proxy(messages, {
-            "create": _async_create(call, provider, messages.create, anthropic_events),
-            "stream": lambda **request: _AsyncStreamManager(_hold(call, provider, request), messages.stream(**request)),
-        })})  # fmt: skip
-    completions = client.chat.completions
-    return _Proxy(client, {
-        "chat": _Proxy(client.chat, {"completions": _Proxy(completions, {
-            "create": _async_create(call, provider, completions.create, openai_chunks, _with_usage_chunk),
-        })}),
-        "responses": _Proxy(client.responses, {
-            "create": _async_create(call, provider, client.responses.create, openai_response_events),
-        }),
-    })  # fmt: skip
+    return _guarded(
+        client, kind,
+        lambda create, reader, request=_same: _async_create(call, provider, create, reader, request),
+        lambda open_stream, request: _AsyncStreamManager(_hold(call, provider, request), open_stream(**request)),
+    )  # fmt: skip
 
 
 def _async_create(
@@ -136,7 +148,7 @@ def _async_create(
     provider: str | None,
     create: Callable[..., Any],
     reader: Reader,
-    streaming_request: Callable[[dict[str, Any]], dict[str, Any]] = lambda r: r,
+    streaming_request: Callable[[dict[str, Any]], dict[str, Any]] = _same,
 ) -> Callable[..., Any]:
     async def guarded(**request: Any) -> Any:
         guarded_call = _hold(call, provider, request)
@@ -251,21 +263,11 @@ def wrap_sync(guard: "SyncGuard", client: Any, budget_id: str) -> Any:
     def call(**check: Any) -> "SyncGuardedCall":
         return guard.call(budget_id, **check)
 
-    if kind == "anthropic":
-        messages = client.messages
-        return _Proxy(client, {"messages": _Proxy(messages, {
-            "create": _sync_create(call, provider, messages.create, anthropic_events),
-            "stream": lambda **request: _SyncStreamManager(_hold(call, provider, request), messages.stream(**request)),
-        })})  # fmt: skip
-    completions = client.chat.completions
-    return _Proxy(client, {
-        "chat": _Proxy(client.chat, {"completions": _Proxy(completions, {
-            "create": _sync_create(call, provider, completions.create, openai_chunks, _with_usage_chunk),
-        })}),
-        "responses": _Proxy(client.responses, {
-            "create": _sync_create(call, provider, client.responses.create, openai_response_events),
-        }),
-    })  # fmt: skip
+    return _guarded(
+        client, kind,
+        lambda create, reader, request=_same: _sync_create(call, provider, create, reader, request),
+        lambda open_stream, request: _SyncStreamManager(_hold(call, provider, request), open_stream(**request)),
+    )  # fmt: skip
 
 
 def _sync_create(
@@ -273,7 +275,7 @@ def _sync_create(
     provider: str | None,
     create: Callable[..., Any],
     reader: Reader,
-    streaming_request: Callable[[dict[str, Any]], dict[str, Any]] = lambda r: r,
+    streaming_request: Callable[[dict[str, Any]], dict[str, Any]] = _same,
 ) -> Callable[..., Any]:
     def guarded(**request: Any) -> Any:
         guarded_call = _hold(call, provider, request)
