@@ -16,6 +16,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from budget_mcp.domain.results import ChargeResult
 from budget_mcp.engine import Clock, utc_now
 from budget_mcp.guard.core import Guard, GuardedCall
+from budget_mcp.guard.usage import Usage
 
 
 class SyncGuard:
@@ -85,6 +86,10 @@ class SyncGuardedCall:
     def settle(self, response: Any = None, **usage: Any) -> ChargeResult:
         """Charge the call's real cost against its hold (see GuardedCall.settle)."""
         return self.portal.call(functools.partial(self.call.settle, response, **usage))
+
+    def charge(self, usage: Usage) -> ChargeResult:
+        """Charge `usage` against the hold (see GuardedCall.charge)."""
+        return self.portal.call(self.call.charge, usage)
 
     def charge_held(self) -> ChargeResult:
         """Charge what the hold held."""

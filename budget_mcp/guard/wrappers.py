@@ -82,6 +82,12 @@ def _guarded(client: Any, kind: str, create: Callable[..., Any], stream: Callabl
     })  # fmt: skip
 
 
+def _final_usage(stream: Any) -> Usage | None:
+    """The usage of an Anthropic `messages.stream` that reached its end (its final delta sets a stop reason)."""
+    snapshot = getattr(stream, "current_message_snapshot", None)
+    return usage_of(snapshot) if getattr(snapshot, "stop_reason", None) is not None else None
+
+
 # ---- reading usage from streamed events ----
 
 
@@ -188,10 +194,7 @@ class _AsyncStream:
             self._events = self._stream.__aiter__()
         try:
             event = await self._events.__anext__()
-        except StopAsyncIteration:
-            await self._finish()
-            raise
-        except BaseException:
+        except BaseException:  # the end, or a break: settle either way
             await self._finish()
             raise
         self._reader(event, self._seen)
@@ -242,8 +245,7 @@ class _AsyncStreamManager:
         try:
             return await self._manager.__aexit__(kind, error, tb)
         finally:
-            snapshot = getattr(self._stream, "current_message_snapshot", None)
-            usage = usage_of(snapshot) if getattr(snapshot, "stop_reason", None) is not None else None
+            usage = _final_usage(self._stream)
             if usage is not None:
                 await self._call.charge(usage)
             else:
@@ -338,7 +340,7 @@ class _SyncStream:
         if self._call.result is not None:
             return
         if self._seen.final and self._seen.usage is not None:
-            self._call.portal.call(self._call.call.charge, self._seen.usage)
+            self._call.charge(self._seen.usage)
         else:
             self._call.charge_held()
 
@@ -364,9 +366,8 @@ class _SyncStreamManager:
         try:
             return self._manager.__exit__(kind, error, tb)
         finally:
-            snapshot = getattr(self._stream, "current_message_snapshot", None)
-            usage = usage_of(snapshot) if getattr(snapshot, "stop_reason", None) is not None else None
+            usage = _final_usage(self._stream)
             if usage is not None:
-                self._call.portal.call(self._call.call.charge, usage)
+                self._call.charge(usage)
             else:
                 self._call.charge_held()
