@@ -166,8 +166,8 @@ class BudgetEngine:
             return rules.reserve(snapshot, path, answer, cost_nanos, tokens, ttl, model, provider, source)
 
         scope = Scope(budget_ids=path)
-        if reserve:
-            result = await self.ledger.write(scope, self.clock(), decide)
+        if reserve:  # a hold need not wait for the disk: a machine crash ends the call it was for
+            result = await self.ledger.write(scope, self.clock(), decide, durable=False)
         else:
             result = decide(await self.ledger.read(scope, self.clock()))[0]
         return result.model_copy(update={"warnings": [*notes, *result.warnings]}) if notes else result

@@ -139,8 +139,12 @@ class Ledger(Protocol):
         """A snapshot of `scope` at `now`, read without taking the write lock."""
         ...
 
-    async def write(self, scope: Scope, now: datetime, decide: Decide[T]) -> T:
-        """Run `decide` on a snapshot nothing changes before its writes are stored, atomically; errors pass through."""
+    async def write(self, scope: Scope, now: datetime, decide: Decide[T], *, durable: bool = True) -> T:
+        """Run `decide` on a snapshot nothing changes before its writes are stored, atomically; errors pass through.
+
+        `durable=False` (writes that only hold money) allows a commit that survives the process but not the
+        machine crashing; every other write is on disk when this returns.
+        """
         ...
 
     async def entries(self, budget_id: str, *, limit: int = 100, since: datetime | None = None) -> list[Entry]:

@@ -35,8 +35,13 @@ P = TypeVar("P", bound=Pending)
 class GroupCommit(Generic[P]):
     """Queues of pending writes, each drained in batches by `store` (which settles every write it is given)."""
 
-    def __init__(self, store: Callable[[list[P]], Awaitable[None]], *, max_batch: int | None = None) -> None:
+    def __init__(
+        self, store: Callable[[list[P]], Awaitable[None]], *, max_batch: int | None = None, gather: bool = False
+    ) -> None:
+        """`gather`: before storing the first batch, let the writers that are ready to run queue up (for a
+        `store` that may not yield to the event loop while it works)."""
         self._store = store
+        self._gather = gather
         self._max_batch = max_batch
         self._queues: dict[Hashable, list[P]] = {}
         self._idle = anyio.Event()
@@ -50,6 +55,8 @@ class GroupCommit(Generic[P]):
             self._idle = anyio.Event() if self._idle.is_set() else self._idle
             with anyio.CancelScope(shield=True):
                 try:
+                    if self._gather:
+                        await asyncio.sleep(0)
                     while queue:
                         batch = queue[: self._max_batch]
                         try:

@@ -1,26 +1,34 @@
 """SqliteLedger: the embedded ledger, one file shared safely by many processes.
 
 Locking and durability:
-- WAL journal, so readers never block the writer; `synchronous=FULL`, so an
-  acknowledged charge survives a crash of the process or of the machine.
-- Every write runs in `BEGIN IMMEDIATE`: the write lock is taken *before* the snapshot is
-  read, so two processes can never both pass the same check. Other processes wait on
-  `busy_timeout` instead of failing.
-- Group commit (ledger/batching.py): writes that arrive while a transaction is running are
-  queued and run together in the next one (each inside its own SAVEPOINT, so one failing
-  decision does not undo the others), paying for one fsync instead of many.
-- Each transaction runs as one call on aiosqlite's worker thread: one thread hop per
-  batch instead of one per statement (a hop costs about 90 µs here, the whole charge
-  less than that).
-- Reads use a second connection, so a status read never waits behind a writer that is
-  itself waiting for another process's lock.
+- WAL journal, so readers never block the writer; `synchronous=FULL`, so an acknowledged charge
+  survives a crash of the process or of the machine. A batch of holds only (a reserving check) commits
+  with `synchronous=NORMAL`: visible to every process at once, durable against a crash of the process,
+  not of the machine (which would end the calls holding them too).
+- Every write runs in `BEGIN IMMEDIATE`: the write lock is taken *before* the snapshot is read, so two
+  processes can never both pass the same check. Other processes wait on `busy_timeout` instead of failing.
+- Group commit (ledger/batching.py): writes that arrive while a transaction is running are queued and
+  run together in the next one (each inside its own SAVEPOINT, so one failing decision does not undo
+  the others), paying for one fsync instead of many.
+- Kept snapshots (ledger/tree_cache.py, as on PostgreSQL): the writer keeps, per budget tree, what its
+  last writes loaded, brought up to date with what they stored. `PRAGMA data_version` of the writing
+  connection changes exactly when another connection committed; read under the write lock, unchanged,
+  it proves the kept snapshot is what a fresh load would give, so a charge is one write transaction with
+  no reads. Any other commit to the file drops every kept snapshot. A refusal is only ever given on a
+  fresh load. Reads of a kept tree check the same counter and answer without a query.
+- The writing connection is used by one operation at a time (`_writer_lock`), on its own thread, so the
+  event loop never waits for a lock or an fsync. Reads use a second connection (aiosqlite), so a status
+  read never waits behind a writer that is itself waiting for another process's lock.
 """
 
 import asyncio
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -59,11 +67,13 @@ from budget_mcp.ledger.rows import (
     total_deltas,
 )
 from budget_mcp.ledger.schema import REBUILDS_TOTALS, STEPS
+from budget_mcp.ledger.tree_cache import TreeCache, advance, cacheable, merged, roots_written
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
+INLINE_COMMIT_S = 0.001  # commits quicker than this on average run on the event loop (see `_on_writer`)
 PRUNE_EVERY_BATCHES = 256
 _BUCKET_US = 15 * 60 * 1_000_000
 HOLD_GRACE = timedelta(days=1)  # an expired hold can still be settled (and found) for this long
@@ -75,16 +85,27 @@ _JOIN_KEYS = (
 )
 
 
+@dataclass
+class _Pending(Pending):
+    durable: bool = True
+
+
 class SqliteLedger:
     """The Ledger on one SQLite file (created, and migrated to the current schema, on open)."""
 
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(self, path: Path, writer: sqlite3.Connection, reader: aiosqlite.Connection) -> None:
         self.path = path
         self._writer = writer
+        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budget-mcp-writer")
+        self._writer_lock = asyncio.Lock()
         self._reader = reader
-        self._commits: GroupCommit[Pending] = GroupCommit(self._commit)
+        self._commits: GroupCommit[_Pending] = GroupCommit(self._commit, gather=True)
         self._batches = 0
         self._seen = (-1, -1)  # data_version and the last entry seq changed_budgets has reported
+        self._trees: dict[str, TreeCache] = {}  # kept snapshots, by root, current at the writer's data_version:
+        self._version: int | None = None
+        self._busy_timeout_ms = BUSY_TIMEOUT_MS
+        self._commit_seconds = 0.0  # running average of a batch's commit
 
     @classmethod
     async def open(cls, path: str | Path) -> "SqliteLedger":
@@ -92,48 +113,126 @@ class SqliteLedger:
         path = Path(path).expanduser()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            writer = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            writer = await asyncio.to_thread(
+                sqlite3.connect, path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+            )
             reader = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"cannot open the ledger at {path}: {exc}; check the path and its permissions") from exc
         ledger = cls(path, writer, reader)
-        await ledger._in_thread(writer, _prepare_writer)
+        await ledger._on_writer(_prepare_writer)
         await ledger._in_thread(reader, _prepare_reader)
         return ledger
 
     async def close(self) -> None:
         """Close both connections (queued writes finish first)."""
         await self._commits.drained()
-        await self._writer.close()
+        async with self._writer_lock:
+            await self._on_writer(lambda conn: conn.close())
+        self._writer_thread.shutdown()
         await self._reader.close()
 
     async def read(self, scope: Scope, now: datetime) -> Snapshot:
-        """A consistent snapshot of `scope`, without taking the write lock."""
+        """A consistent snapshot of `scope`, without taking the write lock: the kept one if it is current."""
+        kept = self._kept(scope, now)
+        if kept is not None:
+            return kept
 
         def run(conn: sqlite3.Connection) -> Snapshot:
             conn.execute("BEGIN")
             try:
-                return _load(conn, scope, now)
+                return _load(conn, scope, now)[0]
             finally:
                 conn.execute("COMMIT")
 
         return await self._in_thread(self._reader, run)
 
-    async def write(self, scope: Scope, now: datetime, decide: Decide[T]) -> T:
-        """Run `decide` on a snapshot taken under the write lock and store its writes in the same transaction."""
-        pending = Pending(scope, now, decide, asyncio.get_running_loop().create_future())
+    def _kept(self, scope: Scope, now: datetime) -> Snapshot | None:
+        """The kept snapshot for a read of `scope`, if no other connection has committed since it was current.
+
+        Runs on the event loop: one pragma on the idle writing connection (a read of the WAL index, no lock).
+        """
+        if scope.reservation_id or scope.idempotency_key or not cacheable(scope) or self._writer_lock.locked():
+            return None
+        tree = self._trees.get(scope.budget_ids[0].split("/")[0])
+        if tree is None:
+            return None
+        try:
+            version = self._writer.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            return None
+        if version != self._version:
+            self._trees.clear()
+            return None
+        return tree.at(scope, now)
+
+    async def write(self, scope: Scope, now: datetime, decide: Decide[T], *, durable: bool = True) -> T:
+        """Run `decide` on a snapshot taken under the write lock and store its writes in the same transaction.
+
+        `durable=False` (holds only) lets a batch of such writes commit without waiting for the disk.
+        """
+        pending = _Pending(scope, now, decide, asyncio.get_running_loop().create_future(), durable)
         return cast(T, await self._commits.submit(None, pending))
 
-    async def _commit(self, batch: list[Pending]) -> None:
+    async def _commit(self, batch: list[_Pending]) -> None:
         # Now and then, forget holds long expired, so the per-budget hold lookups stay as small as the live holds.
         prune = self._batches % PRUNE_EVERY_BATCHES == 0
         self._batches += 1
-        try:
-            outcomes = await self._in_thread(self._writer, lambda conn: _run_batch(conn, batch, prune))
-        except BudgetMcpError as exc:
-            settle(batch, [(False, exc)] * len(batch))
-            return
+        durable = any(pending.durable for pending in batch)
+
+        def run(conn: sqlite3.Connection) -> tuple[list[tuple[bool, Any]], int, dict[str, TreeCache]]:
+            trees = dict(self._trees)  # this attempt's copy: kept only if its transaction commits
+            outcomes, version = _run_batch(conn, batch, prune=prune, durable=durable, trees=trees, known=self._version)
+            return outcomes, version, trees
+
+        async with self._writer_lock:
+            try:
+                outcomes, version, trees = await self._on_writer(run, inline=True)
+            except BudgetMcpError as exc:
+                settle(batch, [(False, exc)] * len(batch))
+                return
+            self._trees, self._version = trees, version
         settle(batch, [(ok, value if ok else _translate(value)) for ok, value in outcomes])
+
+    async def _on_writer(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T:
+        """Run `fn` on the writing connection (the caller holds `_writer_lock`, or nothing else can run yet).
+
+        With `inline`, while the file's commits have been quick (`INLINE_COMMIT_S` on average), `fn` runs right
+        here, on the event loop, if it can take the lock without waiting: a thread hop and the loop's wake-up
+        cost more than such a commit. Otherwise, and whenever another process holds the lock, it runs on the
+        connection's own thread, waiting up to the busy timeout, while the loop goes on.
+        """
+        if inline and self._commit_seconds < INLINE_COMMIT_S:
+            started = time.perf_counter()
+            try:
+                self._set_busy_timeout(0)
+                result = fn(self._writer)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or self._writer.in_transaction:
+                    raise _translate(exc) from exc
+            except sqlite3.Error as exc:
+                raise _translate(exc) from exc
+            else:
+                self._observe(time.perf_counter() - started)
+                return result
+        started = time.perf_counter()
+        self._set_busy_timeout(BUSY_TIMEOUT_MS)
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, self._writer)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+        if inline:
+            self._observe(time.perf_counter() - started)
+        return result
+
+    def _set_busy_timeout(self, ms: int) -> None:
+        if ms != self._busy_timeout_ms:
+            self._writer.execute(f"PRAGMA busy_timeout = {ms}")
+            self._busy_timeout_ms = ms
+
+    def _observe(self, seconds: float) -> None:
+        """Fold one commit's duration into the running average that decides where commits run."""
+        self._commit_seconds += (seconds - self._commit_seconds) * 0.05
 
     async def entries(self, budget_id: str, *, limit: int = 100, since: datetime | None = None) -> list[Entry]:
         """The latest entries of `budget_id` and its descendants, newest first."""
@@ -195,7 +294,8 @@ class SqliteLedger:
                 conn.execute("ROLLBACK")
                 raise
 
-        await self._in_thread(self._writer, run)
+        async with self._writer_lock:
+            await self._on_writer(run)
 
     async def deliveries(self, budget_id: str, *, since: datetime | None = None) -> list[DeliveryAttempt]:
         """Webhook delivery attempts of the alerts of `budget_id` and its descendants, oldest first."""
@@ -302,36 +402,107 @@ def _statements(script: str) -> Iterable[str]:
             buffer = ""
 
 
-def _run_batch(conn: sqlite3.Connection, batch: list[Pending], prune: bool) -> list[tuple[bool, Any]]:
+def _run_batch(
+    conn: sqlite3.Connection, batch: list[_Pending], *, prune: bool, durable: bool, trees: dict[str, TreeCache],
+    known: int | None,
+) -> tuple[list[tuple[bool, Any]], int]:  # fmt: skip
+    """Decide and store each write of `batch` in one transaction; `trees` (the kept snapshots, current at
+    data_version `known`) is brought up to date. Returns each write's outcome and the data_version."""
     outcomes: list[tuple[bool, Any]] = []
+    conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
     conn.execute("BEGIN IMMEDIATE")
+    alone = len(batch) == 1  # a failure then undoes the whole transaction: no savepoint needed
     try:
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != known:  # another connection committed: nothing kept can be trusted
+            trees.clear()
         if prune:
             cutoff = (to_us(batch[0].now - HOLD_GRACE),)
             conn.execute("DELETE FROM hold_budgets WHERE expires_at_us < ?", cutoff)
             conn.execute("DELETE FROM holds WHERE expires_at_us < ?", cutoff)
         for pending in batch:
-            conn.execute("SAVEPOINT op")
+            if not alone:
+                conn.execute("SAVEPOINT op")
             try:
-                snapshot = _load(conn, pending.scope, pending.now)
-                result, writes = pending.decide(snapshot)
-                _store(conn, writes, snapshot)
+                result, writes, snapshot = _decide(conn, pending, trees)
+                deltas = _store(conn, writes, snapshot)
             except Exception as exc:  # one decision's failure, domain or storage, must not undo the batch
+                if alone:
+                    conn.execute("ROLLBACK")
+                    return [(False, exc)], version
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
                 outcomes.append((False, exc))
             else:
-                conn.execute("RELEASE op")
+                if not alone:
+                    conn.execute("RELEASE op")
                 outcomes.append((True, result))
+                _keep_up(trees, writes, snapshot, deltas)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return outcomes
+    return outcomes, version
 
 
-def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> Snapshot:
+def _decide(conn: sqlite3.Connection, pending: _Pending, trees: dict[str, TreeCache]) -> tuple[Any, Writes, Snapshot]:
+    """`pending`'s decision and writes, on its tree's kept snapshot when that serves, else on a fresh load
+    (which is then kept). A refusal is never given on a kept snapshot: it is decided again on a fresh one."""
+    scope, now = pending.scope, pending.now
+    root = scope.budget_ids[0].split("/")[0] if cacheable(scope) else None
+    tree = trees.get(root) if root is not None else None
+    kept = tree.at(scope, now) if tree is not None else None
+    if kept is not None:
+        if scope.idempotency_key:
+            kept.stored_result = _stored_result(conn, scope.idempotency_key)
+        try:
+            result, writes = pending.decide(kept)
+        except Exception:
+            pass
+        else:
+            return result, writes, kept
+    snapshot, first_hold_expiry = _load(conn, scope, now)
+    if root is not None:
+        merged_tree = merged(trees.get(root), 0, scope, snapshot, first_hold_expiry)
+        if merged_tree is None:
+            trees.pop(root, None)
+        else:
+            trees[root] = merged_tree
+    result, writes = pending.decide(snapshot)
+    return result, writes, snapshot
+
+
+def _keep_up(
+    trees: dict[str, TreeCache], writes: Writes, snapshot: Snapshot, deltas: dict[TotalKey, list[int]]
+) -> None:
+    """Bring the kept trees up to date with `writes` (stored on `snapshot`, moving the running totals by
+    `deltas`); drop those they cannot be applied to."""
+    roots = roots_written(writes)
+    if writes.holds_removed:
+        settled = snapshot.reservation.hold if snapshot.reservation else None
+        if settled is None or writes.holds_removed != [settled.reservation_id]:
+            trees.clear()  # holds of budgets it cannot name: whichever tree held them is out of date
+            return
+        roots.add(settled.budget_id.split("/")[0])
+    for root in roots:
+        tree = trees.get(root)
+        if tree is None:
+            continue
+        kept = advance(tree, writes, deltas, snapshot.now)
+        if kept is None or len(roots) > 1:
+            trees.pop(root)
+        else:
+            trees[root] = kept
+
+
+def _stored_result(conn: sqlite3.Connection, key: str) -> StoredResult | None:
+    row = conn.execute("SELECT request_hash, result FROM idempotency WHERE key = ?", (key,)).fetchone()
+    return StoredResult(row[0], row[1]) if row else None
+
+
+def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapshot, datetime | None]:
+    """A snapshot of `scope` at `now`, and when its first live hold expires (its held sums change then)."""
     now_us = to_us(now)
     columns = "budget_id, parent_id, config, closed, created_at_us"
     if scope.everything:
@@ -377,13 +548,15 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> Snapshot:
             alerts_raised.add((budget_id, Period(period), start, threshold))
 
     held: dict[str, tuple[int, int]] = {}
+    first_expiry: int | None = None
     if configs:
-        for budget_id, nanos, tokens in conn.execute(
-            "SELECT budget_id, SUM(cost_nanos), SUM(tokens) FROM hold_budgets "
+        for budget_id, nanos, tokens, expiry in conn.execute(
+            "SELECT budget_id, SUM(cost_nanos), SUM(tokens), MIN(expires_at_us) FROM hold_budgets "
             "WHERE budget_id IN (SELECT value FROM json_each(?)) AND expires_at_us > ? GROUP BY budget_id",
             (json.dumps(list(configs)), now_us),
         ):
             held[budget_id] = (nanos, tokens)
+            first_expiry = expiry if first_expiry is None else min(first_expiry, expiry)
 
     budgets = {
         b: BudgetState(c, usage[b], *held.get(b, (0, 0)), children=sorted(children.get(b, [])))
@@ -393,11 +566,8 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> Snapshot:
     if scope.reservation_id:
         snapshot.reservation = _load_reservation(conn, scope.reservation_id)
     if scope.idempotency_key:
-        row = conn.execute(
-            "SELECT request_hash, result FROM idempotency WHERE key = ?", (scope.idempotency_key,)
-        ).fetchone()
-        snapshot.stored_result = StoredResult(row[0], row[1]) if row else None
-    return snapshot
+        snapshot.stored_result = _stored_result(conn, scope.idempotency_key)
+    return snapshot, None if first_expiry is None else from_us(first_expiry)
 
 
 def _load_reservation(conn: sqlite3.Connection, reservation_id: str) -> ReservationState | None:
@@ -417,8 +587,10 @@ def _load_reservation(conn: sqlite3.Connection, reservation_id: str) -> Reservat
     return ReservationState(reservation_id, None, *closing) if closing else None
 
 
-def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> None:
+def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> dict[TotalKey, list[int]]:
+    """Store `writes` (decided on `snapshot`); returns the running-total deltas its entries made."""
     now_us = to_us(snapshot.now)
+    deltas: dict[TotalKey, list[int]] = {}
     if writes.budgets:
         conn.executemany(
             "INSERT INTO budgets (budget_id, parent_id, config, closed, created_at_us, updated_at_us) "
@@ -434,9 +606,15 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> None
             f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES ({', '.join('?' * 16)})",
             [entry_to_row(entry) for entry in writes.entries],
         )
-        timezones = {b: s.config.timezone for b, s in snapshot.budgets.items()}
-        timezones.update({c.budget_id: c.timezone for c in writes.budgets})
-        deltas = total_deltas(writes.entries, lambda b: timezones.get(b) or _timezone(conn, b))
+        written = {c.budget_id: c.timezone for c in writes.budgets}
+
+        def timezone_of(budget_id: str) -> str:
+            if budget_id in written:
+                return written[budget_id]
+            state = snapshot.budgets.get(budget_id)
+            return state.config.timezone if state else _timezone(conn, budget_id)
+
+        deltas = total_deltas(writes.entries, timezone_of)
         if deltas:
             conn.executemany(
                 "INSERT INTO totals (budget_id, period, window_start, spent_nanos, spent_tokens, calls) "
@@ -468,6 +646,7 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> None
     if writes.stored_result:
         key, stored = writes.stored_result
         conn.execute("INSERT INTO idempotency VALUES (?, ?, ?)", (key, stored.request_hash, stored.result_json))
+    return deltas
 
 
 def _timezone(conn: sqlite3.Connection, budget_id: str) -> str:

@@ -58,12 +58,10 @@ from budget_mcp.ledger.postgres.statements import (
     load,
     locks_of,
     notice,
-    roots_written,
     rows_of,
     store,
     write_statement,
 )
-from budget_mcp.ledger.postgres.tree_cache import TreeCache, advance, cacheable, merged
 from budget_mcp.ledger.rows import (
     ENTRY_COLUMNS,
     add_deltas,
@@ -73,6 +71,7 @@ from budget_mcp.ledger.rows import (
     spend_row,
     total_deltas,
 )
+from budget_mcp.ledger.tree_cache import TreeCache, advance, cacheable, merged, roots_written
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -143,7 +142,7 @@ class PostgresLedger:
             kept = self._trees.get(scope.budget_ids[0].split("/")[0]) if cacheable(scope) else None
             return (await load(conn, scope, now, kept)).snapshot
 
-    async def write(self, scope: Scope, now: datetime, decide: Decide[T]) -> T:
+    async def write(self, scope: Scope, now: datetime, decide: Decide[T], *, durable: bool = True) -> T:
         """Run `decide` on a snapshot that no other write changes before its writes are stored; store them.
 
         Writes to the same budget tree queue up, and what has queued while one batch was being stored goes
@@ -151,6 +150,7 @@ class PostgresLedger:
         kept from its last writes to the tree and stored by one statement that also checks the tree's
         version (one round trip). When that cannot be done, or another writer changed the tree meanwhile,
         the batch runs locked: BEGIN with the locks, then per write its snapshot and its writes, then COMMIT.
+        Every write is committed durably (`durable` is accepted for the interface).
         """
         roots, key_locks = locks_of(scope)
         if scope.reservation_id and not scope.budget_ids:

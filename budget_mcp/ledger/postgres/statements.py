@@ -24,13 +24,13 @@ from budget_mcp.ledger.base import (
     Writes,
 )
 from budget_mcp.ledger.codec import config_from_row, config_to_json, from_us, to_us
-from budget_mcp.ledger.postgres.tree_cache import TreeCache, cacheable
 from budget_mcp.ledger.rows import (
     ENTRY_COLUMNS,
     alert_to_row,
     entry_to_row,
     total_deltas,
 )
+from budget_mcp.ledger.tree_cache import TreeCache, cacheable
 
 CHANNEL = "budget_events"
 
@@ -269,12 +269,6 @@ def locks_of(scope: Scope) -> tuple[tuple[str, ...], list[int]]:
     """The roots of the trees a write of `scope` touches (sorted), and the advisory lock of its idempotency key."""
     roots = tuple(sorted({b.split("/")[0] for b in scope.budget_ids}))
     return roots, [lock_key("key:" + scope.idempotency_key)] if scope.idempotency_key else []
-
-
-def roots_written(writes: Writes) -> set[str]:
-    """The roots of the budget trees these writes change (every write moves its tree's version)."""
-    written = [e.budget_id for e in writes.entries] + [c.budget_id for c in writes.budgets]
-    return {b.split("/")[0] for b in written + [h.budget_id for h in writes.holds_added]}
 
 
 def notice(all_writes: list[Writes]) -> str | None:

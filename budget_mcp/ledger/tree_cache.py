@@ -135,3 +135,9 @@ def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]
         }
     snapshot = Snapshot(max(at, tree.snapshot.now), budgets, None, None, raised)
     return TreeCache(tree.version, snapshot, tree.complete, until, tree.windows, holds)
+
+
+def roots_written(writes: Writes) -> set[str]:
+    """The roots of the budget trees these writes change (every write moves its tree's version)."""
+    written = [e.budget_id for e in writes.entries] + [c.budget_id for c in writes.budgets]
+    return {b.split("/")[0] for b in written + [h.budget_id for h in writes.holds_added]}
