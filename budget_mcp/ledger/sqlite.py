@@ -133,10 +133,23 @@ class SqliteLedger:
         await self._reader.close()
 
     async def read(self, scope: Scope, now: datetime) -> Snapshot:
-        """A consistent snapshot of `scope`, without taking the write lock: the kept one if it is current."""
+        """A consistent snapshot of `scope`, without taking the write lock: the kept one if it is current.
+
+        A budget tree nothing is kept of is loaded on the writing connection while it is idle, and kept.
+        """
         kept = self._kept(scope, now)
         if kept is not None:
             return kept
+        if _keepable_read(scope) and not self._writer_lock.locked():
+            async with self._writer_lock:
+                snapshot, first_hold_expiry, version = await self._on_writer(
+                    lambda conn: _load_versioned(conn, scope, now), inline=True, timed=False
+                )
+                if version != self._version:
+                    self._trees.clear()
+                    self._version = version
+                _keep_loaded(self._trees, scope, snapshot, first_hold_expiry)
+                return snapshot
 
         def run(conn: sqlite3.Connection) -> Snapshot:
             conn.execute("BEGIN")
@@ -152,13 +165,13 @@ class SqliteLedger:
 
         Runs on the event loop: one pragma on the idle writing connection (a read of the WAL index, no lock).
         """
-        if scope.reservation_id or scope.idempotency_key or not cacheable(scope) or self._writer_lock.locked():
+        if not _keepable_read(scope) or self._writer_lock.locked():
             return None
         tree = self._trees.get(scope.budget_ids[0].split("/")[0])
         if tree is None:
             return None
         try:
-            version = self._writer.execute("PRAGMA data_version").fetchone()[0]
+            version = data_version(self._writer)
         except sqlite3.Error:
             return None
         if version != self._version:
@@ -194,13 +207,14 @@ class SqliteLedger:
             self._trees, self._version = trees, version
         settle(batch, [(ok, value if ok else _translate(value)) for ok, value in outcomes])
 
-    async def _on_writer(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T:
+    async def _on_writer(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = False, timed: bool = True) -> T:
         """Run `fn` on the writing connection (the caller holds `_writer_lock`, or nothing else can run yet).
 
         With `inline`, while the file's commits have been quick (`INLINE_COMMIT_S` on average), `fn` runs right
         here, on the event loop, if it can take the lock without waiting: a thread hop and the loop's wake-up
         cost more than such a commit. Otherwise, and whenever another process holds the lock, it runs on the
-        connection's own thread, waiting up to the busy timeout, while the loop goes on.
+        connection's own thread, waiting up to the busy timeout, while the loop goes on. `timed`: the
+        duration counts toward that average (commits do, reads do not).
         """
         if inline and self._commit_seconds < INLINE_COMMIT_S:
             started = time.perf_counter()
@@ -213,7 +227,8 @@ class SqliteLedger:
             except sqlite3.Error as exc:
                 raise _translate(exc) from exc
             else:
-                self._observe(time.perf_counter() - started)
+                if timed:
+                    self._observe(time.perf_counter() - started)
                 return result
         started = time.perf_counter()
         self._set_busy_timeout(BUSY_TIMEOUT_MS)
@@ -221,7 +236,7 @@ class SqliteLedger:
             result = await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, self._writer)
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
-        if inline:
+        if inline and timed:
             self._observe(time.perf_counter() - started)
         return result
 
@@ -364,7 +379,15 @@ def _translate(exc: BaseException) -> BaseException:
     return exc
 
 
-# ---- everything below runs on a connection's worker thread ----
+# ---- everything below runs on a connection's worker thread (or inline, see `_on_writer`) ----
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """SQLite's change counter of `conn`: it moves exactly when another connection has committed since.
+
+    Every kept snapshot is trusted on this number alone (the tests break it on purpose to prove that).
+    """
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _prepare_writer(conn: sqlite3.Connection) -> None:
@@ -413,7 +436,7 @@ def _run_batch(
     conn.execute("BEGIN IMMEDIATE")
     alone = len(batch) == 1  # a failure then undoes the whole transaction: no savepoint needed
     try:
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        version = data_version(conn)
         if version != known:  # another connection committed: nothing kept can be trusted
             trees.clear()
         if prune:
@@ -463,14 +486,37 @@ def _decide(conn: sqlite3.Connection, pending: _Pending, trees: dict[str, TreeCa
         else:
             return result, writes, kept
     snapshot, first_hold_expiry = _load(conn, scope, now)
-    if root is not None:
-        merged_tree = merged(trees.get(root), 0, scope, snapshot, first_hold_expiry)
-        if merged_tree is None:
-            trees.pop(root, None)
-        else:
-            trees[root] = merged_tree
+    _keep_loaded(trees, scope, snapshot, first_hold_expiry)
     result, writes = pending.decide(snapshot)
     return result, writes, snapshot
+
+
+def _keepable_read(scope: Scope) -> bool:
+    return cacheable(scope) and not scope.reservation_id and not scope.idempotency_key
+
+
+def _load_versioned(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapshot, datetime | None, int]:
+    """`_load` in a read transaction, with the data_version it is current at."""
+    conn.execute("BEGIN")
+    try:
+        version = data_version(conn)
+        return (*_load(conn, scope, now), version)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _keep_loaded(
+    trees: dict[str, TreeCache], scope: Scope, snapshot: Snapshot, first_hold_expiry: datetime | None
+) -> None:
+    """Merge a snapshot of `scope`, loaded at the state `trees` are current at, into its tree's kept one."""
+    if not cacheable(scope):
+        return
+    root = scope.budget_ids[0].split("/")[0]
+    tree = merged(trees.get(root), 0, scope, snapshot, first_hold_expiry)
+    if tree is None:
+        trees.pop(root, None)
+    else:
+        trees[root] = tree
 
 
 def _keep_up(

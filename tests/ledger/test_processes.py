@@ -1,5 +1,6 @@
 """Many OS processes on one ledger (a SQLite file, or a PostgreSQL database), and a process killed mid-charge."""
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -16,10 +17,12 @@ WORKER = str(Path(__file__).with_name("worker.py"))
 ROOT = str(Path(__file__).parents[2])
 
 
-def spawn(*args: str) -> subprocess.Popen[str]:
+def spawn(*args: str, stdin: int | None = None) -> subprocess.Popen[str]:
+    """A worker process (tests that break the ledger on purpose pass their PYTHONPATH on to it)."""
+    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
     return subprocess.Popen(
-        [sys.executable, WORKER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={"PYTHONPATH": ROOT, "PATH": "/usr/bin:/bin"},
+        [sys.executable, WORKER, *args], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={"PYTHONPATH": path, "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
 
 
@@ -29,24 +32,26 @@ async def test_eight_processes_reserving_and_charging_never_overspend(ledger_loc
     await engine.allocate("shared", limit_usd="120")
     start = tmp_path / "start"
     workers = [spawn("reserve-charge", ledger_location, "shared", str(start)) for _ in range(8)]
-    for worker in workers:  # every worker has opened the ledger before any of them starts
-        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
-    start.touch()
-    acknowledged: list[str] = []
-    workers_that_charged = 0
-    for worker in workers:
-        out, err = worker.communicate(timeout=120)
-        assert worker.returncode == 0, err
-        acknowledged += out.split()
-        workers_that_charged += bool(out.split())
-    assert workers_that_charged >= 2  # the processes really competed for the same money
-    status = await engine.status("shared")
-    assert Decimal(status.spent_usd) == Decimal(120)  # used up fully, and not a cent more
-    assert len(acknowledged) == 120
-    recorded = {e.entry_id for e in await ledger.entries("shared", limit=1000) if e.kind == "charge"}
-    assert recorded == set(acknowledged)
-    assert await ledger.reconcile() == []
-    await ledger.close()
+    try:
+        for worker in workers:  # every worker has opened the ledger before any of them starts
+            assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+        start.touch()
+        acknowledged: list[str] = []
+        workers_that_charged = 0
+        for worker in workers:
+            out, err = worker.communicate(timeout=120)
+            assert worker.returncode == 0, err
+            acknowledged += out.split()
+            workers_that_charged += bool(out.split())
+        assert workers_that_charged >= 2  # the processes really competed for the same money
+        status = await engine.status("shared")
+        assert Decimal(status.spent_usd) == Decimal(120)  # used up fully, and not a cent more
+        assert len(acknowledged) == 120
+        recorded = {e.entry_id for e in await ledger.entries("shared", limit=1000) if e.kind == "charge"}
+        assert recorded == set(acknowledged)
+        assert await ledger.reconcile() == []
+    finally:  # a connection left open keeps its thread, and the process, alive
+        await ledger.close()
 
 
 async def test_charges_acknowledged_before_sigkill_survive(ledger_location: str) -> None:

@@ -2,6 +2,8 @@
 
     python worker.py reserve-charge DB BUDGET START_FILE   reserve $1 then charge it, until denied
     python worker.py charge-forever DB BUDGET              charge $0.01 in a loop
+    python worker.py take-turns DB BUDGET                  one line per command read: `check` prints the
+        remaining amount a $1 check sees, `reserve` holds $1, `settle` charges $1 on that hold
 Each acknowledged charge id is printed on its own line, flushed, as soon as the call returns.
 """
 
@@ -34,6 +36,24 @@ async def charge_forever(db: str, budget_id: str) -> None:
         print(charged.charge_id, flush=True)
 
 
+async def take_turns(db: str, budget_id: str) -> None:
+    engine = BudgetEngine(await open_ledger(db), PriceCatalog())
+    hold = None
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "check":
+            check = await engine.check(budget_id, estimated_cost_usd="1")
+            print(check.remaining_usd if check.allowed else "denied", flush=True)
+        elif command == "reserve":
+            hold = (await engine.check(budget_id, estimated_cost_usd="1", reserve=True)).reservation_id
+            print(hold, flush=True)
+        elif command == "settle":
+            print((await engine.charge(budget_id, cost_usd="1", reservation_id=hold)).spent_usd, flush=True)
+    await engine.ledger.close()
+
+
+MODES = {"reserve-charge": reserve_charge, "charge-forever": charge_forever, "take-turns": take_turns}
+
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
-    asyncio.run(reserve_charge(*args) if mode == "reserve-charge" else charge_forever(*args))
+    asyncio.run(MODES[mode](*args))
