@@ -9,6 +9,8 @@ Each acknowledged charge id is printed on its own line, flushed, as soon as the 
 
 import asyncio
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 import time
 from pathlib import Path
 
@@ -52,7 +54,7 @@ async def take_turns(db: str, budget_id: str) -> None:
     await engine.ledger.close()
 
 
-MODES = {"reserve-charge": reserve_charge, "charge-forever": charge_forever, "take-turns": take_turns}
+MODES: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {"reserve-charge": reserve_charge, "charge-forever": charge_forever, "take-turns": take_turns}
 
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
