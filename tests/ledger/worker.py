@@ -54,7 +54,11 @@ async def take_turns(db: str, budget_id: str) -> None:
     await engine.ledger.close()
 
 
-MODES: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {"reserve-charge": reserve_charge, "charge-forever": charge_forever, "take-turns": take_turns}
+MODES: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
+    "reserve-charge": reserve_charge,
+    "charge-forever": charge_forever,
+    "take-turns": take_turns,
+}
 
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
