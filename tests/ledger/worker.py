@@ -9,10 +9,10 @@ Each acknowledged charge id is printed on its own line, flushed, as soon as the 
 
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
 
