@@ -9,6 +9,7 @@ providers answer with); the other sources widen coverage and serve to verify it.
 import difflib
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +30,7 @@ REMOTE_PARSERS: dict[str, Callable[[bytes], list[ModelRates]]] = {
     litellm.NAME: litellm.parse,
     openrouter.NAME: openrouter.parse,
 }
+REMEMBERED_PRICES = 4096  # answers of `cost` kept (all forgotten when full)
 DEFAULT_URLS = {
     bundled.NAME: bundled.PUBLISHED_URL,
     litellm.NAME: litellm.DEFAULT_URL,
@@ -91,6 +93,7 @@ class PriceCatalog:
     def reload(self) -> None:
         """Reread the overrides file and the cached remote copies (after a refresh)."""
         layers: list[_Layer] = []
+        self._remembered: dict[tuple[str, str | None, TokenCounts, int], PricedCost] = {}
         self._comparable: dict[str, list[ModelRates]] = {}
         if self.overrides_file is not None:
             prices, info = overrides.load(self.overrides_file)
@@ -116,7 +119,21 @@ class PriceCatalog:
         return [layer.info for layer in self._layers]
 
     def cost(self, model: str, provider: str | None, tokens: TokenCounts) -> PricedCost:
-        """Exact cost of a call with these token counts; UnknownModelError lists close names when not found."""
+        """Exact cost of a call with these token counts; UnknownModelError lists close names when not found.
+
+        Answers are remembered for the hour (a guard asks the same worst case before every call, and
+        genai-prices takes ~0.1 ms a price); `reload()` forgets them.
+        """
+        key = (model, provider, tokens, int(time.time() // 3600))
+        known = self._remembered.get(key)
+        if known is None:
+            known = self._price(model, provider, tokens)
+            if len(self._remembered) >= REMEMBERED_PRICES:
+                self._remembered.clear()
+            self._remembered[key] = known
+        return known
+
+    def _price(self, model: str, provider: str | None, tokens: TokenCounts) -> PricedCost:
         prefix, name = split_model(model)
         attempts = [(model, provider)]
         if prefix and not provider:  # 'openai/gpt-4o', as OpenRouter and LiteLLM spell it
