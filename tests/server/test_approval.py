@@ -2,7 +2,6 @@
 in-process, over stdio and over streamable HTTP; what they answer decides, and an approval is on the record."""
 
 import json
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -12,6 +11,7 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.context import ClientRequestContext
+from mcp.client.session import ElicitationFnT
 from mcp.types import ElicitRequestParams, ElicitResult, ErrorData, Implementation
 
 from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
@@ -20,14 +20,14 @@ from budget_mcp.errors import BudgetExceededError, InvalidInputError
 from budget_mcp.guard import Guard
 from budget_mcp.server import build_server
 from tests.conftest import FakeClock, ledger_dump
-from tests.servers import EXE, server_env, serving
 from tests.server.test_tools import call
+from tests.servers import EXE, server_env, serving
 
 pytestmark = pytest.mark.anyio
 
 MODES = ["auto", "legacy"]  # the 2026-07-28 input-required retry, and the 2025-11-25 elicitation/create
 CLIENT = Implementation(name="approval-test", version="4.5.6")
-Callback = Callable[[ClientRequestContext, ElicitRequestParams], Awaitable[ElicitResult | ErrorData]]
+Callback = ElicitationFnT
 
 
 def person(action: str, reason: str | None = None, asked: list[str] | None = None) -> Callback:
@@ -37,7 +37,7 @@ def person(action: str, reason: str | None = None, asked: list[str] | None = Non
         if asked is not None:
             asked.append(params.message)
         content = {"reason": reason} if action == "accept" and reason is not None else {}
-        return ElicitResult(action=action, content=content if action == "accept" else None)  # type: ignore[arg-type]
+        return ElicitResult(action=action, content=content if action == "accept" else None)
 
     return answer
 
@@ -237,7 +237,7 @@ def approve_total(asked: list[str]) -> Callback:
 
 
 async def transported_session(client: Client, asked: list[str]) -> None:
-    """The real clock runs in a subprocess server: a total limit has no window, so the question does not depend on it."""
+    """A subprocess server runs on the real clock: a total limit has no window, so the question does not name one."""
     await call(client, "allocate", budget_id="acme", limit_usd="5", enforcement="ask")
     await call(client, "charge", budget_id="acme", cost_usd="4.40")
     check = await call(client, "check_budget", budget_id="acme", estimated_cost_usd="3", reserve=True)
