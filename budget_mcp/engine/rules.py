@@ -111,14 +111,14 @@ def check(
 def _approval_entry(
     snapshot: Snapshot, request: CheckRequest, approval: Approval, overspend: Overspend, reservation_id: str | None
 ) -> Entry:
-    """Who approved going how far over which limit, and why. The hold's id goes in the metadata, not in
-    `reservation_id`: that column names the entries that settle or release a hold."""
+    """Who approved going how far over which limit (as it stood when recorded, under the lock), and why. The hold's
+    id goes in the metadata, not in `reservation_id`: that column names the entries that settle or release a hold."""
     limit = overspend.limit
     metadata: dict[str, object] = {
         "approved_for": limit.budget_id, "period": str(limit.period or "per_call"),
         "over_usd": format_usd(overspend.over_nanos), "over_tokens": overspend.over_tokens,
         "client": approval.client_name, "client_version": approval.client_version, "token": approval.token_name,
-        "reason": approval.reason, "question": overspend.question, "reservation_id": reservation_id,
+        "reason": approval.reason, "reservation_id": reservation_id,
     }  # fmt: skip
     return Entry(
         new_entry_id("apv"), EntryKind.APPROVAL, request.path[-1], snapshot.now, request.cost_nanos, request.tokens,

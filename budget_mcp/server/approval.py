@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from mcp.server.elicitation import AcceptedElicitation, CancelledElicitation, ElicitationResult
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.resolve import Elicit, Resolve
+from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field
 
 from budget_mcp.domain.inputs import MAX_TEXT
@@ -36,8 +37,9 @@ def can_elicit(ctx: Context[Any, Any]) -> bool:
     elicitation = capabilities.elicitation if capabilities is not None else None
     if elicitation is None or (elicitation.form is None and elicitation.url is not None):
         return False  # a bare `elicitation: {}` means form; url-only clients cannot answer a form
-    version = ctx.protocol_version or ""
-    return version >= "2026-07-28" or bool(ctx.session.can_send_request)
+    version = ctx.protocol_version
+    # 2026-07-28 asks in the tool's own answer; before it, the server needs a channel to send elicitation/create.
+    return (version is not None and is_version_at_least(version, "2026-07-28")) or bool(ctx.session.can_send_request)
 
 
 async def check_or_ask(

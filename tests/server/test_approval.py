@@ -81,7 +81,7 @@ async def test_an_approved_check_passes_with_its_hold_and_the_approval_is_on_rec
         assert approval["metadata"] == {
             "approved_for": "acme/research", "period": "daily", "over_usd": "2.400000", "over_tokens": 0,
             "client": "approval-test", "client_version": "4.5.6", "token": "local", "reason": "demo at noon",
-            "question": question(clock), "reservation_id": check["reservation_id"],
+            "reservation_id": check["reservation_id"],
         }  # fmt: skip
 
         report = json.loads((await client.read_resource("budget://reports/acme")).contents[0].text)  # type: ignore[union-attr]
