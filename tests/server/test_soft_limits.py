@@ -9,6 +9,7 @@ from mcp import Client
 from budget_mcp import PriceCatalog
 from budget_mcp.config import Settings
 from budget_mcp.domain.records import TokenCounts
+from budget_mcp.pricing import Tier
 from budget_mcp.server import build_server
 from tests.conftest import FakeClock
 from tests.server.test_tools import call, error_text
@@ -24,7 +25,7 @@ def by_hand(input_mtok: Decimal | None, output_mtok: Decimal | None) -> Decimal:
     return cost.quantize(Decimal("1e-9"), rounding=ROUND_CEILING)
 
 
-def hand_priced(prices: PriceCatalog) -> list[tuple[Decimal, int, str, str, str]]:
+def hand_priced(prices: PriceCatalog) -> list[tuple[Decimal, int, Tier, str, str]]:
     """(cost, tier rank, tier, provider, model) of every catalog model with a tier, for CALL."""
     found = []
     for facts in prices.candidates():
