@@ -63,6 +63,7 @@ class Approval:
     client_version: str | None = None
     token_name: str | None = None
     reason: str | None = None
+    question: str | None = None  # as the person saw it
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ def _approval_entry(
         "approved_for": limit.budget_id, "period": str(limit.period or "per_call"),
         "over_usd": format_usd(overspend.over_nanos), "over_tokens": overspend.over_tokens,
         "client": approval.client_name, "client_version": approval.client_version, "token": approval.token_name,
-        "reason": approval.reason, "reservation_id": reservation_id,
+        "reason": approval.reason, "question": approval.question, "reservation_id": reservation_id,
     }  # fmt: skip
     return Entry(
         new_entry_id("apv"), EntryKind.APPROVAL, request.path[-1], snapshot.now, request.cost_nanos, request.tokens,

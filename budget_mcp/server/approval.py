@@ -9,6 +9,7 @@ check with the person's answer: approved, one write records the approval (and th
 declared no form elicitation is never asked: its check is denied, saying approval could not be asked.
 """
 
+from contextvars import ContextVar
 from typing import Annotated, Any
 
 from mcp.server.elicitation import AcceptedElicitation, CancelledElicitation, ElicitationResult
@@ -67,7 +68,13 @@ async def check_or_ask(
         found = await state.engine.check_or_ask(budget_id, **arguments)
     if isinstance(found, CheckResult):
         return found
+    _asked.set(found.question)
     return Elicit(found.question, ApprovalForm)
+
+
+# The question the person was shown, for the approval's record. The SDK awaits a resolver in the tool call's own
+# context, so what it sets here is what the tool body reads: the last question asked is the one answered.
+_asked: ContextVar[str | None] = ContextVar("budget_mcp_asked", default=None)
 
 
 Asked = Annotated[ElicitationResult[BaseModel], Resolve(check_or_ask)]
@@ -81,6 +88,7 @@ def approval_of(ctx: Context[Any, Any], caller: Grant, outcome: ElicitationResul
         "client_name": info.name if info else None,
         "client_version": info.version if info else None,
         "token_name": caller.name,
+        "question": _asked.get(),
     }
     if isinstance(outcome, AcceptedElicitation):
         form = outcome.data
