@@ -269,3 +269,14 @@ async def test_asking_over_streamable_http(mode: str, tmp_path: Path) -> None:
             f"{base}/mcp", mode=mode, elicitation_callback=approve_total(asked), client_info=CLIENT
         ) as client:
             await transported_session(client, asked)
+
+
+async def test_the_remote_guard_cannot_ask_so_it_is_denied(tmp_path: Path) -> None:
+    with serving("http", tmp_path / "ledger.db") as base:
+        async with Guard.open(f"{base}/mcp") as guard:
+            await guard.backend.allocate("acme", limit_usd="1", enforcement="ask")
+            with pytest.raises(BudgetExceededError, match="needs a person's approval, and none could be asked"):
+                async with guard.call("acme", estimated_cost_usd="3"):
+                    pass  # pragma: no cover - the call is denied before it runs
+            status = await guard.backend.check("acme", estimated_cost_usd="0")
+    assert status.remaining_usd == "1.000000"
