@@ -32,6 +32,9 @@ def report_markdown(report: SpendReport) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", "## Alerts", ""]
     lines += [f"- {text}" for text in alert_lines(report)] or ["(none in this window)"]
+    if report.approvals:
+        lines += ["", "## Approvals", ""]
+        lines += [f"- {text}" for text in approval_lines(report)]
     return "\n".join(lines) + "\n"
 
 
@@ -42,6 +45,8 @@ def report_html(report: SpendReport) -> str:
     summary = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in summary_rows(report))
     tables = "".join(_html_table(title, header, rows) for title, header, rows in breakdowns(report))
     alerts = "".join(f"<li>{escape(t)}</li>" for t in alert_lines(report)) or "<li>none in this window</li>"
+    approvals = "".join(f"<li>{escape(t)}</li>" for t in approval_lines(report))
+    approvals = f"<h2>Approvals</h2>\n<ul>{approvals}</ul>" if approvals else ""
     time_title = "Spend per hour (local time)" if report.by_hour else "Spend per day (local time)"
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -71,6 +76,7 @@ svg text {{ font: 12px system-ui, sans-serif; fill: #1f2328; }}
 {tables}
 <h2>Alerts</h2>
 <ul>{alerts}</ul>
+{approvals}
 <p class="window">Generated {report.generated_at:%Y-%m-%d %H:%M} UTC by budget-mcp.</p>
 </body>
 </html>
@@ -139,6 +145,20 @@ def alert_lines(report: SpendReport) -> list[str]:
         lines.append(
             f"{a.at:%Y-%m-%d %H:%M} UTC: {a.budget_id} reached {share} of its {a.period} limit "
             f"({exact_usd(a.spent_usd)} of {limit}){webhook}"
+        )
+    return lines
+
+
+def approval_lines(report: SpendReport) -> list[str]:
+    """One sentence per approval of going over an `ask` limit in the window."""
+    lines = []
+    for a in report.approvals:
+        over = exact_usd(a.over_usd) if Decimal(a.over_usd) else f"{a.over_tokens:,} tokens"
+        who = ", ".join(part for part in (a.client, f"token {a.token}" if a.token else None) if part) or "unknown"
+        reason = f': "{a.reason}"' if a.reason else ""
+        lines.append(
+            f"{a.at:%Y-%m-%d %H:%M} UTC: {a.budget_id} approved {over} over the {a.period} limit of "
+            f"{a.approved_for} for a {exact_usd(a.cost_usd)} call (by {who}){reason}"
         )
     return lines
 

@@ -17,8 +17,10 @@ DEFAULT_ALERT_AT = (Decimal("0.5"), Decimal("0.8"), Decimal("0.9"), Decimal("1.0
 class Enforcement(StrEnum):
     """What happens when a check would exceed a limit."""
 
-    BLOCK = "block"
-    WARN = "warn"
+    BLOCK = "block"  # deny what would exceed
+    WARN = "warn"  # allow it, flagged
+    SOFT = "soft"  # allow it, flagged, and suggest a cheaper model that fits
+    ASK = "ask"  # deny it unless the person at the client approves (MCP elicitation)
 
 
 class Decision(StrEnum):
@@ -38,9 +40,30 @@ class EntryKind(StrEnum):
     RELEASE = "release"
     ALLOCATE = "allocate"
     CLOSE = "close"
+    APPROVAL = "approval"  # a person approved going over an `ask` limit
 
 
 SPEND_KINDS = frozenset({EntryKind.CHARGE, EntryKind.ADJUST})
+
+
+class Answer(StrEnum):
+    """What the person at the client answered when asked to approve going over an `ask` limit."""
+
+    APPROVED = "approved"
+    DECLINED = "declined"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A person's answer to going over an `ask` limit, and who gave it (client, version, the caller's token)."""
+
+    answer: Answer
+    client_name: str | None = None
+    client_version: str | None = None
+    token_name: str | None = None
+    reason: str | None = None
+    question: str | None = None  # as the person saw it
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,15 @@ class CheckResult(_Result):
     price_source: str | None = None
     reservation_id: str | None = None
     expires_at: datetime | None = None
+    suggested_model: str | None = None
+    suggested_cost_usd: str | None = None
+
+
+class ApprovalNeeded(_Result):
+    """A check an `ask` limit would deny, before anyone was asked: the question, and the answer if nobody approves."""
+
+    question: str
+    denied: CheckResult
 
 
 class AlertInfo(_Result):
@@ -164,6 +173,7 @@ class Recommendation(_Result):
     capabilities: list[str]
     why: str
     price_source: str
+    savings_usd: str | None = None
 
 
 class RecommendResult(_Result):
@@ -246,6 +256,22 @@ class AlertRaised(AlertInfo):
     webhook: str | None = Field(description="'delivered', 'failed after N attempts', or null when not sent")
 
 
+class ApprovalInfo(_Result):
+    """A person's approval of going over an `ask` limit, as reports show it."""
+
+    entry_id: str
+    budget_id: str
+    approved_for: str = Field(description="the budget whose limit it went over")
+    period: str = Field(description="the limit's period, or 'per_call'")
+    at: datetime
+    cost_usd: str
+    over_usd: str
+    over_tokens: int
+    client: str | None
+    token: str | None
+    reason: str | None
+
+
 class SpendReport(_Result):
     """Where the money of one window went (SPEC section 4)."""
 
@@ -265,6 +291,7 @@ class SpendReport(_Result):
     alerts: list[AlertRaised]
     burn_rate_usd_per_hour: str
     forecast: Forecast
+    approvals: list[ApprovalInfo] = []
 
 
 class LedgerEntry(_Result):

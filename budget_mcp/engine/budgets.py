@@ -15,10 +15,19 @@ from typing import Any
 from budget_mcp.domain import inputs
 from budget_mcp.domain.ids import is_within, parent_of, path_of, validate_budget_id, validate_reservation_id
 from budget_mcp.domain.inputs import MAX_NAME, ChargeRequest
-from budget_mcp.domain.money import format_usd, human_amount, parse_tokens, parse_usd, to_nanos
-from budget_mcp.domain.records import BudgetConfig, Decision, DeliveryAttempt, TokenCounts
+from budget_mcp.domain.money import format_usd, human_amount, human_usd, parse_tokens, parse_usd, to_nanos
+from budget_mcp.domain.records import (
+    Answer,
+    Approval,
+    BudgetConfig,
+    Decision,
+    DeliveryAttempt,
+    EntryKind,
+    TokenCounts,
+)
 from budget_mcp.domain.results import (
     AdjustResult,
+    ApprovalNeeded,
     BudgetNode,
     BudgetStatus,
     ChargeResult,
@@ -103,7 +112,13 @@ class BudgetEngine:
         rows = await self.ledger.spend(budget_id, start, end)
         alerts = await self.ledger.alerts(budget_id, since=start)
         deliveries = await self.ledger.deliveries(budget_id, since=start)
-        return build_report(status, rows, alerts, deliveries, window_start=start, window_end=end, now=now)
+        approvals = await self.ledger.entries(
+            budget_id, limit=MAX_LEDGER_ENTRIES, since=start, kind=EntryKind.APPROVAL
+        )  # fmt: skip
+        return build_report(
+            status, rows, alerts, deliveries, [a for a in approvals if end is None or a.at < end],
+            window_start=start, window_end=end, now=now,
+        )  # fmt: skip
 
     async def ledger_entries(self, budget_id: str, *, limit: int = 100) -> LedgerListing:
         """The latest entries of a budget and its descendants, newest first (at most `limit`, up to 1000)."""
@@ -146,8 +161,44 @@ class BudgetEngine:
         max_output_tokens: int | None = None,
         reserve: bool = False,
         ttl_seconds: int | None = None,
+        approval: Approval | None = None,
     ) -> CheckResult:
-        """May this much be spent? With `reserve`, atomically hold it on the whole path until settled or expired."""
+        """May this much be spent? With `reserve`, atomically hold it on the whole path until settled or expired.
+
+        A check only `ask` limits would deny is denied unless `approval` approves it; an approval is recorded
+        (with the hold, in one transaction) only when the check really goes over.
+        """
+        found = await self._check(
+            budget_id, estimated_cost_usd, model, provider, input_tokens, max_output_tokens, reserve, ttl_seconds,
+            approval, can_ask=False,
+        )  # fmt: skip
+        assert isinstance(found, CheckResult)
+        return found
+
+    async def check_or_ask(
+        self,
+        budget_id: str,
+        *,
+        estimated_cost_usd: object = None,
+        model: str | None = None,
+        provider: str | None = None,
+        input_tokens: int | None = None,
+        max_output_tokens: int | None = None,
+        reserve: bool = False,
+        ttl_seconds: int | None = None,
+    ) -> CheckResult | ApprovalNeeded:
+        """`check`, for a caller that can ask a person: a check only `ask` limits would deny comes back as the
+        question to ask (nothing is written); ask, then `check` again with the `approval`."""
+        return await self._check(
+            budget_id, estimated_cost_usd, model, provider, input_tokens, max_output_tokens, reserve, ttl_seconds,
+            None, can_ask=True,
+        )  # fmt: skip
+
+    async def _check(
+        self, budget_id: str, estimated_cost_usd: object, model: str | None, provider: str | None,
+        input_tokens: int | None, max_output_tokens: int | None, reserve: bool, ttl_seconds: int | None,
+        approval: Approval | None, *, can_ask: bool,
+    ) -> CheckResult | ApprovalNeeded:  # fmt: skip
         validate_budget_id(budget_id)
         path, ttl = path_of(budget_id), inputs.ttl(ttl_seconds)
         provider = inputs.optional_text(provider, "provider")
@@ -155,22 +206,70 @@ class BudgetEngine:
             input=parse_tokens(input_tokens or 0, "input_tokens"),
             output=parse_tokens(max_output_tokens or 0, "max_output_tokens"),
         )
+        output_given = max_output_tokens is not None
         cost_nanos, tokens, source, notes = self._price_check(
-            estimated_cost_usd, model, provider, tokens, output_given=max_output_tokens is not None
+            estimated_cost_usd, model, provider, tokens, output_given=output_given
         )
+        request = rules.CheckRequest(path, cost_nanos, tokens, source, model, provider, reserve, ttl)
+        soft: list[Snapshot] = []  # the snapshot a soft check went over on, to suggest a model that fits it
 
-        def decide(snapshot: Snapshot) -> tuple[CheckResult, Writes]:
-            answer = rules.evaluate(snapshot, path, cost_nanos, tokens.total, source)
-            if not (reserve and answer.allowed):
-                return answer, Writes()
-            return rules.reserve(snapshot, path, answer, cost_nanos, tokens, ttl, model, provider, source)
+        def decide(snapshot: Snapshot) -> tuple[CheckResult | ApprovalNeeded, Writes]:
+            soft.clear()
+            if model and rules.soft_exceeded(snapshot, path, cost_nanos, tokens.total):
+                # A copy: the ledger may go on to update what it loaded, and the suggestion is priced after the lock.
+                soft.append(dataclasses.replace(snapshot, budgets=dict(snapshot.budgets)))
+            return rules.check(snapshot, request, approval, can_ask)
 
         scope = Scope(budget_ids=path)
-        if reserve:  # a hold need not wait for the disk: a machine crash ends the call it was for
-            result = await self.ledger.write(scope, self.clock(), decide, durable=False)
+        approved = approval is not None and approval.answer is Answer.APPROVED
+        if reserve or approved:
+            # A hold alone need not wait for the disk (a machine crash ends the call it was for); an approval does.
+            result = await self.ledger.write(scope, self.clock(), decide, durable=approved)
         else:
             result = decide(await self.ledger.read(scope, self.clock()))[0]
+        if not isinstance(result, CheckResult):
+            return result
+        if soft and result.allowed:
+            result = self._suggest(result, soft[0], request, output_given)
         return result.model_copy(update={"warnings": [*notes, *result.warnings]}) if notes else result
+
+    def _suggest(
+        self, answer: CheckResult, snapshot: Snapshot, request: rules.CheckRequest, output_given: bool
+    ) -> CheckResult:
+        """A `soft` check over its limit, with the cheapest model of the same or a higher tier that fits what remains
+        (each priced for the same call: the same tokens, or its own output limit when none was given)."""
+        assert request.model is not None
+        named = self.prices.facts(request.model, request.provider)
+        if named is None:
+            note = f"no cheaper model suggested: {request.model} has no quality tier in the catalog to match"
+            return answer.model_copy(update={"warnings": [*answer.warnings, note]})
+        options = []
+        for facts in self.prices.candidates():
+            sizes = request.tokens if output_given else dataclasses.replace(
+                request.tokens, output=facts.max_output_tokens
+            )  # fmt: skip
+            if facts == named or facts.tier.rank < named.tier.rank or not facts.fits(sizes.input, sizes.output):
+                continue
+            with contextlib.suppress(UnknownModelError):
+                priced = rules.within_bounds(self.prices.cost(facts.model, facts.provider, sizes))
+                options.append((to_nanos(priced.cost_usd), sizes.total, facts))
+        options.sort(key=lambda o: (o[0], -o[2].tier.rank, o[2].provider, o[2].model))
+        chosen = rules.cheapest_fitting(snapshot, request.path, [(cost, tokens) for cost, tokens, _ in options])
+        if chosen is None:
+            note = (
+                f"no cheaper model suggested: no model of the {named.tier} tier or above fits what remains "
+                f"({answer.remaining_usd and human_amount(answer.remaining_usd) or 'nothing'})"
+            )
+            return answer.model_copy(update={"warnings": [*answer.warnings, note]})
+        cost, _, facts = options[chosen]
+        note = (
+            f"suggested {facts.provider}/{facts.model} ({facts.tier} tier) at {human_usd(cost)}, which fits what "
+            "remains"
+        )
+        return answer.model_copy(
+            update={"suggested_model": facts.model, "suggested_cost_usd": format_usd(cost),
+                    "warnings": [*answer.warnings, note]}
+        )  # fmt: skip
 
     def _price_check(
         self, estimated_cost_usd: object, model: str | None, provider: str | None, tokens: TokenCounts, *,
@@ -254,13 +353,26 @@ class BudgetEngine:
         min_tier: str | None = None,
         providers: Sequence[str] | None = None,
         limit: int = 5,
+        current_model: str | None = None,
     ) -> RecommendResult:
-        """Models that meet the needs, tier, providers and call size; fitting the budget first, then cheapest."""
+        """Models that meet the needs, tier, providers and call size; fitting the budget first, then cheapest.
+
+        With `current_model`, each recommendation says what it saves against that model for the same tokens.
+        """
         task = inputs.text(task, "task")
         if not 1 <= limit <= recommend.MAX_RESULTS:
             raise InvalidInputError(f"limit must be between 1 and {recommend.MAX_RESULTS}, got {limit}")
         wanted, assumptions = self._requirements(task, input_tokens, output_tokens, needs, min_tier, providers)
         sizes = TokenCounts(input=wanted.input_tokens, output=wanted.output_tokens)
+        current = None
+        if current_model is not None:
+            current = rules.within_bounds(
+                self.prices.cost(inputs.text(current_model, "current_model", limit=MAX_NAME), None, sizes)
+            )
+            assumptions.append(
+                f"savings_usd: against {current.provider}/{current.model} at {human_usd(to_nanos(current.cost_usd))} "
+                "for the same tokens"
+            )
         priced = []
         for facts in self.prices.candidates():
             if wanted.admits(facts):
@@ -277,7 +389,7 @@ class BudgetEngine:
                 verdict = rules.evaluate(snapshot, path, to_nanos(cost.cost_usd), sizes.total, None)
                 return verdict.decision is Decision.ALLOW, verdict.reason.removeprefix("allowed with a warning: ")
 
-        ranked = recommend.rank(priced, judge, limit)
+        ranked = recommend.rank(priced, judge, limit, current)
         advice = None
         if ranked and not ranked[0].fits_budget:
             advice = (

@@ -96,8 +96,11 @@ Judge = Callable[[PricedCost], tuple[bool, str]]
 """Whether a call at this cost fits the budget, and a short reason when it does not."""
 
 
-def rank(priced: Sequence[tuple[ModelFacts, PricedCost]], judge: Judge | None, limit: int) -> list[Recommendation]:
-    """Fitting models first, then by estimated cost, the higher tier first at equal cost."""
+def rank(
+    priced: Sequence[tuple[ModelFacts, PricedCost]], judge: Judge | None, limit: int, current: PricedCost | None = None
+) -> list[Recommendation]:
+    """Fitting models first, then by estimated cost, the higher tier first at equal cost; with the `current`
+    model's cost of the same call, what each saves against it (negative when it costs more)."""
     judged = [(facts, cost, *(judge(cost) if judge else (True, ""))) for facts, cost in priced]
     judged.sort(key=lambda r: (not r[2], r[1].cost_usd, -r[0].tier.rank, r[0].provider, r[0].model))
     cheapest_fitting: dict[Tier, Decimal] = {}
@@ -115,6 +118,7 @@ def rank(priced: Sequence[tuple[ModelFacts, PricedCost]], judge: Judge | None, l
             capabilities=sorted(facts.capabilities),
             why=_why(facts, cost, fits, reason, position, cheapest_fitting.get(facts.tier) == cost.cost_usd),
             price_source=cost.source,
+            savings_usd=None if current is None else format_usd(to_nanos(current.cost_usd) - to_nanos(cost.cost_usd)),
         )
         for position, (facts, cost, fits, reason) in enumerate(judged[:limit])
     ]

@@ -16,6 +16,7 @@ from budget_mcp.domain.records import AlertRecord, DeliveryAttempt, Entry
 from budget_mcp.domain.results import (
     AlertInfo,
     AlertRaised,
+    ApprovalInfo,
     BudgetStatus,
     ChildSpend,
     DaySpend,
@@ -40,6 +41,7 @@ def build_report(
     rows: Sequence[SpendRow],
     alerts: Iterable[AlertRecord],
     deliveries: Iterable[DeliveryAttempt],
+    approvals: Iterable[Entry] = (),
     *,
     window_start: datetime,
     window_end: datetime | None,
@@ -92,7 +94,20 @@ def build_report(
         alerts=[_raised(a, deliveries) for a in in_window],
         burn_rate_usd_per_hour=burn,
         forecast=forecast,
+        approvals=sorted((approval_info(e) for e in approvals), key=lambda a: (a.at, a.entry_id)),
     )
+
+
+def approval_info(entry: Entry) -> ApprovalInfo:
+    """An approval entry as reports show it."""
+    meta = entry.metadata
+    client = " ".join(str(part) for part in (meta.get("client"), meta.get("client_version")) if part) or None
+    return ApprovalInfo(
+        entry_id=entry.entry_id, budget_id=entry.budget_id, approved_for=str(meta.get("approved_for", entry.budget_id)),
+        period=str(meta.get("period", "")), at=entry.at, cost_usd=format_usd(entry.cost_nanos),
+        over_usd=str(meta.get("over_usd", format_usd(0))), over_tokens=int(meta.get("over_tokens", 0)),
+        client=client, token=meta.get("token"), reason=meta.get("reason"),
+    )  # fmt: skip
 
 
 def ledger_entry(entry: Entry) -> LedgerEntry:

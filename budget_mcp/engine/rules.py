@@ -6,17 +6,19 @@ it) and never do I/O. Each operation's budget path is resolved once, by the call
 """
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from budget_mcp.domain.ids import new_entry_id, new_reservation_id, parent_of
 from budget_mcp.domain.inputs import AllocationRequest, ChargeRequest
-from budget_mcp.domain.money import MAX_USD, check_total, format_usd, human_usd
+from budget_mcp.domain.money import MAX_USD, check_total, exact_usd, format_usd, human_usd
 from budget_mcp.domain.records import (
     DEFAULT_ALERT_AT,
     AlertRecord,
+    Answer,
+    Approval,
     BudgetConfig,
     Decision,
     Enforcement,
@@ -26,7 +28,14 @@ from budget_mcp.domain.records import (
     Limit,
     TokenCounts,
 )
-from budget_mcp.domain.results import AdjustResult, BudgetStatus, ChargeResult, CheckResult, ReleaseResult
+from budget_mcp.domain.results import (
+    AdjustResult,
+    ApprovalNeeded,
+    BudgetStatus,
+    ChargeResult,
+    CheckResult,
+    ReleaseResult,
+)
 from budget_mcp.domain.windows import Period, window_key
 from budget_mcp.engine import figures as fig
 from budget_mcp.engine.reports import alert_info
@@ -45,6 +54,93 @@ Guard = Callable[[BudgetConfig | None, BudgetConfig], None]
 
 
 # ---- checking and holding ----
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    """A check as priced before the snapshot: what it costs, which tokens it counts, and whether to hold it."""
+
+    path: Path
+    cost_nanos: int
+    tokens: TokenCounts
+    source: str | None
+    model: str | None
+    provider: str | None
+    reserve: bool
+    ttl: timedelta
+
+
+@dataclass(frozen=True)
+class Overspend:
+    """How far a check would go over the `ask` limit that decides it, in words a person can decide on."""
+
+    limit: fig.Constraint
+    over_nanos: int
+    over_tokens: int
+    text: str  # "acme/research would go $2.40 over its $5.00 daily limit (resets 00:00 UTC)"
+    others: int  # further `ask` limits it would go over
+
+    @property
+    def question(self) -> str:
+        more = f" (and {self.others} more limit{'s' if self.others > 1 else ''})" if self.others else ""
+        return f"{self.text}{more}: approve?"
+
+
+def check(
+    snapshot: Snapshot, request: CheckRequest, approval: Approval | None, can_ask: bool
+) -> tuple[CheckResult | ApprovalNeeded, Writes]:
+    """A check's answer and writes: the hold when `reserve`, the approval entry when a person approved going over.
+
+    With `can_ask` and no `approval` yet, a check only `ask` limits deny is the question to ask, and writes nothing.
+    """
+    path, cost_nanos = request.path, request.cost_nanos
+    answer, overspend = _answer(snapshot, path, cost_nanos, request.tokens.total, request.source, approval)
+    if overspend is not None and approval is None and can_ask:
+        return ApprovalNeeded(question=overspend.question, denied=answer), Writes()
+    writes = Writes()
+    if request.reserve and answer.allowed:
+        answer, writes = reserve(
+            snapshot, path, answer, cost_nanos, request.tokens, request.ttl, request.model, request.provider,
+            request.source,
+        )  # fmt: skip
+    if overspend is not None and approval is not None and approval.answer is Answer.APPROVED:
+        writes.entries.insert(0, _approval_entry(snapshot, request, approval, overspend, answer.reservation_id))
+    return answer, writes
+
+
+def _approval_entry(
+    snapshot: Snapshot, request: CheckRequest, approval: Approval, overspend: Overspend, reservation_id: str | None
+) -> Entry:
+    """Who approved going how far over which limit (as it stood when recorded, under the lock), and why. The hold's
+    id goes in the metadata, not in `reservation_id`: that column names the entries that settle or release a hold."""
+    limit = overspend.limit
+    metadata: dict[str, object] = {
+        "approved_for": limit.budget_id, "period": str(limit.period or "per_call"),
+        "over_usd": format_usd(overspend.over_nanos), "over_tokens": overspend.over_tokens,
+        "client": approval.client_name, "client_version": approval.client_version, "token": approval.token_name,
+        "reason": approval.reason, "question": approval.question, "reservation_id": reservation_id,
+    }  # fmt: skip
+    return Entry(
+        new_entry_id("apv"), EntryKind.APPROVAL, request.path[-1], snapshot.now, request.cost_nanos, request.tokens,
+        model=request.model, provider=request.provider, price_source=request.source,
+        metadata={k: v for k, v in metadata.items() if v is not None},
+    )  # fmt: skip
+
+
+def soft_exceeded(snapshot: Snapshot, path: Path, cost_nanos: int, tokens: int) -> bool:
+    """Whether a check goes over a `soft` limit and is allowed (so a cheaper model is worth suggesting)."""
+    found = fig.constraints(snapshot, path)
+    if not any(c.enforcement is Enforcement.SOFT and _violates(c, cost_nanos, tokens) for c in found):
+        return False
+    return _answer(snapshot, path, cost_nanos, tokens, None, None)[0].allowed
+
+
+def cheapest_fitting(snapshot: Snapshot, path: Path, options: Sequence[tuple[int, int]]) -> int | None:
+    """The index of the first of `options` (cost nano-USD, tokens; cheapest first) that fits without a warning."""
+    for index, (cost_nanos, tokens) in enumerate(options):
+        if _answer(snapshot, path, cost_nanos, tokens, None, None)[0].decision is Decision.ALLOW:
+            return index
+    return None
 
 
 def reserve(
@@ -273,22 +369,41 @@ def release_hold(
 # ---- the rules themselves ----
 
 
-def evaluate(snapshot: Snapshot, path: Path, cost_nanos: int, tokens: int, source: str | None) -> CheckResult:
-    """The answer of a check of `cost_nanos` and `tokens` on the budget at the end of `path`."""
+def evaluate(
+    snapshot: Snapshot, path: Path, cost_nanos: int, tokens: int, source: str | None, approval: Approval | None = None
+) -> CheckResult:
+    """The answer of a check of `cost_nanos` and `tokens` on the budget at the end of `path`.
+
+    A check only `ask` limits would deny is denied unless `approval` approves it (None: nobody could be asked).
+    """
+    return _answer(snapshot, path, cost_nanos, tokens, source, approval)[0]
+
+
+def _answer(
+    snapshot: Snapshot, path: Path, cost_nanos: int, tokens: int, source: str | None, approval: Approval | None
+) -> tuple[CheckResult, Overspend | None]:
+    """The answer of a check, and the overspend a person approves or refuses when only `ask` limits deny it."""
     budget_id = path[-1]
     state = fig.state_of(snapshot, budget_id)
     found = fig.constraints(snapshot, path)
     left_nanos, left_tokens = fig.remaining(found)
     violations = [c for c in found if _violates(c, cost_nanos, tokens)]
     blocking = [c for c in violations if c.enforcement is Enforcement.BLOCK]
-    warnings = [_violation_text(c, cost_nanos, tokens) for c in violations if c.enforcement is Enforcement.WARN]
+    asking = [c for c in violations if c.enforcement is Enforcement.ASK]
+    flagged = [c for c in violations if c.enforcement in _FLAGGING]
+    warnings = [_violation_text(c, cost_nanos, tokens) for c in flagged]
+    overspend = None
     if state.config.closed:
         decision, decider, reason = Decision.DENY, None, f"budget '{budget_id}' is closed; reopen it with allocate"
     elif blocking:
         decider = _most_restrictive(blocking)
         decision, reason = Decision.DENY, _violation_text(decider, cost_nanos, tokens)
-    elif violations:
-        decider = _most_restrictive(violations)
+    elif asking:
+        decider = _most_restrictive(asking)
+        overspend = _overspend(snapshot, decider, cost_nanos, tokens, len(asking) - 1)
+        decision, reason = _asked(overspend, approval)
+    elif flagged:
+        decider = _most_restrictive(flagged)
         decision, reason = Decision.WARN, "allowed with a warning: " + _violation_text(decider, cost_nanos, tokens)
     else:
         limited = [
@@ -298,7 +413,7 @@ def evaluate(snapshot: Snapshot, path: Path, cost_nanos: int, tokens: int, sourc
         where = f" in {decider.budget_id} ({decider.period})" if decider else ""
         reason = f"allowed: {human_usd(cost_nanos)} estimated, {fig.describe_headroom(left_nanos)} left{where}"
         decision = Decision.ALLOW
-    return CheckResult(
+    answer = CheckResult(
         allowed=decision is not Decision.DENY,
         decision=decision,
         reason=reason,
@@ -313,6 +428,55 @@ def evaluate(snapshot: Snapshot, path: Path, cost_nanos: int, tokens: int, sourc
         warnings=warnings,
         price_source=source,
     )
+    return answer, overspend
+
+
+_FLAGGING = frozenset({Enforcement.WARN, Enforcement.SOFT})
+
+
+def _asked(overspend: Overspend, approval: Approval | None) -> tuple[Decision, str]:
+    """The decision on a check only `ask` limits deny, after the person's answer (None: nobody could be asked)."""
+    if approval is None:
+        return Decision.DENY, (
+            f"{overspend.text}; going over needs a person's approval, and none could be asked (this caller "
+            "cannot answer MCP elicitation)"
+        )
+    if approval.answer is Answer.APPROVED:
+        who = approval.token_name if approval.token_name and approval.token_name != "local" else None
+        by = f" ({who})" if who else ""
+        return Decision.WARN, f"approved at the client{by}: {overspend.text}"
+    return Decision.DENY, f"{approval.answer} at the client: {overspend.text}"
+
+
+def _overspend(snapshot: Snapshot, c: fig.Constraint, cost_nanos: int, tokens: int, others: int) -> Overspend:
+    """How far the check goes over the limit `c`, said as a person reads it."""
+    if c.period is None:
+        cap = c.headroom_nanos or 0
+        text = f"{c.budget_id}: this call's {_exact(cost_nanos)} would go {_exact(cost_nanos - cap)} over its " + (
+            f"{_exact(cap)} per-call cap"
+        )
+        return Overspend(c, cost_nanos - cap, 0, text, others)
+    limit = snapshot.budgets[c.budget_id].config.limit_for(c.period) or Limit(c.period)
+    resets = f" (resets {_when(c.resets_at, snapshot.now)})" if c.resets_at else ""
+    if c.headroom_nanos is not None and cost_nanos > c.headroom_nanos:
+        over = cost_nanos - c.headroom_nanos
+        size = _exact(limit.limit_nanos) if limit.limit_nanos is not None else "USD"
+        text = f"{c.budget_id} would go {_exact(over)} over its {size} {c.period} limit{resets}"
+        over_tokens = max(tokens - c.headroom_tokens, 0) if c.headroom_tokens is not None else 0
+        return Overspend(c, over, over_tokens, text, others)
+    over_tokens = tokens - (c.headroom_tokens or 0)
+    text = f"{c.budget_id} would go {over_tokens} tokens over its {limit.limit_tokens}-token {c.period} limit{resets}"
+    return Overspend(c, 0, over_tokens, text, others)
+
+
+def _exact(nanos: int) -> str:
+    """Every digit of an amount a person approves: '$2.40', '$0.000315'."""
+    return exact_usd(format_usd(nanos))
+
+
+def _when(at: datetime, now: datetime) -> str:
+    """'00:00 UTC' within a day, else '2026-12-07 00:00 UTC'."""
+    return f"{at:%H:%M} UTC" if at - now <= timedelta(days=1) else f"{at:%Y-%m-%d %H:%M} UTC"
 
 
 def _violates(c: fig.Constraint, cost_nanos: int, tokens: int) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, Hold
+from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind, Hold
 from budget_mcp.domain.windows import Period
 
 T = TypeVar("T")
@@ -147,8 +147,10 @@ class Ledger(Protocol):
         """
         ...
 
-    async def entries(self, budget_id: str, *, limit: int = 100, since: datetime | None = None) -> list[Entry]:
-        """The latest entries of a budget and its descendants, newest first."""
+    async def entries(
+        self, budget_id: str, *, limit: int = 100, since: datetime | None = None, kind: EntryKind | None = None
+    ) -> list[Entry]:
+        """The latest entries of a budget and its descendants (of one `kind`, if given), newest first."""
         ...
 
     async def alerts(self, budget_id: str, *, since: datetime | None = None) -> list[AlertRecord]:

@@ -39,7 +39,7 @@ import aiosqlite
 from budget_mcp.domain.accounting import TotalKey
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.money import MAX_TOTAL
-from budget_mcp.domain.records import AlertRecord, DeliveryAttempt, Entry, Hold
+from budget_mcp.domain.records import AlertRecord, DeliveryAttempt, Entry, EntryKind, Hold
 from budget_mcp.domain.windows import Period, window_key
 from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
@@ -249,15 +249,18 @@ class SqliteLedger:
         """Fold one commit's duration into the running average that decides where commits run."""
         self._commit_seconds += (seconds - self._commit_seconds) * 0.05
 
-    async def entries(self, budget_id: str, *, limit: int = 100, since: datetime | None = None) -> list[Entry]:
-        """The latest entries of `budget_id` and its descendants, newest first."""
+    async def entries(
+        self, budget_id: str, *, limit: int = 100, since: datetime | None = None, kind: EntryKind | None = None
+    ) -> list[Entry]:
+        """The latest entries of `budget_id` and its descendants (of one `kind`, if given), newest first."""
         since_us = to_us(since) if since else -(2**62)
+        kind_text = None if kind is None else kind.value
 
         def run(conn: sqlite3.Connection) -> list[Entry]:
             rows = conn.execute(
                 f"SELECT {ENTRY_COLUMNS} FROM entries WHERE (budget_id = ? OR (budget_id > ? AND budget_id < ?)) "
-                "AND at_us >= ? ORDER BY seq DESC LIMIT ?",
-                (budget_id, budget_id + "/", budget_id + "0", since_us, limit),
+                "AND at_us >= ? AND (? IS NULL OR kind = ?) ORDER BY seq DESC LIMIT ?",
+                (budget_id, budget_id + "/", budget_id + "0", since_us, kind_text, kind_text, limit),
             ).fetchall()
             return [entry_from_row(row) for row in rows]
 

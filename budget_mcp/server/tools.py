@@ -1,14 +1,16 @@
 """The MCP tools: flat arguments in, structured results plus a one-line summary out."""
 
 import inspect
-from typing import Annotated
+from typing import Annotated, Any
 
+from mcp.server.elicitation import AcceptedElicitation
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
 from budget_mcp.domain.money import human_amount as money
-from budget_mcp.domain.records import Enforcement
+from budget_mcp.domain.records import Decision, Enforcement
 from budget_mcp.domain.results import (
     BudgetNode,
     BudgetStatus,
@@ -21,6 +23,7 @@ from budget_mcp.domain.results import (
 from budget_mcp.domain.windows import Period
 from budget_mcp.pricing import Capability, Tier
 from budget_mcp.server.access import visible_tree
+from budget_mcp.server.approval import Asked, approval_of
 from budget_mcp.server.schemas import compact_tool_schema
 from budget_mcp.server.state import current_state
 from budget_mcp.server.strict import BudgetTool
@@ -41,7 +44,7 @@ from budget_mcp.server.wire import (
 
 
 class ExtraLimit(BaseModel):
-    """A further limit of another period on the same budget."""
+    """Another period's limit."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -63,28 +66,35 @@ async def check_budget(
         Usd | None, Field(description='USD, e.g. "0.25"; or give model + input_tokens')
     ] = None,
     model: Annotated[Name | None, Field(description="e.g. 'gpt-4o'")] = None,
-    provider: Annotated[Name | None, Field(description="e.g. 'openai', if the model is ambiguous")] = None,
+    provider: Annotated[Name | None, Field(description="if the model is ambiguous")] = None,
     input_tokens: Annotated[Tokens | None, Field(description="prompt size")] = None,
     max_output_tokens: Annotated[Tokens | None, Field(description="the call's output limit")] = None,
-    reserve: Annotated[bool, Field(description="hold the amount until charge(reservation_id=...) or release")] = False,
+    reserve: Annotated[bool, Field(description="hold the amount until charged or released")] = False,
     ttl_seconds: Annotated[Count | None, Field(description="hold lifetime, default 600")] = None,
+    *,
+    ctx: Context[Any, Any],
+    answer: Asked,
 ) -> Annotated[CallToolResult, CheckResult]:
     """Ask before an LLM call whether it fits the budget (every budget up the path must allow it).
 
     Give estimated_cost_usd, or model + input_tokens (+ max_output_tokens) to price the worst case.
     With reserve=true the amount is held until you charge or release it, so parallel agents cannot
-    spend the same money. USD as a decimal string is exact; a JSON number passes through a float.
+    spend the same money; an 'ask' budget asks the user first. USD as a decimal string is exact.
     """
     state = current_state()
-    with tool_errors():
-        (await state.caller()).check(budget_id)
-        check = await state.engine.check(
-            budget_id, estimated_cost_usd=estimated_cost_usd, model=model, provider=provider,
-            input_tokens=input_tokens, max_output_tokens=max_output_tokens, reserve=reserve,
-            ttl_seconds=ttl_seconds,
-        )  # fmt: skip
-    if check.reservation_id:
-        state.announcer.budgets_changed([budget_id])
+    if isinstance(answer, AcceptedElicitation) and isinstance(answer.data, CheckResult):
+        check = answer.data  # nobody had to be asked
+    else:
+        with tool_errors():
+            caller = await state.caller()
+            caller.check(budget_id)
+            check = await state.engine.check(
+                budget_id, estimated_cost_usd=estimated_cost_usd, model=model, provider=provider,
+                input_tokens=input_tokens, max_output_tokens=max_output_tokens, reserve=reserve,
+                ttl_seconds=ttl_seconds, approval=approval_of(ctx, caller, answer),
+            )  # fmt: skip
+    if check.reservation_id or (isinstance(answer, AcceptedElicitation) and check.decision is Decision.WARN):
+        state.announcer.budgets_changed([budget_id])  # a hold, or perhaps an approval, was written
     return result(check, check_summary(check))
 
 
@@ -145,7 +155,10 @@ async def allocate(
     ] = None,
     per_call_usd: Annotated[Usd | None, Field(description="cap on one call")] = None,
     enforcement: Annotated[
-        Enforcement | None, Field(description="block denies what would exceed; warn allows it, flagged")
+        Enforcement | None,
+        Field(
+            description="over the limit: block denies, warn flags, soft flags and suggests a model, ask asks the user"
+        ),
     ] = None,
     alert_at: Annotated[
         list[Usd] | None,
@@ -226,8 +239,8 @@ async def estimate_cost(
 ) -> Annotated[CallToolResult, EstimateResult]:
     """What a call would cost, exactly, from the price catalog; nothing is charged or held.
 
-    Returns cost_usd, the USD-per-million-token rates used (the long-context tier when the prompt
-    is large enough) and the price source. An unknown model is an error listing close names.
+    Returns cost_usd, the per-million-token rates used and the price source. An unknown model is
+    an error listing close names.
     """
     with tool_errors():
         estimate = current_state().engine.estimate(
@@ -249,12 +262,13 @@ async def recommend_model(
     min_tier: Annotated[Tier | None, Field(description="default: inferred from task")] = None,
     providers: Annotated[list[Name] | None, Field(description="allow-list", max_length=20)] = None,
     limit: Annotated[Count, Field(description="how many, 1 to 50", ge=1, le=50)] = 5,
+    current_model: Annotated[Name | None, Field(description="savings_usd against it")] = None,
 ) -> Annotated[CallToolResult, RecommendResult]:
     """The cheapest models that can do this task within what the budget has left.
 
     Keeps models with the needed capabilities, tier, providers and context window, prices the call
-    for each, and ranks those that fit the budget first, then by estimated cost. Each comes with
-    why it was chosen; assumptions says what was inferred from the task.
+    for each, and ranks those that fit the budget first, then by estimated cost; assumptions says
+    what was inferred from the task.
     """
     state = current_state()
     with tool_errors():
@@ -262,7 +276,7 @@ async def recommend_model(
             (await state.caller()).check(budget_id)
         found = await state.engine.recommend(
             task, budget_id=budget_id, input_tokens=input_tokens, output_tokens=output_tokens, needs=needs,
-            min_tier=min_tier, providers=providers, limit=limit,
+            min_tier=min_tier, providers=providers, limit=limit, current_model=current_model,
         )  # fmt: skip
     best = found.recommendations[0] if found.recommendations else None
     summary = (

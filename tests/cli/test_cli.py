@@ -117,3 +117,9 @@ def test_serve_names_the_postgresql_ledger_it_uses(postgres_dsn: str, tmp_path: 
         process.terminate()
         process.communicate(timeout=20)
     assert "ledger PostgreSQL postgresql://" in line and "unused.db" not in line
+
+
+def test_an_unknown_enforcement_is_refused_naming_the_four(ledger_path: Path) -> None:
+    code, out = run("budgets", "set", "acme", "--limit-usd", "5", "--enforcement", "pause", "--db", str(ledger_path))
+    assert code != 0 and "'pause' is not one of 'block', 'warn', 'soft', 'ask'" in out
+    assert run("budgets", "set", "acme", "--limit-usd", "5", "--enforcement", "ask", "--db", str(ledger_path))[0] == 0

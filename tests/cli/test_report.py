@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
 from budget_mcp.cli import main
 from budget_mcp.cli.common import CliContext
+from budget_mcp.domain.records import Answer, Approval
 from tests.conftest import FakeClock
 
 NOW = datetime(2026, 11, 25, 15, 30, tzinfo=UTC)
@@ -157,3 +158,30 @@ def test_a_daily_budgets_report_has_every_hour_and_keeps_adjustments_apart(ledge
     assert (
         "| (adjustments) |  | -$0.25 | 0 | 0 | 0 |" in markdown and "| (no model) |  | $1.00 | 0 | 0 | 1 |" in markdown
     )
+
+
+def test_reports_list_the_approvals_of_going_over_an_ask_limit(ledger_path: Path, tmp_path: Path) -> None:
+    async def fill() -> None:
+        ledger = await open_ledger(ledger_path)
+        engine = BudgetEngine(ledger, PriceCatalog(), FakeClock(NOW))
+        try:
+            await engine.allocate("team", limit_usd="1", enforcement="ask")
+            approval = Approval(Answer.APPROVED, "Claude Code", "2.1", "ops", "release day", "team would go …")
+            assert (await engine.check("team", estimated_cost_usd="1.25", approval=approval)).allowed
+        finally:
+            await ledger.close()
+
+    anyio.run(fill)
+    db = ["--db", str(ledger_path)]
+    line = (
+        "2026-11-25 15:30 UTC: team approved $0.25 over the total limit of team for a $1.25 call "
+        '(by Claude Code 2.1, token ops): "release day"'
+    )
+    code, markdown = run("report", "team", "--format", "md", *db)
+    assert code == 0 and f"## Approvals\n\n- {line}" in markdown
+    target = tmp_path / "team.html"
+    assert run("report", "team", "--format", "html", "--output", str(target), *db)[0] == 0
+    page = target.read_text()
+    assert "<h2>Approvals</h2>" in page and line.replace('"', "&quot;") in page
+    code, out = run("report", "team", "--format", "json", *db)
+    assert [a["over_usd"] for a in json.loads(out)["approvals"]] == ["0.250000"]

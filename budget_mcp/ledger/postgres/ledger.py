@@ -37,7 +37,7 @@ from typing import Any, TypeVar, cast
 import asyncpg
 
 from budget_mcp.domain.accounting import TotalKey
-from budget_mcp.domain.records import AlertRecord, DeliveryAttempt, Entry
+from budget_mcp.domain.records import AlertRecord, DeliveryAttempt, Entry, EntryKind
 from budget_mcp.domain.windows import Period
 from budget_mcp.errors import LedgerError
 from budget_mcp.ledger.base import (
@@ -305,12 +305,15 @@ class PostgresLedger:
             owner = await conn.fetchval("SELECT budget_id FROM holds WHERE reservation_id = $1", reservation_id)
         return (owner.split("/")[0],) if owner else ()
 
-    async def entries(self, budget_id: str, *, limit: int = 100, since: datetime | None = None) -> list[Entry]:
-        """The latest entries of `budget_id` and its descendants, newest first."""
+    async def entries(
+        self, budget_id: str, *, limit: int = 100, since: datetime | None = None, kind: EntryKind | None = None
+    ) -> list[Entry]:
+        """The latest entries of `budget_id` and its descendants (of one `kind`, if given), newest first."""
         rows = await self._fetch(
             f"SELECT {ENTRY_COLUMNS} FROM entries WHERE (budget_id = $1 OR (budget_id > $2 AND budget_id < $3)) "
-            "AND at_us >= $4 ORDER BY seq DESC LIMIT $5",
+            "AND at_us >= $4 AND ($6::text IS NULL OR kind = $6) ORDER BY seq DESC LIMIT $5",
             budget_id, budget_id + "/", budget_id + "0", to_us(since) if since else -_FAR, limit,
+            None if kind is None else kind.value,
         )  # fmt: skip
         return [entry_from_row(tuple(row)) for row in rows]
 
