@@ -127,7 +127,7 @@ def oidc_provider(tmp_path: Path, **config: Any) -> Iterator[OidcProvider]:
 
 
 def _wait_ready(provider: OidcProvider) -> str:
-    seen = []
+    seen: list[str] = []
     while True:
         try:
             line = provider.lines.get(timeout=30)

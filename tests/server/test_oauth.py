@@ -15,7 +15,7 @@ from typing import Any
 import httpx2
 import jwt
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.client.sse import sse_client
 
 from budget_mcp.config import Settings
@@ -245,7 +245,7 @@ async def test_rotated_in_keys_work_and_rotated_out_keys_are_refused_without_a_r
 
 
 async def test_a_token_without_the_operations_scope_gets_403_naming_it(
-    settings: Settings, clock: FakeClock, provider: OidcProvider
+    settings: Settings, clock: FakeClock, provider: OidcProvider, keys: dict[str, SigningKey]
 ) -> None:
     with oauth_server(settings, clock, provider.issuer) as base:
         audience = f"{base}/mcp"
@@ -253,7 +253,9 @@ async def test_a_token_without_the_operations_scope_gets_403_naming_it(
             await ok(static, "allocate", budget_id="acme", limit_usd="10")
             await ok(static, "allocate", budget_id="acme/agent", limit_usd="4")
         reader, agent = provider.token("reader", audience), provider.token("agent", audience)
+        no_budget_scope = keys["a"].sign(claims(provider, base, clock, scope="openid profile"))
         cases = [
+            (no_budget_scope, INITIALIZE, "budget:read"),
             (reader, call("charge", budget_id="acme", cost_usd="1"), "budget:spend"),
             (reader, call("check_budget", budget_id="acme", estimated_cost_usd="1"), "budget:spend"),
             (reader, call("release", reservation_id="r-1"), "budget:spend"),
@@ -262,6 +264,8 @@ async def test_a_token_without_the_operations_scope_gets_403_naming_it(
         ]
         answers = [(post(base, token, message), scope) for token, message, scope in cases]
         async with as_client(base, reader) as reading:
+            with pytest.raises(MCPError):  # what the SDK's client makes of the 403
+                await reading.call_tool("charge", {"budget_id": "acme", "cost_usd": "1"})
             assert (await ok(reading, "get_budget", budget_id="acme"))["spent_usd"] == "0.000000"
         async with as_client(base, STATIC) as static:
             assert (await ok(static, "get_budget", budget_id="acme"))["spent_usd"] == "0.000000"
