@@ -121,6 +121,8 @@ class Settings(BaseModel):
             raise ConfigError(f"BUDGET_MCP_ALERT_WEBHOOK={webhook!r} must be an http:// or https:// URL")
         if values.get("oauth_issuer"):
             _check_issuer(str(values["oauth_issuer"]))
+        elif values.get("oauth_audience"):
+            raise ConfigError("BUDGET_MCP_OAUTH_AUDIENCE is set without BUDGET_MCP_OAUTH_ISSUER; set the issuer too")
         return cls(**values)
 
     @property

@@ -23,9 +23,16 @@ BUDGET_SCOPES = tuple(BudgetScope)
 ALL_SCOPES = frozenset(BudgetScope)
 PREFIXES_CLAIM = "budget_prefixes"
 
-_TOOL_SCOPES = {
+# Every tool, by name. A tool missing here needs budget:admin (closed by default), and a test holds this
+# table to the tools the server registers.
+TOOL_SCOPES = {
+    "get_budget": BudgetScope.READ,
+    "list_budgets": BudgetScope.READ,
+    "estimate_cost": BudgetScope.READ,
+    "recommend_model": BudgetScope.READ,
     "check_budget": BudgetScope.SPEND,
     "charge": BudgetScope.SPEND,
+    "release": BudgetScope.SPEND,  # of a reservation; closing a budget (budget_id) is admin
     "allocate": BudgetScope.ADMIN,
 }
 
@@ -42,10 +49,9 @@ def required_scope(message: Any) -> BudgetScope:
         return BudgetScope.READ
     params = _object(message.get("params"))
     name = params.get("name")
-    if name == "release":
-        arguments = _object(params.get("arguments"))
-        return BudgetScope.SPEND if arguments.get("budget_id") is None else BudgetScope.ADMIN
-    return _TOOL_SCOPES.get(name, BudgetScope.READ) if isinstance(name, str) else BudgetScope.READ
+    if name == "release" and _object(params.get("arguments")).get("budget_id") is not None:
+        return BudgetScope.ADMIN
+    return TOOL_SCOPES.get(name, BudgetScope.ADMIN) if isinstance(name, str) else BudgetScope.ADMIN
 
 
 def _object(value: Any) -> dict[str, Any]:

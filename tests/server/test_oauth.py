@@ -22,6 +22,7 @@ from budget_mcp.config import Settings
 from budget_mcp.errors import ConfigError
 from budget_mcp.server import build_server
 from budget_mcp.server.http import http_app
+from budget_mcp.server.scopes import TOOL_SCOPES
 from tests.conftest import FakeClock
 from tests.loopback import Loopback
 from tests.oidc_provider import OidcProvider, SigningKey, client, oidc_provider, provider_missing
@@ -59,11 +60,13 @@ def provider(tmp_path: Path, keys: dict[str, SigningKey], clock: FakeClock) -> I
 
 
 @contextmanager
-def oauth_server(settings: Settings, clock: FakeClock, issuer: str, transport: str = "http") -> Iterator[str]:
+def oauth_server(
+    settings: Settings, clock: FakeClock, issuer: str, transport: str = "http", **env: str
+) -> Iterator[str]:
     """budget-mcp over HTTP with BUDGET_MCP_OAUTH_ISSUER and a static token, on `clock`; yields its base URL."""
 
     async def make(port: int) -> Any:
-        env = {"BUDGET_MCP_OAUTH_ISSUER": issuer, "BUDGET_MCP_TOKEN": STATIC}
+        env.update(BUDGET_MCP_OAUTH_ISSUER=issuer, BUDGET_MCP_TOKEN=STATIC)
         served = Settings.load(env, **{**dict(settings), "transport": transport, "port": port})
         return await http_app(served, build_server(served, clock=clock))
 
@@ -219,6 +222,17 @@ async def test_a_provider_token_is_refused_once_expired_on_the_servers_clock(
         assert_unauthorized(post(base, token, INITIALIZE), base)
 
 
+async def test_a_configured_audience_replaces_the_mcp_url(
+    settings: Settings, clock: FakeClock, provider: OidcProvider
+) -> None:
+    audience = "https://budget.example.com/mcp"
+    with oauth_server(settings, clock, provider.issuer, BUDGET_MCP_OAUTH_AUDIENCE=audience) as base:
+        configured = post(base, provider.token("agent", audience), INITIALIZE)
+        default = post(base, provider.token("agent", f"{base}/mcp"), INITIALIZE)
+    assert configured.status_code == 200
+    assert_unauthorized(default, base)
+
+
 async def test_rotated_in_keys_work_and_rotated_out_keys_are_refused_without_a_restart(
     settings: Settings, clock: FakeClock, provider: OidcProvider, keys: dict[str, SigningKey]
 ) -> None:
@@ -329,6 +343,33 @@ async def test_unknown_key_ids_refetch_the_keys_at_most_every_30_seconds(
     assert len(price_server.received("/.well-known/openid-configuration")) == 1
 
 
+async def test_an_issuer_with_a_path_is_found_at_its_rfc_8414_location(
+    settings: Settings, clock: FakeClock, price_server: Loopback
+) -> None:
+    key, issuer = SigningKey.new("k1"), f"{price_server.url}/tenants/acme"
+    metadata = {"issuer": issuer, "jwks_uri": f"{price_server.url}/keys"}
+    price_server.serve("/.well-known/oauth-authorization-server/tenants/acme", json.dumps(metadata))
+    price_server.serve("/keys", json.dumps({"keys": [key.jwk(private=False)]}))
+    with oauth_server(settings, clock, issuer) as base:
+        now = int(clock.now.timestamp())
+        token = key.sign({"iss": issuer, "aud": f"{base}/mcp", "exp": now + 60, "scope": "budget:read", "sub": "x"})
+        answer = post(base, token, INITIALIZE)
+        document = httpx2.get(metadata_url(base), timeout=30).json()
+    assert answer.status_code == 200, answer.text
+    assert document["authorization_servers"] == [issuer]
+    assert [r.path for r in price_server.requests] == [
+        "/tenants/acme/.well-known/openid-configuration",  # OpenID Connect's location first: 404 here
+        "/.well-known/oauth-authorization-server/tenants/acme",
+        "/keys",
+    ]
+
+
+async def test_every_tool_has_a_scope(settings: Settings) -> None:
+    async with Client(build_server(settings)) as local:
+        names = {tool.name for tool in (await local.list_tools()).tools}
+    assert names == set(TOOL_SCOPES)  # a new tool must say which scope it needs (unlisted: budget:admin)
+
+
 async def test_metadata_of_another_issuer_is_not_trusted(
     settings: Settings, clock: FakeClock, price_server: Loopback
 ) -> None:
@@ -377,6 +418,11 @@ def test_the_issuer_must_be_https_or_loopback(tmp_path: Path, issuer: str, ok_: 
     else:
         with pytest.raises(ConfigError, match="must be the authorization server's https:// issuer URL"):
             Settings.load(env, db_path=tmp_path / "l.db")
+
+
+def test_an_audience_without_an_issuer_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="BUDGET_MCP_OAUTH_AUDIENCE is set without BUDGET_MCP_OAUTH_ISSUER"):
+        Settings.load({"BUDGET_MCP_OAUTH_AUDIENCE": "https://budget.example.com/mcp"}, db_path=tmp_path / "l.db")
 
 
 def test_static_token_names_cannot_pose_as_oauth_clients(tmp_path: Path) -> None:
