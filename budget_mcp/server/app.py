@@ -43,7 +43,7 @@ and close it with release when they finish. Amounts are USD decimal strings such
 def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[AppState]:
     """The MCP server for `settings`; the ledger is opened by its lifespan, once per process or client.
 
-    `clock` is what "now" is for the engine (tests pass one they move by hand).
+    `clock` is what "now" is for the engine and for OAuth token lifetimes (tests pass one they move by hand).
     """
     bus = InMemorySubscriptionBus()
     http = settings.transport != "stdio"

@@ -4,8 +4,10 @@ The SDK answers 401 (no token, or one the verifier refused) with `WWW-Authentica
 the metadata, and serves that metadata (RFC 9728) from `AuthSettings`. Two things are added here:
 the metadata lists every budget scope (the SDK would list only its `required_scopes`, which every
 token must hold), and `ScopeGate` reads each JSON-RPC request before the transport does, answering
-403 `insufficient_scope` naming the scope it lacks (MCP's step-up challenge). It runs on the MCP
-paths only, after the bearer middleware, so it sees the verified token.
+403 `insufficient_scope` naming the scope it lacks (MCP's step-up challenge), and adding the scope a
+request needs to the SDK's 401, so a client first asks its provider for budget:read only and steps
+up when an operation needs more. It runs on the MCP paths only, after the bearer middleware, so it
+sees the verified token.
 """
 
 import json
@@ -52,25 +54,25 @@ class ScopeGate:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        user = scope.get("user")
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not isinstance(user, AuthenticatedUser) or not self._gated(path):
+        if scope["type"] != "http" or not self._gated(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
-        held = implied_scopes(user.scopes)
         received: list[Message] = []
         needed = BudgetScope.READ
         if scope["method"] == "POST":
             body = await self._read_body(receive, received)
             needed = _needed(body) if body is not None else BudgetScope.READ
-        if needed not in held:
-            await self._refuse(send, needed)
-            return
 
         async def replay() -> Message:
             return received.pop(0) if received else await receive()
 
-        await self.app(scope, replay, send)
+        user = scope.get("user")
+        if not isinstance(user, AuthenticatedUser):
+            await self.app(scope, replay, _naming_scope(send, needed))  # the SDK's 401, with the scope to ask for
+        elif needed not in implied_scopes(user.scopes):
+            await self._refuse(send, needed)
+        else:
+            await self.app(scope, replay, send)
 
     def _gated(self, path: str) -> bool:
         return any(path == p or (p.endswith("/") and path.startswith(p)) for p in self.paths)
@@ -103,6 +105,21 @@ class ScopeGate:
         ]
         await send({"type": "http.response.start", "status": 403, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _naming_scope(send: Send, needed: BudgetScope) -> Send:
+    """`send`, adding `scope="..."` to the challenge of a 401 so a client asks its provider for just that."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 401:
+            headers = [
+                (name, value + f', scope="{needed}"'.encode() if name.lower() == b"www-authenticate" else value)
+                for name, value in message.get("headers", [])
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
 
 
 def _needed(body: bytes) -> BudgetScope:

@@ -16,7 +16,10 @@ import httpx2
 import jwt
 import pytest
 from mcp import Client, MCPError
+from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
 from budget_mcp.config import Settings
 from budget_mcp.errors import ConfigError
@@ -34,7 +37,7 @@ pytestmark = pytest.mark.anyio
 STATIC = "static-admin-token-0123456789"
 SCOPES = ["budget:read", "budget:spend", "budget:admin"]
 CLIENTS = [
-    client("operator", "budget:admin"),
+    client("operator", "budget:read budget:spend budget:admin"),
     client("agent", "budget:read budget:spend", ["acme/agent"]),
     client("reader", "budget:read", ["acme"]),
 ]
@@ -89,10 +92,11 @@ def metadata_url(base: str) -> str:
     return f"{base}/.well-known/oauth-protected-resource/mcp"
 
 
-def assert_unauthorized(response: httpx2.Response, base: str) -> None:
+def assert_unauthorized(response: httpx2.Response, base: str, scope: str = "budget:read") -> None:
     assert response.status_code == 401, response.text
     challenge = response.headers["www-authenticate"]
     assert challenge.startswith("Bearer ") and f'resource_metadata="{metadata_url(base)}"' in challenge
+    assert challenge.endswith(f'scope="{scope}"')
 
 
 def claims(provider: OidcProvider, base: str, clock: FakeClock, **changes: Any) -> dict[str, Any]:
@@ -137,6 +141,47 @@ async def test_provider_tokens_work_with_their_scopes_and_prefixes_beside_static
             assert (await ok(static, "get_budget", budget_id="acme"))["spent_usd"] == "1.750000"
 
 
+class MemoryTokens:
+    """The SDK client's TokenStorage, in memory."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+async def test_the_sdk_client_finds_the_provider_from_the_401_and_gets_its_own_token(
+    settings: Settings, clock: FakeClock, provider: OidcProvider
+) -> None:
+    with oauth_server(settings, clock, provider.issuer) as base:
+        storage = MemoryTokens()
+        auth = ClientCredentialsOAuthProvider(
+            f"{base}/mcp", storage, "operator", "operator-secret-0123456789",
+            token_endpoint_auth_method="client_secret_post", scope="budget:admin", issuer=provider.issuer,
+        )  # fmt: skip
+        async with (
+            httpx2.AsyncClient(auth=auth, timeout=30) as http,
+            Client(streamable_http_client(f"{base}/mcp", http_client=http)) as operator,
+        ):
+            await ok(operator, "allocate", budget_id="acme", limit_usd="10")
+            assert (await ok(operator, "get_budget", budget_id="acme"))["limit_usd"] == "10.000000"
+    # it asked for budget:read (the 401's scope), then stepped up on allocate's 403 to budget:admin too
+    assert storage.tokens is not None and storage.tokens.scope == "budget:read budget:admin"
+    granted = jwt.decode(storage.tokens.access_token, options={"verify_signature": False})
+    assert granted["aud"] == f"{base}/mcp" and granted["iss"] == provider.issuer  # RFC 8707: for this server
+
+
 async def test_metadata_document_names_the_resource_its_issuer_and_scopes(
     settings: Settings, clock: FakeClock, provider: OidcProvider
 ) -> None:
@@ -144,6 +189,7 @@ async def test_metadata_document_names_the_resource_its_issuer_and_scopes(
         document = httpx2.get(metadata_url(base), timeout=30)
         missing = post(base, None, INITIALIZE)
         wrong = post(base, "not-a-token", INITIALIZE)
+        charging = post(base, None, call("charge", budget_id="acme", cost_usd="1"))
         health = httpx2.get(f"{base}/health", timeout=30)
     assert document.status_code == 200
     assert document.json() == {
@@ -155,6 +201,7 @@ async def test_metadata_document_names_the_resource_its_issuer_and_scopes(
     }
     assert_unauthorized(missing, base)
     assert_unauthorized(wrong, base)
+    assert_unauthorized(charging, base, scope="budget:spend")
     assert health.status_code == 200
 
 
@@ -283,6 +330,10 @@ async def test_a_token_without_the_operations_scope_gets_403_naming_it(
             assert (await ok(reading, "get_budget", budget_id="acme"))["spent_usd"] == "0.000000"
         async with as_client(base, STATIC) as static:
             assert (await ok(static, "get_budget", budget_id="acme"))["spent_usd"] == "0.000000"
+        admin_only = claims(provider, base, clock, scope="budget:admin")
+        del admin_only["budget_prefixes"]
+        async with as_client(base, keys["a"].sign(admin_only)) as admin:  # admin includes spend, and every budget
+            assert (await ok(admin, "charge", budget_id="acme", cost_usd="1"))["spent_usd"] == "1.000000"
     for answer, scope in answers:
         assert answer.status_code == 403, answer.text
         challenge = answer.headers["www-authenticate"]
