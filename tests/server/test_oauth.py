@@ -235,6 +235,10 @@ def unknown_key(provider: OidcProvider, base: str, keys: dict[str, SigningKey], 
     return SigningKey.new("key-a").sign(claims(provider, base, clock))  # the provider's key id, another key
 
 
+def prefixes_not_budget_ids(provider: OidcProvider, base: str, keys: dict[str, SigningKey], clock: FakeClock) -> str:
+    return keys["a"].sign(claims(provider, base, clock, budget_prefixes=["Acme Corp"]))
+
+
 def hmac_with_public_key(provider: OidcProvider, base: str, keys: dict[str, SigningKey], clock: FakeClock) -> str:
     """The classic confusion: HS256 keyed with the published key, as a verifier trusting the header would check it."""
     signing_input = f"{b64({'alg': 'HS256', 'typ': 'JWT', 'kid': 'key-a'})}.{b64(claims(provider, base, clock))}"
@@ -245,7 +249,17 @@ def hmac_with_public_key(provider: OidcProvider, base: str, keys: dict[str, Sign
 
 @pytest.mark.parametrize(
     "forge",
-    [expired, not_yet_valid, wrong_issuer, wrong_audience, alg_none, bad_signature, unknown_key, hmac_with_public_key],
+    [
+        expired,
+        not_yet_valid,
+        wrong_issuer,
+        wrong_audience,
+        alg_none,
+        bad_signature,
+        unknown_key,
+        hmac_with_public_key,
+        prefixes_not_budget_ids,
+    ],
 )
 async def test_invalid_tokens_get_401_with_the_metadata_url(
     settings: Settings, clock: FakeClock, provider: OidcProvider, keys: dict[str, SigningKey], forge: Any
@@ -330,8 +344,8 @@ async def test_a_token_without_the_operations_scope_gets_403_naming_it(
             assert (await ok(reading, "get_budget", budget_id="acme"))["spent_usd"] == "0.000000"
         async with as_client(base, STATIC) as static:
             assert (await ok(static, "get_budget", budget_id="acme"))["spent_usd"] == "0.000000"
-        admin_only = claims(provider, base, clock, scope="budget:admin")
-        del admin_only["budget_prefixes"]
+        admin_only = claims(provider, base, clock, scp=["budget:admin"])  # the list form some providers use
+        del admin_only["budget_prefixes"], admin_only["scope"]
         async with as_client(base, keys["a"].sign(admin_only)) as admin:  # admin includes spend, and every budget
             assert (await ok(admin, "charge", budget_id="acme", cost_usd="1"))["spent_usd"] == "1.000000"
     for answer, scope in answers:
@@ -419,6 +433,31 @@ async def test_every_tool_has_a_scope(settings: Settings) -> None:
     async with Client(build_server(settings)) as local:
         names = {tool.name for tool in (await local.list_tools()).tools}
     assert names == set(TOOL_SCOPES)  # a new tool must say which scope it needs (unlisted: budget:admin)
+
+
+async def test_an_unreachable_provider_refuses_tokens_until_it_answers_and_later_outages_keep_the_known_keys(
+    settings: Settings, clock: FakeClock, price_server: Loopback
+) -> None:
+    key = SigningKey.new("k1")
+    price_server.serve("/.well-known/openid-configuration", "down for maintenance", status=503)
+    with oauth_server(settings, clock, price_server.url) as base:
+        now = int(clock.now.timestamp())
+        signed = {"iss": price_server.url, "aud": f"{base}/mcp", "sub": "a", "exp": now + 7200, "scope": "budget:read"}
+        token = key.sign(signed)
+        without_kid = jwt.encode(signed, key.private, algorithm="ES256")  # the only key of the set: no kid needed
+        assert_unauthorized(post(base, token, INITIALIZE), base)
+        idp(price_server, [key])
+        assert_unauthorized(post(base, token, INITIALIZE), base)  # not asked again within 30 s
+        clock.advance(seconds=31)
+        assert post(base, token, INITIALIZE).status_code == 200
+        assert post(base, without_kid, INITIALIZE).status_code == 200
+        price_server.serve("/jwks", "{}", status=500)
+        clock.advance(seconds=601)  # the keys are old, and the provider fails: they are kept meanwhile
+        assert post(base, token, INITIALIZE).status_code == 200
+        price_server.serve("/jwks", json.dumps({"keys": "not a list"}))
+        clock.advance(seconds=31)
+        assert post(base, token, INITIALIZE).status_code == 200
+    assert len(price_server.received("/jwks")) == 3
 
 
 async def test_metadata_of_another_issuer_is_not_trusted(
