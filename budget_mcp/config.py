@@ -8,6 +8,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,6 +62,8 @@ class Settings(BaseModel):
     tokens_file: Path | None = None
     hermes_url: str | None = None
     public_url: str | None = None
+    oauth_issuer: str | None = None
+    oauth_audience: str | None = None
     hermes_heartbeat_seconds: float = 30.0
     hermes_check_seconds: float = 300.0
     read_timeout_seconds: float = 10.0
@@ -84,6 +87,8 @@ class Settings(BaseModel):
             "tokens_file": Path(env["BUDGET_MCP_TOKENS"]) if env.get("BUDGET_MCP_TOKENS") else None,
             "hermes_url": env.get("HERMES_URL") or None,
             "public_url": env.get("BUDGET_MCP_PUBLIC_URL") or None,
+            "oauth_issuer": env.get("BUDGET_MCP_OAUTH_ISSUER") or None,
+            "oauth_audience": env.get("BUDGET_MCP_OAUTH_AUDIENCE") or None,
         }
         for name, variable in (("hermes_heartbeat_seconds", "HERMES_HEARTBEAT_SECONDS"),
                                ("hermes_check_seconds", "HERMES_CHECK_SECONDS"),
@@ -114,6 +119,10 @@ class Settings(BaseModel):
         webhook = values.get("alert_webhook")
         if webhook and not str(webhook).startswith(("http://", "https://")):
             raise ConfigError(f"BUDGET_MCP_ALERT_WEBHOOK={webhook!r} must be an http:// or https:// URL")
+        if values.get("oauth_issuer"):
+            _check_issuer(str(values["oauth_issuer"]))
+        elif values.get("oauth_audience"):
+            raise ConfigError("BUDGET_MCP_OAUTH_AUDIENCE is set without BUDGET_MCP_OAUTH_ISSUER; set the issuer too")
         return cls(**values)
 
     @property
@@ -123,7 +132,7 @@ class Settings(BaseModel):
 
     def check_exposure(self) -> None:
         """Refuse to serve HTTP beyond loopback without a token, unless told it is deliberate."""
-        has_token = bool(self.token or self.tokens_file)
+        has_token = bool(self.token or self.tokens_file or self.oauth_issuer)
         if self.transport != "stdio" and self.host not in LOOPBACK_HOSTS and not has_token and not self.insecure:
             raise ConfigError(
                 f"refusing to listen on {self.host} without a token: set BUDGET_MCP_TOKEN, bind to 127.0.0.1, "
@@ -139,6 +148,17 @@ def _seconds(variable: str, text: str) -> float:
     if not 0 < value < 86_400:
         raise ConfigError(f"{variable}={text!r} must be a number of seconds between 0 and 86400")
     return value
+
+
+def _check_issuer(issuer: str) -> None:
+    """An issuer is an https URL (OAuth 2.1 requires TLS), or http on this machine's loopback."""
+    parts = urlsplit(issuer)
+    loopback = parts.scheme == "http" and parts.hostname in {"127.0.0.1", "localhost", "::1"}
+    if not (parts.scheme == "https" or loopback) or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"BUDGET_MCP_OAUTH_ISSUER={issuer!r} must be the authorization server's https:// issuer URL "
+            "(http:// only on 127.0.0.1 or localhost), without a query or fragment"
+        )
 
 
 def _read_toml(path: Path, what: str) -> dict[str, Any]:

@@ -1,16 +1,20 @@
 """Real `budget-mcp serve` processes for tests: a free loopback port, a clean environment, wait for /health."""
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
+import uvicorn
+from starlette.types import ASGIApp
 
 EXE = str(Path(sys.executable).with_name("budget-mcp"))
 
@@ -66,3 +70,41 @@ def serving_process(transport: str, db: Path, **extra: str) -> Iterator[Served]:
     finally:
         process.terminate()
         served.stderr = process.communicate(timeout=20)[1]
+
+
+@contextmanager
+def serving_app(make_app: Callable[[int], Awaitable[ASGIApp]]) -> Iterator[str]:
+    """An ASGI app under uvicorn in a thread of this process, on a loopback port bound first; yields its base URL.
+
+    `make_app(port)` builds the app inside the thread's event loop (so the server's objects belong to it),
+    knowing its port: an app may need its own URL. Stopped the way a signal would stop it.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    box: dict[str, uvicorn.Server] = {}
+    failed: list[BaseException] = []
+
+    async def main() -> None:
+        try:
+            app = await make_app(port)
+            box["server"] = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+            await box["server"].serve(sockets=[sock])
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not (box.get("server") and box["server"].started):
+            assert not failed, failed
+            assert thread.is_alive() and time.monotonic() < deadline, "the app did not start within 20 s"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if "server" in box:
+            box["server"].should_exit = True
+        thread.join(20)
+        sock.close()

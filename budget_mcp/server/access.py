@@ -3,7 +3,10 @@
 `BUDGET_MCP_TOKEN` is one token with full access; `BUDGET_MCP_TOKENS` names a TOML file of scoped
 tokens (`[[token]]` with name, token, prefixes, create_roots). Tokens are compared in constant time,
 all of them every time, and never logged: requests are known by the token's name. Without a token
-(stdio, or the in-memory client) the caller is local and has full access.
+(stdio, or the in-memory client) the caller is local and has full access. With an OAuth issuer
+configured, other bearer tokens go to its verifier (`oauth.OAuthVerifier`); such a token's grant is
+named `oauth:<subject>` and confined to its `budget_prefixes` claim (none without it, unless it has
+budget:admin, which then reaches every budget).
 """
 
 import dataclasses
@@ -16,7 +19,7 @@ from typing import Any
 
 from mcp import MCPError
 from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import INVALID_PARAMS
 
@@ -26,6 +29,7 @@ from budget_mcp.domain.records import BudgetConfig
 from budget_mcp.domain.results import BudgetNode
 from budget_mcp.engine import BudgetEngine
 from budget_mcp.errors import AccessDeniedError, BudgetMcpError, ConfigError
+from budget_mcp.server.scopes import ALL_SCOPES, PREFIXES_CLAIM, BudgetScope
 
 
 @dataclass(frozen=True)
@@ -125,15 +129,28 @@ async def visible_tree(engine: BudgetEngine, grant: Grant, prefix: str | None = 
     return await engine.tree(prefix)
 
 
-class TokenTable:
-    """The configured tokens; `verify_token` is the SDK's TokenVerifier protocol."""
+OAUTH_PREFIX = "oauth:"
 
-    def __init__(self, tokens: Iterable[tuple[str, Grant]]) -> None:
+
+def oauth_grant(access: AccessToken) -> Grant:
+    """The grant of a verified OAuth token: its prefixes claim; every budget for budget:admin without one."""
+    prefixes = (access.claims or {}).get(PREFIXES_CLAIM)
+    name = OAUTH_PREFIX + (access.subject or access.client_id)
+    if prefixes is None and BudgetScope.ADMIN in access.scopes:
+        return Grant(name)
+    return Grant(name, prefixes=tuple(prefixes or ()))
+
+
+class TokenTable:
+    """The configured tokens, then the OAuth verifier if any; `verify_token` is the SDK's TokenVerifier protocol."""
+
+    def __init__(self, tokens: Iterable[tuple[str, Grant]], oauth: TokenVerifier | None = None) -> None:
         self._tokens = [(token.encode(), grant) for token, grant in tokens]
         self._by_name = {grant.name: grant for _, grant in self._tokens}
+        self._oauth = oauth
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "TokenTable":
+    def from_settings(cls, settings: Settings, oauth: TokenVerifier | None = None) -> "TokenTable":
         """BUDGET_MCP_TOKEN (full access, named 'admin') and the scoped tokens of BUDGET_MCP_TOKENS."""
         tokens = [(settings.token, Grant("admin"))] if settings.token else []
         if settings.tokens_file is not None:
@@ -143,25 +160,32 @@ class TokenTable:
         names = [grant.name for _, grant in tokens]
         if len(set(names)) != len(names):
             raise ConfigError(f"token names must be unique; {settings.tokens_file} repeats one of {sorted(names)}")
-        return cls(tokens)
+        return cls(tokens, oauth)
 
     def __bool__(self) -> bool:
-        return bool(self._tokens)
+        return bool(self._tokens) or self._oauth is not None
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        """The grant's name for a known token, else None (compares against every token, in constant time)."""
+        """A static token's grant name and every scope; else what the OAuth verifier says; else None.
+
+        Static tokens are compared against every one, in constant time.
+        """
         offered = token.encode()
         found = None
         for known, grant in self._tokens:
             if hmac.compare_digest(offered, known):
                 found = grant
-        return AccessToken(token=token, client_id=found.name, scopes=[]) if found else None
+        if found is not None:
+            return AccessToken(token=token, client_id=found.name, scopes=sorted(ALL_SCOPES))
+        return await self._oauth.verify_token(token) if self._oauth is not None else None
 
     def current(self) -> Grant:
         """The grant of the request being served (full access when it carries no token)."""
         access = get_access_token()
         if access is None:
             return FULL_ACCESS
+        if access.claims is not None:  # only the OAuth verifier sets claims
+            return oauth_grant(access)
         return self._by_name.get(access.client_id, Grant(access.client_id, prefixes=()))
 
     async def caller(self, engine: BudgetEngine) -> Grant:
@@ -179,6 +203,8 @@ def _scoped(path: Path, number: int, raw: dict[str, object]) -> tuple[str, Grant
         raise ConfigError(f'{where} needs token = "..." of at least 16 characters')
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{where} needs a name (used in logs and errors instead of the token)")
+    if name.strip().startswith(OAUTH_PREFIX):
+        raise ConfigError(f"{where}: names starting with {OAUTH_PREFIX!r} are kept for OAuth clients; choose another")
     if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
         raise ConfigError(f'{where}: prefixes must be a list of budget ids, e.g. ["acme/research"]')
     try:

@@ -20,8 +20,10 @@ from budget_mcp.engine.declarations import apply_declarations
 from budget_mcp.ledger import open_ledger
 from budget_mcp.pricing import PriceCatalog
 from budget_mcp.server.access import ScopedSubscriptions, TokenTable
+from budget_mcp.server.http import resource_url
 from budget_mcp.server.legacy import LegacySubscribers, LegacySubscriptions
 from budget_mcp.server.notify import Announcer, watch_other_processes
+from budget_mcp.server.oauth import OAuthVerifier
 from budget_mcp.server.prompts import register_prompts
 from budget_mcp.server.resources import BudgetResourceList, register_resources
 from budget_mcp.server.state import AppState, CurrentState, refresh_prices_periodically
@@ -41,10 +43,14 @@ and close it with release when they finish. Amounts are USD decimal strings such
 def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[AppState]:
     """The MCP server for `settings`; the ledger is opened by its lifespan, once per process or client.
 
-    `clock` is what "now" is for the engine (tests pass one they move by hand).
+    `clock` is what "now" is for the engine and for OAuth token lifetimes (tests pass one they move by hand).
     """
     bus = InMemorySubscriptionBus()
-    tokens = TokenTable.from_settings(settings)
+    http = settings.transport != "stdio"
+    oauth = None
+    if http and settings.oauth_issuer:
+        oauth = OAuthVerifier(settings.oauth_issuer, settings.oauth_audience or resource_url(settings), clock=clock)
+    tokens = TokenTable.from_settings(settings, oauth)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
@@ -84,7 +90,13 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
             await ledger.close()
 
     auth: dict[str, Any] = {}
-    if tokens and settings.transport != "stdio":
+    if oauth is not None:
+        # Our verifier checks each token's audience itself (the SDK would want aud to be the URL exactly).
+        resource_auth = AuthSettings(
+            issuer_url=oauth.issuer, resource_server_url=resource_url(settings), validate_token_resource=False
+        )
+        auth = {"token_verifier": tokens, "auth": resource_auth}
+    elif tokens and http:
         auth = {
             "token_verifier": tokens,
             "auth": AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None),

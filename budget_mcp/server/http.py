@@ -22,6 +22,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from budget_mcp import __version__
 from budget_mcp.config import Settings
 from budget_mcp.hermes import HermesClient
+from budget_mcp.server.resource_server import protect
 
 MAX_REQUEST_BYTES = 256 * 1024
 
@@ -74,12 +75,28 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[Any]]
 
 async def serve_http(settings: Settings, server: MCPServer[Any]) -> None:
     """Serve `server` on settings.transport ('http' or 'sse') until stopped; register with Hermes if configured."""
+    app = await http_app(settings, server)
+    protocol = type("Protocol", (DeadlineH11Protocol,), {"read_timeout": settings.read_timeout_seconds})
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", http=protocol,
+        limit_concurrency=settings.max_connections,
+    )  # fmt: skip
+    await uvicorn.Server(config).serve()
+
+
+async def http_app(settings: Settings, server: MCPServer[Any]) -> Starlette:
+    """The web app for settings.transport: streamable HTTP at /mcp or SSE at /sse, OAuth and Hermes as configured."""
     if settings.transport == "http":
         app = server.streamable_http_app(
             streamable_http_path="/mcp", host=settings.host, max_request_body_size=MAX_REQUEST_BYTES
         )
+        mcp_paths = ["/mcp"]
     else:
         app = server.sse_app(host=settings.host, max_request_body_size=MAX_REQUEST_BYTES)
+        mcp_paths = ["/sse", "/messages/"]
+    auth = server.settings.auth
+    if auth is not None and auth.resource_server_url is not None:
+        protect(app, auth, mcp_paths, MAX_REQUEST_BYTES)
     if settings.hermes_url:
         tools = [tool.name for tool in await server.list_tools()]
         hermes = HermesClient(
@@ -89,12 +106,7 @@ async def serve_http(settings: Settings, server: MCPServer[Any]) -> None:
             check_seconds=settings.hermes_check_seconds,
         )
         app.router.lifespan_context = _with_hermes(app.router.lifespan_context, hermes)
-    protocol = type("Protocol", (DeadlineH11Protocol,), {"read_timeout": settings.read_timeout_seconds})
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="info", http=protocol,
-        limit_concurrency=settings.max_connections,
-    )  # fmt: skip
-    await uvicorn.Server(config).serve()
+    return app
 
 
 def _with_hermes(lifespan: Lifespan, hermes: HermesClient) -> Lifespan:
@@ -120,6 +132,11 @@ def base_url(settings: Settings) -> str:
         return settings.public_url.rstrip("/")
     host = socket.gethostname() if settings.host in {"0.0.0.0", "::"} else settings.host
     return f"http://{host}:{settings.port}"
+
+
+def resource_url(settings: Settings) -> str:
+    """This server's `/mcp` URL: the OAuth resource it is, and the tokens' default audience."""
+    return f"{base_url(settings)}/mcp"
 
 
 def registration(settings: Settings, tools: list[str]) -> dict[str, Any]:
