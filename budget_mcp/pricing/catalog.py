@@ -39,7 +39,8 @@ DEFAULT_URLS = {
 
 
 class _Layer(Protocol):
-    info: SourceInfo
+    @property
+    def info(self) -> SourceInfo: ...
 
     def price(self, model: str, provider: str | None, tokens: TokenCounts) -> PricedCost | None: ...
 

@@ -4,9 +4,12 @@ genai-prices is the primary source: it knows ~2,300 models with exact Decimal pr
 context-length tiers and the names providers answer with. This is the only module that imports it.
 """
 
+import dataclasses
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cached_property
 
 import genai_prices
 from genai_prices import Usage, data_snapshot
@@ -22,17 +25,28 @@ PUBLISHED_URL = "https://raw.githubusercontent.com/pydantic/genai-prices/refs/he
 
 
 class GenaiPrices:
-    """Prices from one genai-prices data snapshot: the bundled one, or a published file fetched later."""
+    """Prices from one genai-prices data snapshot: the bundled one, or a published file fetched later.
 
-    def __init__(self, snapshot: data_snapshot.DataSnapshot, info: SourceInfo) -> None:
-        self._snapshot = snapshot
-        self.info = info
+    The bundled snapshot is read on first use (about 90 ms), not when the server starts.
+    """
+
+    def __init__(self, snapshot: Callable[[], data_snapshot.DataSnapshot], info: SourceInfo) -> None:
+        self._load = snapshot
+        self._info = info
+
+    @cached_property
+    def _snapshot(self) -> data_snapshot.DataSnapshot:
+        return self._load()
+
+    @cached_property
+    def info(self) -> SourceInfo:
+        """The source, with the number of models it prices."""
+        return dataclasses.replace(self._info, models=_count(self._snapshot))
 
     @classmethod
     def bundled(cls) -> "GenaiPrices":
         """The snapshot shipped inside the pinned genai-prices package."""
-        snapshot = data_snapshot.get_snapshot()
-        return cls(snapshot, SourceInfo(NAME, VERSION, models=_count(snapshot)))
+        return cls(data_snapshot.get_snapshot, SourceInfo(NAME, VERSION))
 
     @classmethod
     def published(cls, raw: bytes, fetched_at: datetime | None = None, checksum: str = "") -> "GenaiPrices":
@@ -46,7 +60,7 @@ class GenaiPrices:
             raise PriceSourceError(f"not a genai-prices data file: {str(exc)[:200]}") from exc
         snapshot = data_snapshot.DataSnapshot(providers, from_auto_update=False)
         version = f"data {checksum[:12]}" if checksum else "data"
-        return cls(snapshot, SourceInfo(NAME, version, fetched_at or datetime.now(UTC), models=_count(snapshot)))
+        return cls(lambda: snapshot, SourceInfo(NAME, version, fetched_at or datetime.now(UTC)))
 
     def price(self, model: str, provider: str | None, tokens: TokenCounts) -> PricedCost | None:
         """The exact cost of one call, or None when this snapshot has no such model."""
