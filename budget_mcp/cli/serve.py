@@ -56,7 +56,10 @@ def serve(
     from budget_mcp.server.http import serve_http
     from budget_mcp.server.stdio import serve_stdio
 
-    server = build_server(config)
+    try:
+        server = build_server(config)
+    except BudgetMcpError as exc:  # a tokens or budgets file that cannot be read: one line, no traceback
+        raise click.ClickException(str(exc)) from exc
     if config.transport == "stdio":
         serve_stdio(server)
         return

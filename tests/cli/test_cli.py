@@ -123,3 +123,14 @@ def test_an_unknown_enforcement_is_refused_naming_the_four(ledger_path: Path) ->
     code, out = run("budgets", "set", "acme", "--limit-usd", "5", "--enforcement", "pause", "--db", str(ledger_path))
     assert code != 0 and "'pause' is not one of 'block', 'warn', 'soft', 'ask'" in out
     assert run("budgets", "set", "acme", "--limit-usd", "5", "--enforcement", "ask", "--db", str(ledger_path))[0] == 0
+
+
+def test_serve_with_a_missing_tokens_file_says_so_in_one_line(tmp_path: Path) -> None:
+    served = subprocess.run(
+        [str(Path(sys.executable).with_name("budget-mcp")), "serve", "--transport", "http", "--port", str(free_port())],
+        env=server_env(tmp_path / "ledger.db", BUDGET_MCP_TOKENS=str(tmp_path / "missing.toml")),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert served.returncode == 1
+    assert "Traceback" not in served.stderr
+    assert f"Error: cannot read the tokens file {tmp_path / 'missing.toml'}: No such file or directory" in served.stderr
