@@ -104,9 +104,11 @@ async def child(path: Path, work: int) -> None:
     await ledger.close()
 
 
-def measure(path: Path, entries: int, work: int = 500) -> dict[str, float]:
-    """RSS at start and after `entries` entries (kB), their ratio, and the ledger file's size (MB) after."""
-    asyncio.run(allocate(path))
+async def measure(path: Path, entries: int, work: int = 500) -> dict[str, float]:
+    """RSS at start and after `entries` entries (kB), their ratio, and the ledger file's size (MB) after.
+
+    Blocks the event loop while it waits for the child (a benchmark runs nothing else meanwhile)."""
+    await allocate(path)
     process = subprocess.Popen(
         [sys.executable, __file__, "--child", str(path), "--work", str(work)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -152,4 +154,5 @@ if __name__ == "__main__":
         asyncio.run(child(options.child, options.work))
     else:
         with tempfile.TemporaryDirectory() as folder:
-            print(describe(measure(Path(folder) / "memory.db", 100_000 if options.quick else options.entries)))
+            entries = 100_000 if options.quick else options.entries
+            print(describe(asyncio.run(measure(Path(folder) / "memory.db", entries))))
