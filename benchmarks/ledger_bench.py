@@ -116,6 +116,9 @@ async def engine_pairs(engine: BudgetEngine, pairs: int) -> float:
     return pairs / (time.perf_counter() - started)
 
 
+SPREADS = (("sequential", "raw"), ("sequential", "jsonl"), ("concurrent", "raw"), ("pairs", "sequential"))
+
+
 async def throughput(base: Path, quick: bool) -> dict[str, Any]:
     rounds, chunk = (5, 300) if quick else (15, 600)
     raw, jsonl = RawLoop(base / "raw.db"), JsonlLedger(base / "hal0.jsonl")
@@ -142,8 +145,13 @@ async def throughput(base: Path, quick: bool) -> dict[str, Any]:
     def ratio(subject: str, baseline: str) -> float:
         return statistics.median(s / b for s, b in zip(rates[subject], rates[baseline], strict=True))
 
+    def spread(subject: str, baseline: str) -> str:
+        found = sorted(s / b for s, b in zip(rates[subject], rates[baseline], strict=True))
+        return f"{found[0]:.2f}-{found[-1]:.2f}x"
+
     return {
         "rates": {name: statistics.median(found) for name, found in rates.items()},
+        "spreads": {pair: spread(*pair) for pair in SPREADS},
         "rounds": rounds,
         "seq_raw": ratio("sequential", "raw"),
         "seq_jsonl": ratio("sequential", "jsonl"),
@@ -193,6 +201,8 @@ async def main(quick: bool) -> None:
         print(f"  engine, sequential          {rates['sequential']:9.0f} charges/s")
         print(f"  engine, 32 concurrent       {rates['concurrent']:9.0f} charges/s")
         print(f"  engine, reserve+charge      {rates['pairs']:9.0f} pairs/s")
+        spreads = "; ".join(f"{a}/{b} {found['spreads'][a, b]}" for a, b in SPREADS)
+        print(f"  per-round ratios, lowest-highest: {spreads}")
         table += [
             ("sequential charge / raw sqlite3 loop", f"{found['seq_raw']:.2f}x", ">= 0.8x", found["seq_raw"] >= 0.8),
             ("sequential charge / JSONL append+fsync", f"{found['seq_jsonl']:.2f}x", ">= 0.8x",

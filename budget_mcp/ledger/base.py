@@ -39,6 +39,11 @@ class WindowUsage:
     spent_tokens: int = 0
     calls: int = 0
 
+    @property
+    def totals(self) -> tuple[int, int]:
+        """The sums the ledger's integer range bounds: spend and tokens."""
+        return self.spent_nanos, self.spent_tokens
+
 
 @dataclass
 class BudgetState:
