@@ -401,7 +401,7 @@ class BudgetEngine:
                 Scope(budget_ids=past.budgets_of(tree)), now, functools.partial(past.charges, entries=tree)
             )
             alerts.extend(stored.alerts)
-        return past.PastCharges(len(new), len(entries) - len(new), tuple(alerts))
+        return past.PastCharges(len(new), len(entries) - len(new), tuple(alerts), frozenset(e.entry_id for e in new))
 
     async def known_entries(self, entry_ids: Sequence[str]) -> set[str]:
         """Those of `entry_ids` the ledger holds already (what a dry run of an import would skip)."""

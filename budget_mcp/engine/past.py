@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from budget_mcp.domain.ids import path_of, validate_budget_id
-from budget_mcp.domain.money import MAX_TOKENS, NANOS_PER_USD, MAX_USD
+from budget_mcp.domain.money import MAX_TOKENS, MAX_USD, NANOS_PER_USD
 from budget_mcp.domain.records import AlertRecord, Entry, EntryKind
 from budget_mcp.domain.windows import Period, window
 from budget_mcp.engine import figures as fig
@@ -29,6 +29,7 @@ class PastCharges:
     imported: int
     already: int
     alerts: tuple[AlertRecord, ...] = ()
+    stored: frozenset[str] = frozenset()  # the ids of the entries stored
 
 
 def check(entry: Entry, now: datetime) -> None:
