@@ -76,7 +76,7 @@ def _print_summary(summary: ImportSummary) -> None:
     if len(summary.skipped) > MAX_LISTED:
         console.print(f"... and {len(summary.skipped) - MAX_LISTED} more skipped (--json lists them all)")
     verb = "would import" if summary.dry_run else "imported"
-    table = Table(title=f"{summary.format}: {verb}" + (" (dry run: nothing written)" if summary.dry_run else ""))
+    table = Table(title=f"{summary.format}: {verb}")
     for name in ("budget", "records", "cost"):
         table.add_column(name, justify="left" if name == "budget" else "right")
     for budget_id, count in sorted(summary.per_budget.items()):
@@ -92,6 +92,8 @@ def _print_summary(summary: ImportSummary) -> None:
         console.print(f"{unpriced:,} records charged at zero: {reason}", markup=False, highlight=False)
     if summary.alerts:
         console.print(f"{summary.alerts} alert thresholds crossed in current windows")
+    if summary.dry_run:
+        console.print("dry run: nothing was written")
 
 
 @click.command()

@@ -72,24 +72,28 @@ def charges(snapshot: Snapshot, entries: list[Entry]) -> tuple[PastCharges, Writ
     starts: dict[str, list[tuple[Period, datetime]]] = {}
     for budget_id in budgets:
         timezone = fig.state_of(snapshot, budget_id).config.timezone
-        starts[budget_id] = [(p, window(p, timezone, snapshot.now)[0]) for p in Period]
-    current: dict[str, dict[Period, list[int]]] = {b: {} for b in budgets}
+        starts[budget_id] = [(p, window(p, timezone, snapshot.now)[0]) for p in Period if p is not Period.TOTAL]
+    # An entry before the start of every current window (most of an import) counts in the current `total` only.
+    earliest = {b: min(s for _, s in starts[b]) for b in budgets}
+    current: dict[str, dict[Period, list[int]]] = {b: {p: [0, 0, 0] for p in Period} for b in budgets}
     for entry in entries:
+        cost, tokens = entry.cost_nanos, entry.tokens.total
         for budget_id in path_of(entry.budget_id):
+            sums = current[budget_id]
+            total = sums[Period.TOTAL]
+            total[0] += cost
+            total[1] += tokens
+            total[2] += 1
+            if entry.at < earliest[budget_id]:
+                continue
             for period, start in starts[budget_id]:
                 if entry.at >= start:  # no entry is after now (checked): at or past the start is this window
-                    sums = current[budget_id].setdefault(period, [0, 0, 0])
-                    sums[0] += entry.cost_nanos
-                    sums[1] += entry.tokens.total
-                    sums[2] += 1
-    after = Snapshot(
-        snapshot.now,
-        {
-            **snapshot.budgets,
-            **{b: snapshot.budgets[b].plus({p: (n, t, c) for p, (n, t, c) in current[b].items()}) for b in budgets},
-        },
-        alerts_raised=snapshot.alerts_raised,
-    )
+                    window_sums = sums[period]
+                    window_sums[0] += cost
+                    window_sums[1] += tokens
+                    window_sums[2] += 1
+    moved = {b: snapshot.budgets[b].plus({p: (n, t, c) for p, (n, t, c) in current[b].items() if c}) for b in budgets}
+    after = Snapshot(snapshot.now, {**snapshot.budgets, **moved}, alerts_raised=snapshot.alerts_raised)
     check_totals(after, tuple(budgets))
     alerts = crossed_alerts(snapshot, after, tuple(budgets))
     return PastCharges(len(entries), 0, tuple(alerts)), Writes(entries=list(entries), alerts=alerts)

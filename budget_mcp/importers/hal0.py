@@ -19,6 +19,7 @@ from budget_mcp.errors import BudgetMcpError
 from budget_mcp.importers.record import Invalid, SourceBudget, SourceRecord, digest, segment, text, usd, utc_time
 
 _PERIODS = (("daily_usd", "daily"), ("monthly_usd", "monthly"), ("lifetime_usd", "total"))
+_DECODER = json.JSONDecoder(parse_float=Decimal)
 
 
 class Hal0Source:
@@ -31,13 +32,17 @@ class Hal0Source:
         self.naive_zone = naive_zone
         parts = path.resolve().parts
         self.agent = self.persona = None
+        self._budgets: dict[str, str] = {}
         if len(parts) >= 5 and parts[-5] == "agents" and parts[-3] == "personas":
             self.agent, self.persona = segment(parts[-4]), segment(parts[-2])
 
     def budget_of(self, persona_id: object) -> str:
         if self.agent and self.persona:
             return f"{self.agent}/{self.persona}"
-        return f"hal0/{segment(persona_id)}"
+        name = str(persona_id)
+        if name not in self._budgets:
+            self._budgets[name] = f"hal0/{segment(name)}"
+        return self._budgets[name]
 
     def budgets(self) -> list[SourceBudget]:
         toml = self.path.parent / "persona.toml"
@@ -84,7 +89,7 @@ class Hal0Source:
                     yield Invalid(f"line {number}", str(exc))
 
     def _record(self, number: int, raw: bytes) -> SourceRecord:
-        row: Any = json.loads(raw, parse_float=Decimal)
+        row: Any = _DECODER.decode(raw.decode())
         if not isinstance(row, dict):
             raise ValueError("not an object")
         request_id = text(row.get("request_id"))

@@ -6,9 +6,11 @@ batches of `BATCH` records, one ledger transaction per batch and budget tree. An
 the format and the record's key, so importing the same source again finds its entries stored and adds nothing.
 """
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from budget_mcp.domain.ids import path_of, validate_budget_id
@@ -19,6 +21,7 @@ from budget_mcp.errors import BudgetMcpError, InvalidInputError
 from budget_mcp.importers.record import Invalid, Source, SourceBudget, SourceRecord
 
 BATCH = 10_000
+YIELD_EVERY = 500
 
 
 @dataclass
@@ -57,9 +60,14 @@ class ImportSummary:
         }  # fmt: skip
 
 
-def entry_id(format_name: str, key: str) -> str:
-    """The ledger entry id of a record: the same record of the same format always gets the same one."""
-    return "imp_" + hashlib.blake2b(f"{format_name}\x1f{key}".encode(), digest_size=12).hexdigest()
+def entry_id(format_name: str, key: str, at: datetime) -> str:
+    """The ledger entry id of a record: the same record of the same format always gets the same one.
+
+    It starts with the record's time, so the entries of a file in time order are appended to the entry-id
+    index in order (random ids would make each insert of a large import a random page of that index).
+    """
+    digest = hashlib.blake2b(f"{format_name}\x1f{key}".encode(), digest_size=10).hexdigest()
+    return f"imp_{int(at.timestamp()):010x}{digest}"
 
 
 class Importer:
@@ -88,11 +96,20 @@ class Importer:
             budgets = self._check_all()
             await self._ensure(budgets)
         batch: list[Entry] = []
-        for record in self._valid():
-            batch.append(self._entry(record))
-            if len(batch) >= BATCH:
-                await self._store(batch)
-                batch = []
+        storing: asyncio.Task[None] | None = None
+        try:
+            for record in self._valid():
+                batch.append(self._entry(record))
+                if len(batch) % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # lets the batch being stored go on while this one is read
+                if len(batch) >= BATCH:
+                    if storing is not None:
+                        await storing
+                    storing = asyncio.create_task(self._store(batch))
+                    batch = []
+        finally:
+            if storing is not None:
+                await storing  # a batch being stored finishes (or fails) before anything else is said
         if batch:
             await self._store(batch)
         return self.summary
@@ -142,10 +159,11 @@ class Importer:
 
     def _entry(self, record: SourceRecord) -> Entry:
         cost = to_nanos(record.cost_usd) if record.cost_usd is not None else self._priced(record)
+        key = entry_id(self.source.format, record.key, record.at)
         return Entry(
-            entry_id(self.source.format, record.key), EntryKind.CHARGE, self._budget_of(record), record.at, cost,
-            record.tokens, model=record.model, provider=record.provider, price_source=self._price_sources,
-            metadata={"import": self.source.format, "source_id": record.key, **record.metadata},
+            key, EntryKind.CHARGE, self._budget_of(record), record.at, cost, record.tokens, model=record.model,
+            provider=record.provider, price_source=self._price_sources,
+            metadata={"source_id": record.key, **record.metadata},
         )  # fmt: skip
 
     def _priced(self, record: SourceRecord) -> int:
