@@ -16,7 +16,7 @@ from budget_mcp.domain.windows import zone
 from budget_mcp.engine import BudgetEngine
 from budget_mcp.errors import BudgetMcpError
 from budget_mcp.importers import FORMATS, Importer, ImportSummary, open_source
-from budget_mcp.reconcile import ALL, Row, compare, parse_tolerance, read
+from budget_mcp.reconcile import ALL, BILLED_BY, Row, compare, parse_tolerance, read
 from budget_mcp.reconcile import FORMATS as RECONCILE_FORMATS
 
 url_option = click.option("--database-url", default=None, help="PostgreSQL URL [env BUDGET_MCP_DATABASE_URL].")
@@ -108,14 +108,23 @@ def reconcile(
     format_name: str, files: tuple[Path, ...], budget: str | None, tolerance: str, as_json: bool,
     db_path: Path | None, database_url: str | None,
 ) -> None:  # fmt: skip
-    """Compare the ledger with the provider's own figures per UTC day (and item); exit 1 beyond --tolerance."""
+    """Compare the ledger with the provider's own figures per UTC day (and item); exit 1 beyond --tolerance.
+
+    openai-costs and anthropic-costs compare that provider's charges only (FORMAT: openai-costs,
+    anthropic-costs, litellm, csv).
+    """
     config = settings(db_path=db_path, database_url=database_url)
     try:
         allowed = parse_tolerance(tolerance)
         provider = read(format_name, files)
     except BudgetMcpError as exc:
         raise click.ClickException(str(exc)) from exc
-    rows = with_engine(config, lambda engine: compare(engine, provider, budget_id=budget, tolerance=allowed))
+    rows = with_engine(
+        config,
+        lambda engine: compare(
+            engine, provider, budget_id=budget, tolerance=allowed, billed_by=BILLED_BY.get(format_name)
+        ),
+    )
     beyond = [row for row in rows if row.beyond]
     if as_json:
         document = {"format": format_name, "tolerance_percent": str(allowed), "rows": [r.as_json() for r in rows]}

@@ -56,15 +56,23 @@ def parse_tolerance(text: str) -> Decimal:
 
 
 async def ledger_costs(
-    engine: BudgetEngine, budget_id: str | None, first: date, last: date
+    engine: BudgetEngine, budget_id: str | None, first: date, last: date, provider: str | None, items: set[str]
 ) -> dict[tuple[date, str], int]:
-    """Ledger spend per (UTC day, item) from `first` to `last` inclusive, items ALL and each model's key."""
+    """Ledger spend per (UTC day, item) from `first` to `last` inclusive, items ALL and each model's key.
+
+    With `provider`, only that provider's charges count (and those naming no provider whose model is among
+    `items`, the ones the provider bills): another provider's spend is not on this bill.
+    """
     start = datetime.combine(first, time(), UTC)
     end = datetime.combine(last + timedelta(days=1), time(), UTC)
     roots = [budget_id] if budget_id else [b for b in await engine.budget_ids() if "/" not in b]
     sums: dict[tuple[date, str], int] = {}
     for root in roots:
         for row in await engine.spend(root, start, end):
+            if provider is not None and not (
+                row.provider == provider or (row.provider is None and model_key(row.model) in items)
+            ):
+                continue
             day = row.bucket_start.astimezone(UTC).date()
             sums[(day, ALL)] = sums.get((day, ALL), 0) + row.cost_nanos
             item = model_key(row.model)
@@ -74,9 +82,11 @@ async def ledger_costs(
 
 
 async def compare(
-    engine: BudgetEngine, provider: Sequence[ProviderCost], *, budget_id: str | None, tolerance: Decimal
-) -> list[Row]:
-    """Each day's total, and each item of a day where the provider breaks it down, side by side."""
+    engine: BudgetEngine, provider: Sequence[ProviderCost], *, budget_id: str | None, tolerance: Decimal,
+    billed_by: str | None = None,
+) -> list[Row]:  # fmt: skip
+    """Each day's total, and each item of a day where the provider breaks it down, side by side; only the
+    charges of `billed_by` (a provider name) when given."""
     if not provider:
         raise InvalidInputError("the provider files hold no costs to compare")
     theirs: dict[tuple[date, str], int] = {}
@@ -84,7 +94,8 @@ async def compare(
         for key in {(cost.day, ALL), (cost.day, cost.item)} if cost.item else {(cost.day, ALL)}:
             theirs[key] = theirs.get(key, 0) + to_nanos(cost.cost_usd)
     days = sorted({c.day for c in provider})
-    ours = await ledger_costs(engine, budget_id, days[0], days[-1])
+    items = {c.item for c in provider if c.item}
+    ours = await ledger_costs(engine, budget_id, days[0], days[-1], billed_by, items)
     itemized = {c.day for c in provider if c.item}
     keys = set(theirs) | {k for k in ours if k[1] == ALL or k[0] in itemized}
     rows = []

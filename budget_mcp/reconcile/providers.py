@@ -23,6 +23,7 @@ from budget_mcp.importers.litellm import rows as litellm_rows
 from budget_mcp.importers.record import utc_time
 
 FORMATS = ("openai-costs", "anthropic-costs", "litellm", "csv")
+BILLED_BY = {"openai-costs": "openai", "anthropic-costs": "anthropic"}  # whose charges a format's bill holds
 _DATED = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
 
 
