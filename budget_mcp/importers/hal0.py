@@ -4,7 +4,7 @@ A row: `{"ts", "persona_id", "surface", "model", "cost_usd", "request_id"}`. The
 `{agent_id}/{persona_id}` when the file sits at `.../agents/{agent_id}/personas/{persona_id}/spend.jsonl`,
 else `hal0/{persona_id}`. Limits come from `persona.toml` beside the file (`[persona.budget]`: `daily_usd`,
 `monthly_usd`, `lifetime_usd`, `per_call_max_usd`, `hard_cap`). A row is keyed by its `request_id`, or by
-its line number and a digest of the line (the file is append-only, so both stay put).
+its line number and a digest of the line (the file is append-only, so both stay put). `surface` is not kept.
 """
 
 import json
@@ -100,5 +100,4 @@ class Hal0Source:
             at=utc_time(row.get("ts"), "ts", self.naive_zone),
             cost_usd=usd(row.get("cost_usd"), "cost_usd"),
             model=text(row.get("model")),
-            metadata={"surface": row["surface"]} if row.get("surface") else {},
         )

@@ -18,7 +18,7 @@ from budget_mcp.domain.records import TokenCounts
 from budget_mcp.errors import InvalidInputError
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slow to build, and an import builds millions
 class SourceRecord:
     """One record of spend: at `at` (aware UTC), on `budget_id`, costing `cost_usd` (None: price the tokens)."""
 

@@ -3,7 +3,8 @@
 Without `skip_invalid` the source is read twice, streamed both times: the first pass only checks every
 record (so one bad record stops the import before anything is written), the second stores them in
 batches of `BATCH` records, one ledger transaction per batch and budget tree. An entry's id is a digest of
-the format and the record's key, so importing the same source again finds its entries stored and adds nothing.
+the format and the record's key, so importing the same source again finds its entries stored and adds nothing;
+the entry keeps `FORMAT:KEY` as its idempotency key (a column, so the record's own id is kept without JSON).
 """
 
 import asyncio
@@ -163,7 +164,7 @@ class Importer:
         return Entry(
             key, EntryKind.CHARGE, self._budget_of(record), record.at, cost, record.tokens, model=record.model,
             provider=record.provider, price_source=self._price_sources,
-            metadata={"source_id": record.key, **record.metadata},
+            idempotency_key=f"{self.source.format}:{record.key}", metadata=dict(record.metadata),
         )  # fmt: skip
 
     def _priced(self, record: SourceRecord) -> int:
