@@ -52,7 +52,9 @@ class Hal0Source:
             caps = tomllib.loads(toml.read_text()).get("persona", {}).get("budget", {})
         except (OSError, tomllib.TOMLDecodeError, AttributeError):
             return []
-        limits = [(period, Decimal(repr(caps[name]))) for name, period in _PERIODS if caps.get(name) is not None]
+        limits = [
+            (period, usd(caps[name], f"{toml} {name}")) for name, period in _PERIODS if caps.get(name) is not None
+        ]
         per_call = caps.get("per_call_max_usd")
         if not limits and per_call is None:
             return []
@@ -63,7 +65,7 @@ class Hal0Source:
                 period=first[0],
                 limit_usd=first[1],
                 extra_limits=tuple({"period": p, "limit_usd": str(v)} for p, v in limits[1:]),
-                per_call_usd=None if per_call is None else Decimal(repr(per_call)),
+                per_call_usd=None if per_call is None else usd(per_call, f"{toml} per_call_max_usd"),
                 enforcement="block" if caps.get("hard_cap", True) else "warn",
                 description=f"hal0 persona (imported from {toml})",
             )

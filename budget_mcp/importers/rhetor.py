@@ -41,7 +41,8 @@ class RhetorSource:
                 continue
             if row.get("limit_amount") is None or period in limits:
                 continue
-            limits[period] = {"period": period, "limit_usd": str(Decimal(repr(float(row["limit_amount"]))))}
+            amount = usd(row["limit_amount"], f"budget_settings id {row.get('id')} limit_amount")
+            limits[period] = {"period": period, "limit_usd": str(amount)}
             if how == "block":
                 enforcement = "block"
         if not limits:

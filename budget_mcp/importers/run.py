@@ -88,7 +88,7 @@ class Importer:
         self.summary = ImportSummary(source.format, dry_run)
         self.limits = {b.budget_id: b for b in source.budgets()}
         self.known_budgets: set[str] = set()
-        self._price_sources = f"import:{source.format}"
+        self._price_source = f"import:{source.format}"
 
     async def run(self) -> ImportSummary:
         """Import the source (nothing at all when a record is invalid, unless skipping those)."""
@@ -163,7 +163,7 @@ class Importer:
         key = entry_id(self.source.format, record.key, record.at)
         return Entry(
             key, EntryKind.CHARGE, self._budget_of(record), record.at, cost, record.tokens, model=record.model,
-            provider=record.provider, price_source=self._price_sources,
+            provider=record.provider, price_source=self._price_source,
             idempotency_key=f"{self.source.format}:{record.key}", metadata=dict(record.metadata),
         )  # fmt: skip
 

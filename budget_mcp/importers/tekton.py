@@ -53,10 +53,11 @@ class TektonSource:
                 continue
             budget_id = self.budget_of(policy.get("budget_id"))
             limit: dict[str, Any] = {"period": period}
+            where = f"budget_policy {policy.get('policy_id')}"
             if policy.get("cost_limit") is not None:
-                limit["limit_usd"] = str(Decimal(repr(float(policy["cost_limit"]))))
+                limit["limit_usd"] = str(usd(policy["cost_limit"], f"{where} cost_limit"))
             if policy.get("token_limit") is not None:
-                limit["limit_tokens"] = int(policy["token_limit"])
+                limit["limit_tokens"] = tokens(policy["token_limit"], f"{where} token_limit")
             if len(limit) > 1:
                 limits.setdefault(budget_id, {}).setdefault(period, limit)
                 if _ENFORCEMENT[kind] == "block" or budget_id not in enforcement:
