@@ -392,6 +392,10 @@ class BudgetEngine:
         for entry in entries:
             past.check(entry, now)
         new = past.fresh(entries, await self.ledger.known_entries([e.entry_id for e in entries]) if entries else set())
+        if new:  # every budget is there before any tree's write, so a batch is refused whole, not in part
+            known = await self.ledger.read(Scope(budget_ids=past.budgets_of(new)), now)
+            for budget_id in {e.budget_id for e in new}:
+                fig.state_of(known, budget_id)
         trees: dict[str, list[Entry]] = {}
         for entry in new:
             trees.setdefault(entry.budget_id.split("/")[0], []).append(entry)
