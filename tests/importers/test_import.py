@@ -267,3 +267,14 @@ def test_unknown_format_and_missing_file_are_messages(tmp_path: Path, ledger_pat
     assert result.exit_code == 1 and "is not a file" in result.output
     result = run("import", "tekton", str(tmp_path / "x.db"), "--db", str(ledger_path))
     assert result.exit_code == 2
+
+
+def test_a_terminal_sees_a_progress_bar_of_each_pass(tmp_path: Path, ledger_path: Path) -> None:
+    path, _ = sources.hal0_file(tmp_path)
+    result = CliRunner().invoke(
+        main, ["import", "hal0", str(path), "--db", str(ledger_path)], obj=CliContext(clock=FakeClock(NOW)),
+        env={"FORCE_COLOR": "1", "COLUMNS": "120"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "checked" in result.stderr and "imported" in result.stderr and "12/12" in result.stderr
+    assert "12/12" not in result.stdout  # the summary alone goes to stdout
