@@ -65,6 +65,8 @@ async def ledger_costs(
     """
     start = datetime.combine(first, time(), UTC)
     end = datetime.combine(last + timedelta(days=1), time(), UTC)
+    if budget_id:
+        await engine.status(budget_id)  # an unknown budget is an error, not a ledger of zeros
     roots = [budget_id] if budget_id else [b for b in await engine.budget_ids() if "/" not in b]
     sums: dict[tuple[date, str], int] = {}
     for root in roots:

@@ -146,3 +146,5 @@ def test_bad_tolerance_and_malformed_pages_are_messages(tmp_path: Path, db: list
     broken.write_text('{"object": "page", "data": [{"start_time": 1}]}')
     result = run("reconcile", "anthropic-costs", str(broken), *db)
     assert result.exit_code == 1 and "broken.json: not a anthropic-costs export" in result.output
+    result = run("reconcile", "openai-costs", str(pages[0]), "--budget", "ghost", *db)
+    assert result.exit_code == 1 and "budget 'ghost' does not exist" in result.output
