@@ -21,6 +21,7 @@ from budget_mcp.cli import main
 from budget_mcp.cli.common import CliContext
 from budget_mcp.domain.money import to_nanos
 from budget_mcp.domain.windows import EPOCH
+from budget_mcp.importers import litellm
 from budget_mcp.ledger.postgres import PostgresLedger
 from tests.conftest import FakeClock, ledger_dump
 from tests.importers import sources
@@ -278,3 +279,16 @@ def test_a_terminal_sees_a_progress_bar_of_each_pass(tmp_path: Path, ledger_path
     assert result.exit_code == 0, result.output
     assert "checked" in result.stderr and "imported" in result.stderr and "12/12" in result.stderr
     assert "12/12" not in result.stdout  # the summary alone goes to stdout
+
+
+def test_a_litellm_json_array_is_read_item_by_item_across_read_boundaries(
+    tmp_path: Path, ledger_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(litellm, "_CHUNK", 5)  # every row crosses the edge of what was read
+    rows, expected = sources.litellm_rows()
+    sources.litellm_json(tmp_path / "spend.json", rows)
+    assert run("import", "litellm", str(tmp_path / "spend.json"), "--db", str(ledger_path)).exit_code == 0
+    assert ledger_sums(str(ledger_path)) == expected
+    (tmp_path / "cut.json").write_text((tmp_path / "spend.json").read_text()[:-40])
+    result = run("import", "litellm", str(tmp_path / "cut.json"), "--db", str(ledger_path))
+    assert result.exit_code == 1 and "Error: item 8: not valid JSON" in result.output
