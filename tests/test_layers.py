@@ -19,7 +19,21 @@ ALLOWED: dict[str, set[str]] = {
     "server": {"(package)", "alerts", "config", "domain", "engine", "errors", "hermes", "ledger", "pricing", "render"},
     "guard": {"domain", "engine", "errors", "ledger", "pricing"},
     "integrations": {"guard"},
-    "cli": {"(package)", "config", "domain", "engine", "errors", "ledger", "pricing", "render", "server"},
+    "importers": {"domain", "engine", "errors"},
+    "reconcile": {"domain", "engine", "errors", "importers"},
+    "cli": {
+        "(package)",
+        "config",
+        "domain",
+        "engine",
+        "errors",
+        "importers",
+        "ledger",
+        "pricing",
+        "reconcile",
+        "render",
+        "server",
+    },  # fmt: skip
     "(package)": {"engine", "errors", "ledger", "pricing"},
     "__main__": {"cli"},
 }

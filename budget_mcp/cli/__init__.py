@@ -1,9 +1,10 @@
-"""The `budget-mcp` command: serve, budgets, adjust, migrate, prices, report."""
+"""The `budget-mcp` command: serve, budgets, adjust, migrate, prices, report, import, reconcile."""
 
 import click
 
 from budget_mcp import __version__
 from budget_mcp.cli.budgets import adjust, budgets, migrate
+from budget_mcp.cli.imports import import_spend, reconcile
 from budget_mcp.cli.prices import prices
 from budget_mcp.cli.report import report
 from budget_mcp.cli.serve import serve
@@ -21,5 +22,7 @@ main.add_command(adjust)
 main.add_command(migrate)
 main.add_command(prices)
 main.add_command(report)
+main.add_command(import_spend)
+main.add_command(reconcile)
 
 __all__ = ["main"]

@@ -7,6 +7,7 @@ lock. Nothing is written unless `decide` returns, so a refused request changes n
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -17,11 +18,13 @@ from budget_mcp.domain.ids import is_within, parent_of, path_of, validate_budget
 from budget_mcp.domain.inputs import MAX_NAME, ChargeRequest
 from budget_mcp.domain.money import format_usd, human_amount, human_usd, parse_tokens, parse_usd, to_nanos
 from budget_mcp.domain.records import (
+    AlertRecord,
     Answer,
     Approval,
     BudgetConfig,
     Decision,
     DeliveryAttempt,
+    Entry,
     EntryKind,
     TokenCounts,
 )
@@ -40,11 +43,11 @@ from budget_mcp.domain.results import (
 )
 from budget_mcp.domain.windows import window, zone
 from budget_mcp.engine import figures as fig
-from budget_mcp.engine import recommend, rules
+from budget_mcp.engine import past, recommend, rules
 from budget_mcp.engine.recommend import Requirements
 from budget_mcp.engine.reports import build_report, ledger_entry
 from budget_mcp.errors import InvalidInputError, UnknownModelError
-from budget_mcp.ledger import Ledger, Scope, Snapshot, Writes
+from budget_mcp.ledger import Ledger, Scope, Snapshot, SpendRow, Writes
 from budget_mcp.pricing import Capability, PriceCatalog, PricedCost, Tier, canonical_provider
 
 Clock = Callable[[], datetime]
@@ -491,6 +494,41 @@ class BudgetEngine:
         return await self.ledger.write(
             Scope(budget_ids=path), self.clock(), lambda s: rules.adjustment(s, path, amount_nanos, why)
         )
+
+    async def record_past_charges(self, entries: Sequence[Entry]) -> past.PastCharges:
+        """Store charges that happened earlier, each in the windows of its own `at` (imports; the tools charge now).
+
+        Entries whose id the ledger holds already are left out, so importing twice adds nothing. Alerts fire
+        only for windows still current. An entry dated in the future, or of a budget that does not exist,
+        refuses the whole batch: nothing is written. Each budget tree's charges go in one write.
+        """
+        now = self.clock()
+        for entry in entries:
+            past.check(entry, now)
+        new = past.fresh(entries, await self.ledger.known_entries([e.entry_id for e in entries]) if entries else set())
+        if new:  # every budget is there before any tree's write, so a batch is refused whole, not in part
+            known = await self.ledger.read(Scope(budget_ids=past.budgets_of(new)), now)
+            for budget_id in {e.budget_id for e in new}:
+                fig.state_of(known, budget_id)
+        trees: dict[str, list[Entry]] = {}
+        for entry in new:
+            trees.setdefault(entry.budget_id.split("/")[0], []).append(entry)
+        alerts: list[AlertRecord] = []
+        for tree in trees.values():
+            stored = await self.ledger.write(
+                Scope(budget_ids=past.budgets_of(tree)), now, functools.partial(past.charges, entries=tree)
+            )
+            alerts.extend(stored.alerts)
+        return past.PastCharges(len(new), len(entries) - len(new), tuple(alerts), frozenset(e.entry_id for e in new))
+
+    async def known_entries(self, entry_ids: Sequence[str]) -> set[str]:
+        """Those of `entry_ids` the ledger holds already (what a dry run of an import would skip)."""
+        return await self.ledger.known_entries(entry_ids) if entry_ids else set()
+
+    async def spend(self, budget_id: str, start: datetime, end: datetime | None) -> list[SpendRow]:
+        """Spend of a budget and its descendants in [start, end), per budget, model and 15 minutes."""
+        validate_budget_id(budget_id)
+        return await self.ledger.spend(budget_id, start, end)
 
     async def record_delivery(self, attempt: DeliveryAttempt) -> None:
         """Store one attempt to deliver an alert to the webhook."""

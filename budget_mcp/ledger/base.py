@@ -9,7 +9,7 @@ snapshot it kept, if it stores the writes only when nothing changed since (Postg
 so `decide` may be called more than once for one write: it must only read its snapshot.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -176,6 +176,10 @@ class Ledger(Protocol):
 
     async def reconcile(self) -> list[str]:
         """Recompute every running total from the entries; return the differences (empty when all agree)."""
+        ...
+
+    async def known_entries(self, entry_ids: Sequence[str]) -> set[str]:
+        """Those of `entry_ids` the ledger holds already (an import's records are entries with ids of their own)."""
         ...
 
     async def budget_ids(self) -> list[str]:

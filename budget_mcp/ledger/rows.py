@@ -6,11 +6,12 @@ from decimal import Decimal
 from typing import Any
 
 from budget_mcp.domain.accounting import TotalKey, spend_windows
-from budget_mcp.domain.records import AlertRecord, Entry, EntryKind, TokenCounts
+from budget_mcp.domain.records import SPEND_KINDS, AlertRecord, Entry, EntryKind, TokenCounts
 from budget_mcp.domain.windows import Period
 from budget_mcp.ledger.base import SpendRow
 from budget_mcp.ledger.codec import from_us, to_us
 
+_BUCKET_US = 15 * 60 * 1_000_000
 ENTRY_COLUMNS = (
     "entry_id, kind, budget_id, at_us, cost_nanos, input_tokens, output_tokens, cache_read_tokens, "
     "cache_write_tokens, reasoning_tokens, model, provider, price_source, reservation_id, idempotency_key, metadata"
@@ -20,12 +21,25 @@ ENTRY_COLUMNS = (
 def total_deltas(entries: Iterable[Entry], timezone_of: Callable[[str], str]) -> dict[TotalKey, list[int]]:
     """(spent nanos, tokens, calls) to add to each running total for these entries."""
     deltas: dict[TotalKey, list[int]] = {}
+    # Every window starts on a 15-minute boundary (timezone offsets are multiples of it), so entries of one
+    # budget in one 15-minute bucket move the same totals: an import of many entries finds them once per bucket.
+    found: dict[tuple[str, int], list[TotalKey]] = {}
     for entry in entries:
-        for key in spend_windows(entry, timezone_of):
-            delta = deltas.setdefault(key, [0, 0, 0])
-            delta[0] += entry.cost_nanos
-            delta[1] += entry.tokens.total
-            delta[2] += 1 if entry.kind is EntryKind.CHARGE else 0
+        if entry.kind not in SPEND_KINDS:
+            continue
+        bucket = (entry.budget_id, to_us(entry.at) // _BUCKET_US)
+        keys = found.get(bucket)
+        if keys is None:
+            keys = found[bucket] = list(spend_windows(entry, timezone_of))
+        cost, tokens, calls = entry.cost_nanos, entry.tokens.total, 1 if entry.kind is EntryKind.CHARGE else 0
+        for key in keys:
+            delta = deltas.get(key)
+            if delta is None:
+                deltas[key] = [cost, tokens, calls]
+            else:
+                delta[0] += cost
+                delta[1] += tokens
+                delta[2] += calls
     return deltas
 
 

@@ -26,7 +26,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -334,6 +334,19 @@ class SqliteLedger:
     async def reconcile(self) -> list[str]:
         """Recompute every running total from the entry log and list each total that differs."""
         return await self._in_thread(self._reader, _reconcile)
+
+    async def known_entries(self, entry_ids: Sequence[str]) -> set[str]:
+        """Those of `entry_ids` already in the entry log (one indexed lookup each)."""
+        ids = json.dumps(list(entry_ids))
+        return await self._in_thread(
+            self._reader,
+            lambda conn: {
+                row[0]
+                for row in conn.execute(
+                    "SELECT entry_id FROM entries WHERE entry_id IN (SELECT value FROM json_each(?))", (ids,)
+                )
+            },
+        )
 
     async def budget_ids(self) -> list[str]:
         """Every budget's id, sorted."""

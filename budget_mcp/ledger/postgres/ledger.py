@@ -29,6 +29,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -376,6 +377,11 @@ class PostgresLedger:
                 "SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals"
             )
         return differences(expected, [tuple(r) for r in actual])
+
+    async def known_entries(self, entry_ids: Sequence[str]) -> set[str]:
+        """Those of `entry_ids` already in the entry log."""
+        rows = await self._fetch("SELECT entry_id FROM entries WHERE entry_id = ANY($1::text[])", list(entry_ids))
+        return {row[0] for row in rows}
 
     async def budget_ids(self) -> list[str]:
         """Every budget's id, sorted."""
