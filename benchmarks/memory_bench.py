@@ -4,7 +4,8 @@ the ledger file's size at 1M entries.
     python benchmarks/memory_bench.py [--entries N] [--quick]    # standalone; `make bench` runs it too
 
 A child process opens the engine on a ledger holding only its budgets, makes real charges, checks and
-reserve-then-charge pairs, and reads its VmRSS from /proc/self/status (the start). This process then
+reserve-then-charge pairs, asks for a status and the latest 100 ledger entries (the budget://ledger resource),
+and reads its VmRSS from /proc/self/status (the start). This process then
 appends the history (`seed_history`: priced charges shaped like the ones the engine writes, one a minute
 going back, with their hourly and daily totals) while the child waits, and the child goes on with the
 same work on the grown ledger (its next decisions see every seeded entry) and reads VmRSS again.
@@ -86,7 +87,7 @@ async def child(path: Path, work: int) -> None:
     ledger = await open_ledger(path)
     engine = BudgetEngine(ledger, PriceCatalog())
 
-    async def workload() -> None:
+    async def workload() -> dict[str, int]:
         for _ in range(work):
             await engine.charge("bench/agent", model="gpt-4o", input_tokens=1000, output_tokens=50)
             await engine.check("bench/agent", model="gpt-4o", input_tokens=1000, max_output_tokens=100)
@@ -94,13 +95,13 @@ async def child(path: Path, work: int) -> None:
             held = await engine.check("bench/agent", estimated_cost_usd="0.01", reserve=True)
             await engine.charge("bench/agent", cost_usd="0.005", reservation_id=held.reservation_id)
         await engine.status("bench/agent")
+        decided = rss_kb()["VmRSS"]  # after the decisions alone, before the listing (budget://ledger)
         await engine.ledger_entries("bench/agent", limit=100)
+        return {**rss_kb(), "decided": decided}
 
-    await workload()
-    print(json.dumps(rss_kb()), flush=True)
+    print(json.dumps(await workload()), flush=True)
     sys.stdin.readline()
-    await workload()
-    print(json.dumps(rss_kb()), flush=True)
+    print(json.dumps(await workload()), flush=True)
     await ledger.close()
 
 
@@ -130,6 +131,7 @@ async def measure(path: Path, entries: int, work: int = 500) -> dict[str, float]
         "rss_start_kb": start["VmRSS"],
         "rss_after_kb": after["VmRSS"],
         "hwm_after_kb": after["VmHWM"],
+        "decided_ratio": after["decided"] / start["decided"],
         "rss_ratio": after["VmRSS"] / start["VmRSS"],
         "file_mb": size / 1e6,
     }
@@ -139,7 +141,8 @@ def describe(found: dict[str, float]) -> str:
     return (
         f"engine RSS at start {found['rss_start_kb'] / 1024:.1f} MB, after {found['entries']:,.0f} entries "
         f"{found['rss_after_kb'] / 1024:.1f} MB (peak {found['hwm_after_kb'] / 1024:.1f} MB): "
-        f"{found['rss_ratio']:.2f}x; ledger file {found['file_mb']:.0f} MB"
+        f"{found['rss_ratio']:.2f}x (before the ledger listing, after charges, checks and pairs alone: "
+        f"{found['decided_ratio']:.2f}x); ledger file {found['file_mb']:.0f} MB"
     )
 
 

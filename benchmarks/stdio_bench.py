@@ -45,8 +45,8 @@ async def spawn_seconds(command: list[str], folder: Path, errlog: TextIO) -> flo
     return elapsed
 
 
-async def spawn_times(folder: Path, rounds: int, errlog: TextIO) -> tuple[float, float, float]:
-    """Medians (s) of spawn-to-initialize for budget-mcp and for the bare server, and the median per-round ratio."""
+async def spawn_times(folder: Path, rounds: int, errlog: TextIO) -> tuple[float, ...]:
+    """Medians (s) of spawn-to-initialize for budget-mcp and for the bare server; per-round ratios' median, min, max."""
     await spawn_seconds(BUDGET_MCP, folder, errlog)  # warm-up: file cache, .pyc files, the ledger created
     await spawn_seconds(BARE, folder, errlog)
     ours: list[float] = []
@@ -58,8 +58,8 @@ async def spawn_times(folder: Path, rounds: int, errlog: TextIO) -> tuple[float,
         else:
             ours.append(await spawn_seconds(BUDGET_MCP, folder, errlog))
             bare.append(await spawn_seconds(BARE, folder, errlog))
-    ratio = statistics.median(o / b for o, b in zip(ours, bare, strict=True))
-    return statistics.median(ours), statistics.median(bare), ratio
+    ratios = sorted(o / b for o, b in zip(ours, bare, strict=True))
+    return statistics.median(ours), statistics.median(bare), statistics.median(ratios), ratios[0], ratios[-1]
 
 
 async def round_trips(folder: Path, samples: int, errlog: TextIO) -> tuple[float, float]:
@@ -90,10 +90,11 @@ async def round_trips(folder: Path, samples: int, errlog: TextIO) -> tuple[float
 
 async def measure(folder: Path, quick: bool) -> dict[str, float]:
     with (folder / "servers.log").open("w") as errlog:
-        ours, bare, spawn_ratio = await spawn_times(folder, 10 if quick else 15, errlog)
+        ours, bare, spawn_ratio, lowest, highest = await spawn_times(folder, 10 if quick else 30, errlog)
         check, listing = await round_trips(folder, 200 if quick else 1000, errlog)
     return {
         "spawn_ours_s": ours, "spawn_bare_s": bare, "spawn_ratio": spawn_ratio,
+        "spawn_lowest": lowest, "spawn_highest": highest,
         "check_ms": check, "list_ms": listing, "check_ratio": check / listing,
     }  # fmt: skip
 
@@ -103,7 +104,8 @@ def describe(found: dict[str, float]) -> list[str]:
         f"stdio check_budget p50 {found['check_ms']:.3f} ms, tools/list p50 {found['list_ms']:.3f} ms: "
         f"{found['check_ratio']:.2f}x",
         f"stdio spawn to initialize: budget-mcp {found['spawn_ours_s'] * 1000:.0f} ms, bare SDK server "
-        f"{found['spawn_bare_s'] * 1000:.0f} ms (medians); median per-round ratio {found['spawn_ratio']:.2f}x",
+        f"{found['spawn_bare_s'] * 1000:.0f} ms (medians); median per-round ratio {found['spawn_ratio']:.2f}x "
+        f"(lowest-highest {found['spawn_lowest']:.2f}-{found['spawn_highest']:.2f}x)",
     ]
 
 

@@ -257,12 +257,24 @@ class SqliteLedger:
         kind_text = None if kind is None else kind.value
 
         def run(conn: sqlite3.Connection) -> list[Entry]:
-            rows = conn.execute(
-                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE (budget_id = ? OR (budget_id > ? AND budget_id < ?)) "
-                "AND at_us >= ? AND (? IS NULL OR kind = ?) ORDER BY seq DESC LIMIT ?",
-                (budget_id, budget_id + "/", budget_id + "0", since_us, kind_text, kind_text, limit),
-            ).fetchall()
-            return [entry_from_row(row) for row in rows]
+            # Newest `limit` of each budget of the subtree from its (budget_id, seq) index, then merged: one query
+            # over the whole subtree sorted every matching entry (0.7 s and ~26 MB at a million of them).
+            conn.execute("BEGIN")
+            try:
+                found: list[tuple[Any, ...]] = []
+                for (member,) in conn.execute(
+                    "SELECT budget_id FROM budgets WHERE budget_id = ? OR (budget_id > ? AND budget_id < ?)",
+                    (budget_id, budget_id + "/", budget_id + "0"),
+                ).fetchall():
+                    found += conn.execute(
+                        f"SELECT seq, {ENTRY_COLUMNS} FROM entries WHERE budget_id = ? AND at_us >= ? "
+                        "AND (? IS NULL OR kind = ?) ORDER BY seq DESC LIMIT ?",
+                        (member, since_us, kind_text, kind_text, limit),
+                    ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            found.sort(key=lambda row: row[0], reverse=True)
+            return [entry_from_row(row[1:]) for row in found[:limit]]
 
         return await self._in_thread(self._reader, run)
 
