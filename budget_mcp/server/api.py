@@ -18,7 +18,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedResourceError, UnexpectedToolError
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -234,12 +234,12 @@ class HttpApi:
             raise self._no_route(path)
         uri += _query(request, kind if budget_id else path)
         try:
-            contents = list(await self._server.read_resource(uri))
+            found = await self._server.read_resource(uri)
         except ResourceError as exc:
             if isinstance(exc, UnexpectedResourceError):
                 logger.error("reading %s failed unexpectedly", uri, exc_info=exc.__cause__ or exc)
             raise error_problem(exc) from exc
-        text = contents[0].content if contents else ""
+        text = None if isinstance(found, InputRequiredResult) else next((c.content for c in found), None)
         if not isinstance(text, str):
             raise _internal()
         if media.startswith("text/html"):

@@ -94,12 +94,15 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
             await ledger.close()
 
     auth: dict[str, Any] = {}
+    metadata_url = None
     if oauth is not None:
         # Our verifier checks each token's audience itself (the SDK would want aud to be the URL exactly).
         resource_auth = AuthSettings(
             issuer_url=oauth.issuer, resource_server_url=resource_url(settings), validate_token_resource=False
         )
         auth = {"token_verifier": tokens, "auth": resource_auth}
+        assert resource_auth.resource_server_url is not None
+        metadata_url = str(build_resource_metadata_url(resource_auth.resource_server_url))
     elif tokens and http:
         auth = {
             "token_verifier": tokens,
@@ -125,7 +128,6 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
         return JSONResponse({"status": "ok"})
 
     if settings.transport == "http":
-        metadata_url = str(build_resource_metadata_url(resource_url(settings))) if oauth is not None else None
         api = HttpApi(
             server, live, require_token=bool(tokens), metadata_url=metadata_url,
             security=loopback_security(settings.host),

@@ -129,7 +129,8 @@ def _tool_operation(tool: Tool, components: dict[str, Any]) -> dict[str, Any]:
             "content": {"application/json": {"schema": _hoisted(tool.parameters, components)}},
         },
         "responses": {
-            "200": {"description": "the tool's result", "content": {"application/json": {"schema": _model(output, components)}}},
+            "200": {"description": "the tool's result",
+                    "content": {"application/json": {"schema": _model(output, components)}}},
             **_error_responses(),
         },
     }  # fmt: skip
@@ -192,7 +193,7 @@ def _model(model: Any, components: dict[str, Any]) -> dict[str, Any]:
 
 def _hoisted(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
     """`schema` with its `$defs` moved into `components` and its references pointing there."""
-    rewritten = _rewrite(schema)
+    rewritten: dict[str, Any] = _rewrite(schema)
     for name, definition in rewritten.pop("$defs", {}).items():
         if components.setdefault(name, definition) != definition:
             raise ValueError(f"two different schemas are named {name}")

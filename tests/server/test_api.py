@@ -59,7 +59,7 @@ def problem(response: httpx2.Response, status: int, *texts: str) -> dict[str, An
     """The problem+json body of a refusal with `status`, whose detail says each of `texts`."""
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert set(body) == {"type", "title", "status", "detail"} and body["status"] == status
     assert body["type"].startswith("urn:budget-mcp:problem:")
     for text in texts:
@@ -189,8 +189,10 @@ async def test_idempotency_key_header_records_a_retry_once(settings: Settings, c
         same = ok(http.post("/charge", json={"budget_id": "acme", "cost_usd": "1.25", "idempotency_key": "call-42"}))
         assert same["duplicate"] is True
         before = ledger_dump(settings.db_path)
-        problem(http.post("/charge", json={"budget_id": "acme", "cost_usd": "2"}, headers={"Idempotency-Key": "call-42"}),
-                409)  # fmt: skip
+        conflict = http.post(
+            "/charge", json={"budget_id": "acme", "cost_usd": "2"}, headers={"Idempotency-Key": "call-42"}
+        )
+        problem(conflict, 409)
         problem(http.post("/charge", json={"budget_id": "acme", "cost_usd": "2", "idempotency_key": "a"},
                           headers={"Idempotency-Key": "b"}), 400, "differs")  # fmt: skip
         problem(http.post("/get_budget", json={"budget_id": "acme"}, headers={"Idempotency-Key": "x"}), 400,
