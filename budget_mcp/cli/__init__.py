@@ -1,9 +1,10 @@
-"""The `budget-mcp` command: serve, budgets, adjust, migrate, prices, report."""
+"""The `budget-mcp` command: serve, budgets, adjust, migrate, prices, report, check, charge, estimate, recommend."""
 
 import click
 
 from budget_mcp import __version__
 from budget_mcp.cli.budgets import adjust, budgets, migrate
+from budget_mcp.cli.operations import charge, check, close, estimate, recommend
 from budget_mcp.cli.prices import prices
 from budget_mcp.cli.report import report
 from budget_mcp.cli.serve import serve
@@ -21,5 +22,10 @@ main.add_command(adjust)
 main.add_command(migrate)
 main.add_command(prices)
 main.add_command(report)
+main.add_command(check)
+main.add_command(charge)
+main.add_command(estimate)
+main.add_command(recommend)
+budgets.add_command(close)
 
 __all__ = ["main"]
