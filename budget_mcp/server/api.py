@@ -86,19 +86,21 @@ class Problem(Exception):
         return JSONResponse(body, status_code=self.status, media_type=PROBLEM_JSON, headers=self.headers)
 
 
-def error_problem(exc: ToolError | ResourceError) -> Problem:
-    """The problem for a tool's or resource's error: its status from what caused it, its text as the detail."""
+def error_problem(exc: ToolError | ResourceError, tool: str | None = None) -> Problem:
+    """The problem for a tool's or resource's error: its status from what caused it, its text as the detail
+    (without the SDK's 'Error executing tool <name>: ', which the route already names)."""
     if isinstance(exc, UnexpectedToolError | UnexpectedResourceError):
         return _internal()
+    text = str(exc).removeprefix(f"Error executing tool {tool}: ") if tool else str(exc)
     cause: BaseException | None = exc
     while isinstance(cause, ToolError | ResourceError | ValidationError):
         cause = cause.__cause__
     if cause is None:  # refused by the argument checks themselves, before the tool ran
-        return Problem(400, "invalid-arguments", str(exc))
+        return Problem(400, "invalid-arguments", text)
     if not isinstance(cause, BudgetMcpError):
         return _internal()
     status, kind = next((s, k) for t, s, k in STATUSES if isinstance(cause, t))
-    return Problem(status, kind, str(exc))
+    return Problem(status, kind, text)
 
 
 def loopback_security(host: str) -> TransportSecuritySettings | None:
@@ -199,7 +201,7 @@ class HttpApi:
         except (ToolError, ResourceError) as exc:
             if isinstance(exc, UnexpectedToolError | UnexpectedResourceError):
                 logger.error("tool %s failed unexpectedly", name, exc_info=exc.__cause__ or exc)
-            raise error_problem(exc) from exc
+            raise error_problem(exc, name) from exc
         except MCPError as exc:
             raise Problem(400, "invalid-arguments", str(exc)) from exc
         if not isinstance(answer, CallToolResult) or answer.structured_content is None:

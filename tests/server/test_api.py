@@ -96,12 +96,9 @@ async def test_every_tool_answers_its_result_as_the_mcp_tool_does(settings: Sett
         assert closed["budget_id"] == "acme/research"
 
         # the same ledger through MCP: what the API wrote is what an MCP client reads
-        mcp = await Client(f"{base}/mcp").__aenter__()
-        try:
+        async with Client(f"{base}/mcp") as mcp:
             seen = await mcp.call_tool("get_budget", {"budget_id": "acme"})
-            assert seen.structured_content == ok(http.post("/get_budget", json={"budget_id": "acme"}))
-        finally:
-            await mcp.__aexit__(None, None, None)
+        assert seen.structured_content == ok(http.post("/get_budget", json={"budget_id": "acme"}))
 
 
 async def test_every_resource_is_a_get(settings: Settings, clock: FakeClock) -> None:
@@ -161,6 +158,12 @@ async def test_bad_input_is_a_problem_and_writes_nothing(settings: Settings, clo
         problem(http.get("/ledger/acme", params={"before": "5"}), 400, "unknown query parameter 'before'")
         problem(http.delete("/charge"), 405)
         assert ledger_dump(settings.db_path) == before
+        # the detail is the MCP tool's error text
+        arguments = {"budget_id": "acme", "cost_usd": "1", "idempotencyKey": "k"}
+        detail = problem(http.post("/charge", json=arguments), 400)["detail"]
+        async with Client(f"{base}/mcp") as mcp:
+            refused = await mcp.call_tool("charge", arguments)
+        assert refused.is_error and refused.content[0].text == f"Error executing tool charge: {detail}"  # type: ignore[union-attr]
 
 
 def test_dot_segments_and_encoded_slashes_in_ids_are_refused(settings: Settings, clock: FakeClock) -> None:
