@@ -66,6 +66,7 @@ _TITLES = {
     422: "Unprocessable Content", 500: "Internal Server Error", 503: "Service Unavailable",
 }  # fmt: skip
 _QUERY = {"ledger": frozenset({"limit"})}
+_RESOURCE_KINDS = frozenset({"budgets", "reports", "ledger", "prices", "openapi.json"})
 
 
 class Problem(Exception):
@@ -179,6 +180,8 @@ class HttpApi:
         raise Problem(401, "unauthorized", detail, {"WWW-Authenticate": challenge})
 
     async def _call_tool(self, request: Request, name: str) -> Response:
+        if name.partition("/")[0] in _RESOURCE_KINDS:
+            raise Problem(405, "method-not-allowed", f"/api/v1/{name[:80]} is read with GET", {"Allow": "GET"})
         if name not in self._tools:
             raise Problem(
                 404, "unknown-tool", f"no tool {name[:60]!r}; POST to /api/v1/<tool>, one of {', '.join(self._tools)}"
@@ -210,6 +213,8 @@ class HttpApi:
         return JSONResponse(answer.structured_content)
 
     async def _read(self, request: Request, path: str) -> Response:
+        if path in self._tools:
+            raise Problem(405, "method-not-allowed", f"the tool {path} is called with POST", {"Allow": "POST"})
         if path == "openapi.json":
             if self._openapi is None:
                 self._openapi = openapi_document(budget_tools())
@@ -278,6 +283,8 @@ async def _arguments(request: Request) -> dict[str, Any]:
         parsed = json.loads(body)
     except ValueError as exc:
         raise Problem(400, "malformed-json", f"the body is not JSON ({str(exc)[:80]})") from exc
+    except RecursionError as exc:
+        raise Problem(400, "malformed-json", "the body nests too deeply to be a tool's arguments") from exc
     if not isinstance(parsed, dict):
         raise Problem(400, "invalid-arguments", "the body must be a JSON object of the tool's arguments")
     return parsed

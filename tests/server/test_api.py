@@ -157,6 +157,12 @@ async def test_bad_input_is_a_problem_and_writes_nothing(settings: Settings, clo
         problem(http.get("/ledger/acme", params={"limit": "ten"}), 400, "limit must be a whole number")
         problem(http.get("/ledger/acme", params={"before": "5"}), 400, "unknown query parameter 'before'")
         problem(http.delete("/charge"), 405)
+        assert problem(http.get("/charge"), 405)["detail"] == "the tool charge is called with POST"
+        problem(http.post("/budgets/acme", json={}), 405, "read with GET")
+        deep = b"[" * 100_000 + b"]" * 100_000
+        problem(
+            http.post("/charge", content=deep, headers={"content-type": "application/json"}), 400, "nests too deeply"
+        )
         assert ledger_dump(settings.db_path) == before
         # the detail is the MCP tool's error text
         arguments = {"budget_id": "acme", "cost_usd": "1", "idempotencyKey": "k"}
@@ -164,6 +170,10 @@ async def test_bad_input_is_a_problem_and_writes_nothing(settings: Settings, clo
         async with Client(f"{base}/mcp") as mcp:
             refused = await mcp.call_tool("charge", arguments)
         assert refused.is_error and refused.content[0].text == f"Error executing tool charge: {detail}"  # type: ignore[union-attr]
+        # a lone surrogate (which JSON allows) is kept escaped, as the MCP tool keeps it
+        surrogate = b'{"budget_id": "acme", "cost_usd": "1", "metadata": {"note": "\\ud800"}}'
+        lone = http.post("/charge", content=surrogate, headers={"content-type": "application/json"})
+        assert lone.status_code == 200, lone.text
 
 
 def test_dot_segments_and_encoded_slashes_in_ids_are_refused(settings: Settings, clock: FakeClock) -> None:
