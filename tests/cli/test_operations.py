@@ -137,3 +137,10 @@ def test_an_unreachable_server_is_a_message(clock: FakeClock) -> None:
 @pytest.fixture(autouse=True)
 def _no_console_width(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps long lines at the runner's default width
+
+
+def test_the_readme_shows_each_new_command() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for name, command in [("check", main), ("charge", main), ("estimate", main), ("recommend", main)]:
+        assert name in command.commands and f"budget-mcp {name} " in readme  # type: ignore[attr-defined]
+    assert "budget-mcp budgets close " in readme

@@ -68,8 +68,11 @@ def problem(response: httpx2.Response, status: int, *texts: str) -> dict[str, An
     return body
 
 
-async def test_every_tool_answers_its_result_as_the_mcp_tool_does(settings: Settings, clock: FakeClock) -> None:
-    with api_server(settings, clock) as base, api(base) as http:
+async def test_every_tool_answers_its_result_as_the_mcp_tool_does(
+    settings: Settings, clock: FakeClock, ledger_location: str
+) -> None:
+    on_postgres = {"BUDGET_MCP_DATABASE_URL": ledger_location} if ledger_location.startswith("postgres") else {}
+    with api_server(settings, clock, **on_postgres) as base, api(base) as http:
         created = ok(http.post("/allocate", json={"budget_id": "acme", "limit_usd": "10", "period": "monthly"}))
         assert created["budget_id"] == "acme" and created["limit_usd"] == "10.000000"
         ok(http.post("/allocate", json={"budget_id": "acme/research", "limit_usd": "4"}))
@@ -148,7 +151,7 @@ async def test_bad_input_is_a_problem_and_writes_nothing(settings: Settings, clo
         problem(http.post("/release", json={"reservation_id": held["reservation_id"]}), 404)
         problem(http.post("/release", json={"reservation_id": "res_nothing"}), 400, "malformed")
         problem(http.post("/allocate", json={"budget_id": "acme/a", "limit_usd": "11"}), 422, "acme")
-        problem(http.post("/charge", content=b"{" + b" " * (300 * 1024) + b"}",
+        problem(http.post("/charge", content=b"{" + b" " * (1024 * 1024) + b"}",
                           headers={"content-type": "application/json"}), 413, "256 KiB")  # fmt: skip
         unknown = problem(http.post("/spend", json={}), 404, "no tool 'spend'", "charge", "check_budget")
         assert unknown["type"] == "urn:budget-mcp:problem:unknown-tool"
