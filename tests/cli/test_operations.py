@@ -142,5 +142,5 @@ def _no_console_width(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_readme_shows_each_new_command() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     for name, command in [("check", main), ("charge", main), ("estimate", main), ("recommend", main)]:
-        assert name in command.commands and f"budget-mcp {name} " in readme  # type: ignore[attr-defined]
+        assert name in command.commands and f"budget-mcp {name} " in readme
     assert "budget-mcp budgets close " in readme
