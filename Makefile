@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run stdio test check bench bench-postgres bench-guard install
+.PHONY: run stdio test check bench bench-postgres bench-guard bench-api install
 
 $(BIN)/budget-mcp: pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,3 +33,6 @@ bench-postgres: install  ## PostgreSQL benchmark: starts its own server (needs p
 
 bench-guard: install  ## what the guard adds to an LLM call: embedded SQLite and PostgreSQL, remote; ARGS=--quick
 	$(BIN)/python benchmarks/guard_bench.py $(ARGS)
+
+bench-api: install  ## POST /api/v1/charge against GET /health on one served budget-mcp; ARGS=--quick
+	$(BIN)/python benchmarks/api_bench.py $(ARGS)
