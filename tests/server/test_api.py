@@ -160,6 +160,10 @@ async def test_bad_input_is_a_problem_and_writes_nothing(settings: Settings, clo
         problem(http.get("/ledger/acme", params={"limit": "ten"}), 400, "limit must be a whole number")
         problem(http.get("/ledger/acme", params={"before": "5"}), 400, "unknown query parameter 'before'")
         problem(http.delete("/charge"), 405)
+        # the DNS-rebinding protection of /mcp: a foreign Origin or Host is refused
+        problem(http.post("/charge", json={"budget_id": "acme", "cost_usd": "1"}, headers={"Origin": "http://evil.example"}),
+                403, "Invalid Origin header")  # fmt: skip
+        problem(http.get("/budgets", headers={"Host": "evil.example:80"}), 421, "Invalid Host header")
         assert problem(http.get("/charge"), 405)["detail"] == "the tool charge is called with POST"
         problem(http.post("/budgets/acme", json={}), 405, "read with GET")
         deep = b"[" * 100_000 + b"]" * 100_000
