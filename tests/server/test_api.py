@@ -12,10 +12,13 @@ from typing import Any
 import httpx2
 import pytest
 from mcp import Client
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from openapi_spec_validator import validate
 
 from budget_mcp.config import Settings
+from budget_mcp.errors import AccessDeniedError
 from budget_mcp.server import build_server
+from budget_mcp.server.api import error_problem
 from budget_mcp.server.http import http_app
 from tests.conftest import FakeClock, ledger_dump
 from tests.server.test_access import ADMIN, FOUNDER, RESEARCH, TOKENS
@@ -294,3 +297,23 @@ async def test_openapi_document_is_valid_and_names_every_tool_and_resource(
     result = charge["responses"]["200"]["content"]["application/json"]["schema"]
     assert result == {"$ref": "#/components/schemas/ChargeResult"}
     assert "over_limit" in document["components"]["schemas"]["ChargeResult"]["properties"]
+
+
+def test_a_failure_of_the_server_itself_is_a_500_without_its_details() -> None:
+    def caused(error: ToolError, cause: BaseException) -> ToolError:
+        error.__cause__ = cause
+        return error
+
+    crash = RuntimeError("secret at /srv/budget/ledger.db")
+    for error in (
+        caused(UnexpectedToolError("Error executing tool charge"), crash),  # the SDK's wrapper of a crash
+        caused(ToolError("internal error (RuntimeError); the server logged it"), crash),  # tool_errors' own
+    ):
+        found = error_problem(error, "charge")
+        body = json.loads(bytes(found.response().body))
+        assert found.status == 500 and body["type"] == "urn:budget-mcp:problem:internal"
+        assert "secret" not in body["detail"] and "Traceback" not in body["detail"]
+    refused = error_problem(
+        caused(ToolError("Error executing tool charge: the token 'x' may not"), AccessDeniedError())
+    )
+    assert refused.status == 403
