@@ -234,7 +234,6 @@ async def test_tokens_and_their_prefixes_hold_as_on_mcp(
             ok(admin.post("/allocate", json={"budget_id": "acme", "limit_usd": "10"}))
             ok(admin.post("/allocate", json={"budget_id": "acme/research", "limit_usd": "4"}))
             ok(admin.post("/allocate", json={"budget_id": "acme/support", "limit_usd": "2"}))
-        before = ledger_dump(settings.db_path)
         for token in (None, "wrong-token-0123456789"):
             with api(base, token) as anonymous:
                 refused = anonymous.post("/charge", json={"budget_id": "acme", "cost_usd": "1"})
@@ -257,10 +256,12 @@ async def test_tokens_and_their_prefixes_hold_as_on_mcp(
             assert [n["budget_id"] for n in ok(research.get("/budgets"))] == ["acme/research"]
         with api(base, FOUNDER) as founder:
             problem(founder.post("/get_budget", json={"budget_id": "acme"}), 403, "'founder' may not use budget 'acme'")
-        after = ledger_dump(settings.db_path)
-        assert len(after) == len(before) + 2 or after != before  # only the research charge was written
-        with api(base, ADMIN) as admin:
+        with api(base, ADMIN) as admin:  # only the research agent's own charge was written
             assert Decimal(ok(admin.get("/budgets/acme"))["spent_usd"]) == Decimal("0.5")
+            entries = ok(admin.get("/ledger/acme"))["entries"]
+            assert [(e["kind"], e["budget_id"]) for e in entries if e["kind"] == "charge"] == [
+                ("charge", "acme/research")
+            ]
 
 
 async def test_an_ask_budget_is_denied_saying_approval_could_not_be_asked(settings: Settings, clock: FakeClock) -> None:
