@@ -38,6 +38,7 @@ from budget_mcp.errors import (
     UnknownModelError,
 )
 from budget_mcp.render import report_html
+from budget_mcp.server.http import MAX_REQUEST_BYTES
 from budget_mcp.server.openapi import RESOURCE_ROUTES, openapi_document
 from budget_mcp.server.scopes import API_PREFIX
 from budget_mcp.server.state import LiveState, using_state
@@ -46,7 +47,7 @@ from budget_mcp.server.tools import budget_tools
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-MAX_BODY_BYTES = 256 * 1024
+MAX_BODY_BYTES = MAX_REQUEST_BYTES  # as /mcp
 # The cause of a tool or resource error, its status and the last part of its problem type (first match wins).
 STATUSES: tuple[tuple[type[BudgetMcpError], int, str], ...] = (
     (AccessDeniedError, 403, "access-denied"),
