@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run stdio test check bench bench-postgres bench-guard bench-import install
+.PHONY: run stdio test check bench bench-postgres bench-guard bench-import bench-api install
 
 $(BIN)/budget-mcp: pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,3 +36,6 @@ bench-guard: install  ## what the guard adds to an LLM call: embedded SQLite and
 
 bench-import: install  ## import of a 100,000-row hal0 file against a raw sqlite3 executemany of the same rows; ARGS=--quick
 	$(BIN)/python benchmarks/import_bench.py $(ARGS)
+
+bench-api: install  ## POST /api/v1/charge against GET /health on one served budget-mcp; ARGS=--quick
+	$(BIN)/python benchmarks/api_bench.py $(ARGS)

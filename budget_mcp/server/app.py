@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+from mcp.server.auth.routes import build_resource_metadata_url
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
@@ -20,13 +21,14 @@ from budget_mcp.engine.declarations import apply_declarations
 from budget_mcp.ledger import open_ledger
 from budget_mcp.pricing import PriceCatalog
 from budget_mcp.server.access import ScopedSubscriptions, TokenTable
+from budget_mcp.server.api import HttpApi, loopback_security
 from budget_mcp.server.http import resource_url
 from budget_mcp.server.legacy import LegacySubscribers, LegacySubscriptions
 from budget_mcp.server.notify import Announcer, watch_other_processes
 from budget_mcp.server.oauth import OAuthVerifier
 from budget_mcp.server.prompts import register_prompts
 from budget_mcp.server.resources import BudgetResourceList, register_resources
-from budget_mcp.server.state import AppState, CurrentState, refresh_prices_periodically
+from budget_mcp.server.state import AppState, CurrentState, LiveState, refresh_prices_periodically
 from budget_mcp.server.strict import PromptArguments
 from budget_mcp.server.tools import budget_tools
 
@@ -51,6 +53,7 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
     if http and settings.oauth_issuer:
         oauth = OAuthVerifier(settings.oauth_issuer, settings.oauth_audience or resource_url(settings), clock=clock)
     tokens = TokenTable.from_settings(settings, oauth)
+    live = LiveState()
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
@@ -83,19 +86,23 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
                 if settings.prices_refresh_hours:
                     tasks.start_soon(refresh_prices_periodically, state, settings.prices_refresh_hours * 3600)
                 try:
-                    yield state
+                    with live.running(state):
+                        yield state
                 finally:
                     tasks.cancel_scope.cancel()
         finally:
             await ledger.close()
 
     auth: dict[str, Any] = {}
+    metadata_url = None
     if oauth is not None:
         # Our verifier checks each token's audience itself (the SDK would want aud to be the URL exactly).
         resource_auth = AuthSettings(
             issuer_url=oauth.issuer, resource_server_url=resource_url(settings), validate_token_resource=False
         )
         auth = {"token_verifier": tokens, "auth": resource_auth}
+        assert resource_auth.resource_server_url is not None
+        metadata_url = str(build_resource_metadata_url(resource_auth.resource_server_url))
     elif tokens and http:
         auth = {
             "token_verifier": tokens,
@@ -119,5 +126,13 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
     @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    if settings.transport == "http":
+        api = HttpApi(
+            server, live, require_token=bool(tokens), metadata_url=metadata_url,
+            security=loopback_security(settings.host),
+        )  # fmt: skip
+        methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+        server.custom_route("/api/v1{rest:path}", methods=methods)(api.handle)
 
     return server

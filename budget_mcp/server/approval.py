@@ -34,7 +34,10 @@ class ApprovalForm(BaseModel):
 
 def can_elicit(ctx: Context[Any, Any]) -> bool:
     """Whether the client declared form elicitation, and this request can carry a question to it."""
-    capabilities = ctx.client_capabilities
+    try:
+        capabilities = ctx.client_capabilities
+    except ValueError:  # no MCP request: the HTTP API, which has nobody to ask
+        return False
     elicitation = capabilities.elicitation if capabilities is not None else None
     if elicitation is None or (elicitation.form is None and elicitation.url is not None):
         return False  # a bare `elicitation: {}` means form; url-only clients cannot answer a form

@@ -7,7 +7,8 @@ token must hold), and `ScopeGate` reads each JSON-RPC request before the transpo
 403 `insufficient_scope` naming the scope it lacks (MCP's step-up challenge), and adding the scope a
 request needs to the SDK's 401, so a client first asks its provider for budget:read only and steps
 up when an operation needs more. It runs on the MCP paths only, after the bearer middleware, so it
-sees the verified token.
+sees the verified token. It gates the HTTP API (`/api/v1/`) too, by the scope of each route's tool, and
+refuses there in the API's own format (problem+json).
 """
 
 import json
@@ -22,11 +23,12 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from budget_mcp.server.scopes import BUDGET_SCOPES, BudgetScope, implied_scopes, required_scope
+from budget_mcp.server.scopes import API_PREFIX, BUDGET_SCOPES, BudgetScope, api_scope, implied_scopes, required_scope
 
 
 def protect(app: Starlette, auth: AuthSettings, mcp_paths: Sequence[str], max_body_bytes: int) -> None:
-    """Serve the full metadata document and gate the MCP paths by scope, on an app the SDK built with `auth`."""
+    """Serve the full metadata document and gate the MCP paths (and the HTTP API) by scope, on an app the SDK built
+    with `auth`."""
     assert auth.resource_server_url is not None
     routes = create_protected_resource_routes(
         resource_url=auth.resource_server_url,
@@ -54,14 +56,19 @@ class ScopeGate:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._gated(scope.get("path", "")):
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        api = path.startswith(API_PREFIX)
+        if not (api or self._gated(path)):
             await self.app(scope, receive, send)
             return
         received: list[Message] = []
         needed = BudgetScope.READ
         if scope["method"] == "POST":
             body = await self._read_body(receive, received)
-            needed = _needed(body) if body is not None else BudgetScope.READ
+            if api:
+                needed = api_scope(scope["method"], path, body)
+            else:
+                needed = _needed(body) if body is not None else BudgetScope.READ
 
         async def replay() -> Message:
             return received.pop(0) if received else await receive()
@@ -70,7 +77,7 @@ class ScopeGate:
         if not isinstance(user, AuthenticatedUser):
             await self.app(scope, replay, _naming_scope(send, needed))  # the SDK's 401, with the scope to ask for
         elif needed not in implied_scopes(user.scopes):
-            await self._refuse(send, needed)
+            await self._refuse(send, needed, problem=api)
         else:
             await self.app(scope, replay, send)
 
@@ -91,15 +98,19 @@ class ScopeGate:
             if not message.get("more_body", False):
                 return b"".join(m.get("body", b"") for m in received)
 
-    async def _refuse(self, send: Send, needed: BudgetScope) -> None:
+    async def _refuse(self, send: Send, needed: BudgetScope, *, problem: bool = False) -> None:
         description = f"this request needs the scope {needed}"
         challenge = (
             f'Bearer error="insufficient_scope", scope="{needed}", '
             f'resource_metadata="{self.metadata_url}", error_description="{description}"'
         )
-        body = json.dumps({"error": "insufficient_scope", "error_description": description}).encode()
+        refusal: dict[str, Any] = {"error": "insufficient_scope", "error_description": description}
+        if problem:  # RFC 9457, as every other refusal of the HTTP API
+            refusal = {"type": "urn:budget-mcp:problem:insufficient-scope", "title": "Forbidden", "status": 403,
+                       "detail": f"{description}; ask your provider for a token with it"}  # fmt: skip
+        body = json.dumps(refusal).encode()
         headers = [
-            (b"content-type", b"application/json"),
+            (b"content-type", b"application/problem+json" if problem else b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"www-authenticate", challenge.encode()),
         ]

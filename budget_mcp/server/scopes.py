@@ -3,9 +3,11 @@
 `budget:read` looks (statuses, reports, the ledger, prices, estimates, recommendations, prompts,
 subscriptions); `budget:spend` also checks, holds, charges and releases holds; `budget:admin` also
 creates, resizes and closes budgets (`allocate`, `release` of a budget). Each scope includes the ones
-before it. Static tokens hold all three: their prefixes alone limit them, as before.
+before it. Static tokens hold all three: their prefixes alone limit them, as before. The HTTP API asks the
+same of each route as of its tool: `POST /api/v1/charge` what `tools/call` of `charge` needs.
 """
 
+import json
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
@@ -22,6 +24,7 @@ class BudgetScope(StrEnum):
 BUDGET_SCOPES = tuple(BudgetScope)
 ALL_SCOPES = frozenset(BudgetScope)
 PREFIXES_CLAIM = "budget_prefixes"
+API_PREFIX = "/api/v1/"
 
 # Every tool, by name. A tool missing here needs budget:admin (closed by default), and a test holds this
 # table to the tools the server registers.
@@ -56,3 +59,16 @@ def required_scope(message: Any) -> BudgetScope:
 
 def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def api_scope(method: str, path: str, body: bytes | None) -> BudgetScope:
+    """The scope a request to the HTTP API needs: its tool's for `POST /api/v1/{tool}`, budget:read otherwise
+    (a GET reads a resource; a POST to no tool changes nothing and is answered 404)."""
+    name = path.removeprefix(API_PREFIX)
+    if method != "POST" or name not in TOOL_SCOPES:
+        return BudgetScope.READ
+    try:
+        arguments = json.loads(body) if body else {}
+    except ValueError:
+        arguments = {}  # refused as malformed by the API itself
+    return required_scope({"method": "tools/call", "params": {"name": name, "arguments": arguments}})

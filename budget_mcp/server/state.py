@@ -1,6 +1,8 @@
 """What the server's lifespan holds, how a request reaches it, and its background price refresh."""
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -43,17 +45,43 @@ def current_state() -> AppState:
     return _current.get()
 
 
+@contextmanager
+def using_state(state: AppState) -> Iterator[None]:
+    """Run the block with `state` as `current_state()`."""
+    token = _current.set(state)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
 class CurrentState:
     """Middleware: each request runs with its lifespan's state as `current_state()`."""
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if not isinstance(ctx.lifespan_context, AppState):
             return await call_next(ctx)
-        token = _current.set(ctx.lifespan_context)
-        try:
+        with using_state(ctx.lifespan_context):
             return await call_next(ctx)
+
+
+class LiveState:
+    """The state of the lifespan now running, for HTTP routes that no MCP request carries (the API).
+
+    On streamable HTTP the lifespan is entered once per process, when the web app starts.
+    """
+
+    def __init__(self) -> None:
+        self.state: AppState | None = None
+
+    @contextmanager
+    def running(self, state: AppState) -> Iterator[None]:
+        """Publish `state` while the block runs (the lifespan's body)."""
+        before, self.state = self.state, state
+        try:
+            yield
         finally:
-            _current.reset(token)
+            self.state = before
 
 
 async def refresh_prices_periodically(state: AppState, interval_seconds: float) -> None:

@@ -520,3 +520,41 @@ def test_static_token_names_cannot_pose_as_oauth_clients(tmp_path: Path) -> None
     tokens.write_text('[[token]]\nname = "oauth:agent"\ntoken = "a-long-enough-token-123"\nprefixes = ["x"]\n')
     with pytest.raises(ConfigError, match="names starting with 'oauth:' are kept for OAuth clients"):
         build_server(Settings.load({"BUDGET_MCP_TOKENS": str(tokens)}, db_path=tmp_path / "l.db", transport="http"))
+
+
+async def test_the_http_api_asks_each_route_for_its_tools_scope(
+    settings: Settings, clock: FakeClock, provider: OidcProvider
+) -> None:
+    with oauth_server(settings, clock, provider.issuer) as base:
+        audience = f"{base}/mcp"
+
+        def api(token: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> httpx2.Response:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            return httpx2.request(method, f"{base}/api/v1/{path}", json=body, headers=headers, timeout=30)
+
+        assert api(STATIC, "POST", "allocate", {"budget_id": "acme", "limit_usd": "10"}).status_code == 200
+        assert api(STATIC, "POST", "allocate", {"budget_id": "acme/agent", "limit_usd": "4"}).status_code == 200
+        reader, agent = provider.token("reader", audience), provider.token("agent", audience)
+        assert api(reader, "GET", "budgets/acme").status_code == 200
+        assert api(reader, "POST", "get_budget", {"budget_id": "acme"}).status_code == 200
+        for token, path, body, scope in [
+            (reader, "charge", {"budget_id": "acme", "cost_usd": "1"}, "budget:spend"),
+            (reader, "check_budget", {"budget_id": "acme", "estimated_cost_usd": "1"}, "budget:spend"),
+            (agent, "allocate", {"budget_id": "acme/agent/x", "limit_usd": "1"}, "budget:admin"),
+            (agent, "release", {"budget_id": "acme/agent"}, "budget:admin"),
+        ]:
+            refused = api(token, "POST", path, body)
+            assert refused.status_code == 403, (path, refused.text)
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["detail"].startswith(f"this request needs the scope {scope}")
+            assert f'error="insufficient_scope", scope="{scope}"' in refused.headers["www-authenticate"]
+        charged = api(agent, "POST", "charge", {"budget_id": "acme/agent", "cost_usd": "0.5"})
+        assert charged.status_code == 200, charged.text
+        outside = api(agent, "POST", "charge", {"budget_id": "acme", "cost_usd": "1"})
+        assert outside.status_code == 403 and "the token 'oauth:agent' may not use budget 'acme'" in outside.text
+        missing = api(None, "POST", "charge", {"budget_id": "acme", "cost_usd": "1"})
+        assert missing.status_code == 401 and missing.headers["content-type"] == "application/problem+json"
+        challenge = missing.headers["www-authenticate"]
+        assert f'resource_metadata="{metadata_url(base)}"' in challenge and challenge.endswith('scope="budget:spend"')
+        assert api("not-a-token", "GET", "budgets").status_code == 401
+        assert api(STATIC, "GET", "budgets/acme").json()["spent_usd"] == "0.500000"
