@@ -1,35 +1,56 @@
 """The `budget-mcp` command: serve, budgets, adjust, migrate, prices, report, import, reconcile, check, charge,
-estimate, recommend."""
+estimate, recommend.
+
+Each subcommand's module is imported only when that subcommand runs (click's lazy group), so `serve`, which
+MCP clients start and often give 5 s, loads no table printing or importers it does not use.
+"""
+
+import importlib
+from typing import Any
 
 import click
 
 from budget_mcp import __version__
-from budget_mcp.cli.budgets import adjust, budgets, migrate
-from budget_mcp.cli.imports import import_spend, reconcile
-from budget_mcp.cli.operations import charge, check, close, estimate, recommend
-from budget_mcp.cli.prices import prices
-from budget_mcp.cli.report import report
-from budget_mcp.cli.serve import serve
+
+COMMANDS = {
+    "serve": "budget_mcp.cli.serve:serve",
+    "budgets": "budget_mcp.cli.budgets:budgets",
+    "adjust": "budget_mcp.cli.budgets:adjust",
+    "migrate": "budget_mcp.cli.budgets:migrate",
+    "prices": "budget_mcp.cli.prices:prices",
+    "report": "budget_mcp.cli.report:report",
+    "import": "budget_mcp.cli.imports:import_spend",
+    "reconcile": "budget_mcp.cli.imports:reconcile",
+    "check": "budget_mcp.cli.operations:check",
+    "charge": "budget_mcp.cli.operations:charge",
+    "estimate": "budget_mcp.cli.operations:estimate",
+    "recommend": "budget_mcp.cli.operations:recommend",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are named by import path and loaded on first use."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module, name = self.lazy[cmd_name].split(":")
+        command = getattr(importlib.import_module(module), name)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="budget-mcp")
 def main() -> None:
     """budget-mcp: an MCP server that keeps AI agents inside a budget."""
 
-
-main.add_command(serve)
-main.add_command(budgets)
-main.add_command(adjust)
-main.add_command(migrate)
-main.add_command(prices)
-main.add_command(report)
-main.add_command(import_spend)
-main.add_command(reconcile)
-main.add_command(check)
-main.add_command(charge)
-main.add_command(estimate)
-main.add_command(recommend)
-budgets.add_command(close)
 
 __all__ = ["main"]

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.tree import Tree
 
 from budget_mcp.cli.common import db_option, settings, with_engine
+from budget_mcp.cli.operations import close
 from budget_mcp.domain.money import human_amount
 from budget_mcp.domain.records import Enforcement
 from budget_mcp.domain.results import BudgetNode, BudgetStatus
@@ -17,7 +18,10 @@ from budget_mcp.ledger import redact_url
 
 @click.group()
 def budgets() -> None:
-    """List, show and set budgets."""
+    """List, show, set and close budgets."""
+
+
+budgets.add_command(close)
 
 
 @budgets.command("list")

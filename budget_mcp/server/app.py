@@ -21,11 +21,8 @@ from budget_mcp.engine.declarations import apply_declarations
 from budget_mcp.ledger import open_ledger
 from budget_mcp.pricing import PriceCatalog
 from budget_mcp.server.access import ScopedSubscriptions, TokenTable
-from budget_mcp.server.api import HttpApi, loopback_security
-from budget_mcp.server.http import resource_url
 from budget_mcp.server.legacy import LegacySubscribers, LegacySubscriptions
 from budget_mcp.server.notify import Announcer, watch_other_processes
-from budget_mcp.server.oauth import OAuthVerifier
 from budget_mcp.server.prompts import register_prompts
 from budget_mcp.server.resources import BudgetResourceList, register_resources
 from budget_mcp.server.state import AppState, CurrentState, LiveState, refresh_prices_periodically
@@ -51,6 +48,10 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
     http = settings.transport != "stdio"
     oauth = None
     if http and settings.oauth_issuer:
+        # HTTP-only parts are imported when served over HTTP: a stdio server starts without them (JOSE, uvicorn).
+        from budget_mcp.server.http import resource_url
+        from budget_mcp.server.oauth import OAuthVerifier
+
         oauth = OAuthVerifier(settings.oauth_issuer, settings.oauth_audience or resource_url(settings), clock=clock)
     tokens = TokenTable.from_settings(settings, oauth)
     live = LiveState()
@@ -96,6 +97,8 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
     auth: dict[str, Any] = {}
     metadata_url = None
     if oauth is not None:
+        from budget_mcp.server.http import resource_url
+
         # Our verifier checks each token's audience itself (the SDK would want aud to be the URL exactly).
         resource_auth = AuthSettings(
             issuer_url=oauth.issuer, resource_server_url=resource_url(settings), validate_token_resource=False
@@ -128,6 +131,8 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
         return JSONResponse({"status": "ok"})
 
     if settings.transport == "http":
+        from budget_mcp.server.api import HttpApi, loopback_security
+
         api = HttpApi(
             server, live, require_token=bool(tokens), metadata_url=metadata_url,
             security=loopback_security(settings.host),

@@ -4,23 +4,26 @@ genai-prices is the primary source: it knows ~2,300 models with exact Decimal pr
 context-length tiers and the names providers answer with. This is the only module that imports it.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cached_property
-
-import genai_prices
-from genai_prices import Usage, data_snapshot
-from genai_prices.types import TieredPrices
+from importlib.metadata import version
+from typing import TYPE_CHECKING
 
 from budget_mcp.domain.records import TokenCounts
 from budget_mcp.errors import PriceSourceError
 from budget_mcp.pricing.types import ModelRates, PricedCost, Rates, SourceInfo
 
+if TYPE_CHECKING:  # genai-prices itself is imported when prices are first needed, not at start
+    from genai_prices import data_snapshot
+
 NAME = "genai-prices"
-VERSION = genai_prices.__version__
+VERSION = version("genai-prices")
 PUBLISHED_URL = "https://raw.githubusercontent.com/pydantic/genai-prices/refs/heads/main/prices/new_data/v2/data.json"
 
 
@@ -44,14 +47,21 @@ class GenaiPrices:
         return dataclasses.replace(self._info, models=_count(self._snapshot))
 
     @classmethod
-    def bundled(cls) -> "GenaiPrices":
+    def bundled(cls) -> GenaiPrices:
         """The snapshot shipped inside the pinned genai-prices package."""
-        return cls(data_snapshot.get_snapshot, SourceInfo(NAME, VERSION))
+
+        def load() -> data_snapshot.DataSnapshot:
+            from genai_prices import data_snapshot
+
+            return data_snapshot.get_snapshot()
+
+        return cls(load, SourceInfo(NAME, VERSION))
 
     @classmethod
-    def published(cls, raw: bytes, fetched_at: datetime | None = None, checksum: str = "") -> "GenaiPrices":
+    def published(cls, raw: bytes, fetched_at: datetime | None = None, checksum: str = "") -> GenaiPrices:
         """Parse genai-prices' published data file; PriceSourceError when it is not that format."""
         # The parser is private in genai-prices; its version is pinned exactly, and a test covers this call.
+        from genai_prices import data_snapshot
         from genai_prices.types import _providers_from_raw
 
         try:
@@ -65,6 +75,8 @@ class GenaiPrices:
     def price(self, model: str, provider: str | None, tokens: TokenCounts) -> PricedCost | None:
         """The exact cost of one call, or None when this snapshot has no such model."""
         # genai-prices counts cache tokens inside input_tokens; ours are separate, and reasoning bills as output.
+        from genai_prices import Usage
+
         usage = Usage(
             input_tokens=tokens.input + tokens.cache_read + tokens.cache_write,
             output_tokens=tokens.output + tokens.reasoning,
@@ -116,18 +128,24 @@ def _count(snapshot: data_snapshot.DataSnapshot) -> int:
 
 def _applied(value: object, prompt_tokens: int) -> Decimal | None:
     """The per-million rate a call of this prompt size pays (genai-prices' cliff tiers: above `start`)."""
+    from genai_prices.types import TieredPrices
+
     if isinstance(value, TieredPrices):
         return next((t.price for t in reversed(value.tiers) if prompt_tokens > t.start), value.base)
     return value if isinstance(value, Decimal) else None
 
 
 def _base(value: object) -> Decimal | None:
+    from genai_prices.types import TieredPrices
+
     if isinstance(value, TieredPrices):
         return value.base
     return value if isinstance(value, Decimal) else None
 
 
 def _tiers(price: object) -> tuple[tuple[int, Rates], ...]:
+    from genai_prices.types import TieredPrices
+
     starts = sorted(
         {t.start for k in _KINDS if isinstance(v := getattr(price, f"{k}_mtok", None), TieredPrices) for t in v.tiers}
     )
