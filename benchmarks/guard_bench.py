@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletionUserMessageParam
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -28,7 +29,7 @@ from tests.providers import Usage, fake_providers
 from tests.servers import serving
 
 TOKEN = "bench-token-0123456789abcdef"
-MESSAGES = [{"role": "user", "content": "Say hello"}]
+MESSAGES: list[ChatCompletionUserMessageParam] = [{"role": "user", "content": "Say hello"}]
 
 
 def quantile(samples: list[float], q: float) -> float:

@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from budget_mcp import BudgetEngine, PriceCatalog
 from budget_mcp.domain.ids import new_entry_id
 from budget_mcp.domain.records import Entry, EntryKind
-from budget_mcp.ledger import Scope, Writes, postgres
-from budget_mcp.ledger.postgres import PostgresLedger
+from budget_mcp.ledger import Scope, Writes
+from budget_mcp.ledger.postgres import PostgresLedger, statements
+from budget_mcp.ledger.rows import total_deltas
 from tests.postgres_server import postgres_server
 
 TASKS = 32
@@ -104,9 +105,9 @@ def ledger_sql(ledger: PostgresLedger, shape: str) -> Charge:
     for path in set(paths(shape)):
         budget_id = "s" + path
         writes = [Writes(entries=[Entry(template, EntryKind.CHARGE, budget_id, now, 1000)])]
-        statement, prepared[budget_id] = postgres._write_statement(
-            postgres._rows(writes, postgres.total_deltas(writes[0].entries, lambda _: "UTC"), 0),
-            postgres._notice(writes),
+        statement, prepared[budget_id] = statements.write_statement(
+            statements.rows_of(writes, total_deltas(writes[0].entries, lambda _: "UTC"), 0),
+            statements.notice(writes),
             guard=(budget_id.split("/")[0], -1),
         )
     assert "AND version = $2" in statement
@@ -160,7 +161,7 @@ async def check_latency(dsn: str, checks: int, *, other_writes: bool) -> tuple[f
     await budgets.allocate("e0", limit_usd="1000000", period="daily")
     for _ in range(1_000):
         await budgets.charge("e0", cost_usd="0.01")
-    statement, args = postgres._load_statement(Scope(budget_ids=("e0",)), datetime.now(UTC))
+    statement, args = statements.load_statement(Scope(budget_ids=("e0",)), datetime.now(UTC))
 
     async def raw_read() -> None:
         async with ledger._pool.acquire() as conn:
