@@ -26,6 +26,7 @@ MAX_METADATA_BYTES = 4_096
 MAX_TEXT = 1_000
 MAX_NAME = 200  # model names, provider ids, idempotency keys
 MAX_THRESHOLDS = 20
+MAX_CALLS = 10**12  # far beyond any window's calls, far inside the ledger's integers
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -97,19 +98,29 @@ def idempotency_key(value: object, namespace: str | None) -> str:
 
 
 def extra_limit(raw: Mapping[str, Any]) -> Limit:
-    """One of `extra_limits`: {"period": ..., "limit_usd"?: ..., "limit_tokens"?: ...}."""
+    """One of `extra_limits`: {"period": ..., "limit_usd"?: ..., "limit_tokens"?: ..., "limit_calls"?: ...}."""
     if not isinstance(raw, Mapping) or "period" not in raw:
         raise InvalidInputError('each extra limit is an object like {"period": "monthly", "limit_usd": "60"}')
-    unknown = set(raw) - {"period", "limit_usd", "limit_tokens"}
+    unknown = set(raw) - {"period", "limit_usd", "limit_tokens", "limit_calls"}
     if unknown:
         raise InvalidInputError(
-            f"extra limit has unknown fields {sorted(unknown)}; use period, limit_usd, limit_tokens"
+            f"extra limit has unknown fields {sorted(unknown)}; use period, limit_usd, limit_tokens, limit_calls"
         )
     nanos = _optional_usd(raw.get("limit_usd"), "extra_limits.limit_usd")
     tokens = None if raw.get("limit_tokens") is None else parse_tokens(raw["limit_tokens"], "extra_limits.limit_tokens")
-    if nanos is None and tokens is None:
-        raise InvalidInputError("each extra limit needs limit_usd and/or limit_tokens")
-    return Limit(choice(Period, raw["period"], "period"), nanos, tokens)
+    calls = optional_calls(raw.get("limit_calls"), "extra_limits.limit_calls")
+    if nanos is None and tokens is None and calls is None:
+        raise InvalidInputError("each extra limit needs limit_usd, limit_tokens and/or limit_calls")
+    return Limit(choice(Period, raw["period"], "period"), nanos, tokens, calls)
+
+
+def optional_calls(value: object, field: str) -> int | None:
+    """A limit on the number of calls (charges) in a window: a whole number from 0 to MAX_CALLS, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CALLS:
+        raise InvalidInputError(f"{field} must be a whole number of calls from 0 to {MAX_CALLS:,} (got {value!r:.40})")
+    return value
 
 
 def _optional_usd(value: object, field: str) -> int | None:
@@ -171,6 +182,7 @@ class AllocationRequest:
     path: tuple[str, ...]
     limit_nanos: int | None
     limit_tokens: int | None
+    limit_calls: int | None
     period: Period | None
     extra_limits: tuple[Limit, ...] | None
     per_call_nanos: int | None
@@ -186,6 +198,7 @@ def allocation_request(
     *,
     limit_usd: object = None,
     limit_tokens: object = None,
+    limit_calls: object = None,
     period: object = None,
     extra_limits: Sequence[Mapping[str, Any]] | None = None,
     per_call_usd: object = None,
@@ -206,6 +219,7 @@ def allocation_request(
         path=path_of(budget_id),
         limit_nanos=_optional_usd(limit_usd, "limit_usd"),
         limit_tokens=None if limit_tokens is None else parse_tokens(limit_tokens, "limit_tokens"),
+        limit_calls=optional_calls(limit_calls, "limit_calls"),
         period=None if period is None else choice(Period, period, "period"),
         extra_limits=None if extra_limits is None else tuple(extra_limit(x) for x in extra_limits),
         per_call_nanos=_optional_usd(per_call_usd, "per_call_usd"),

@@ -68,11 +68,12 @@ class Approval:
 
 @dataclass(frozen=True)
 class Limit:
-    """One limit of a budget: USD and/or tokens per window of `period`."""
+    """One limit of a budget: USD, tokens and/or calls (charges) per window of `period`."""
 
     period: Period
     limit_nanos: int | None = None
     limit_tokens: int | None = None
+    limit_calls: int | None = None
 
 
 @dataclass(frozen=True)

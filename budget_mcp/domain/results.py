@@ -30,6 +30,8 @@ class LimitStatus(_Result):
     allocated_tokens: int
     available_usd: str | None = Field(description="limit - spent - held - allocated; null when no USD limit")
     available_tokens: int | None
+    limit_calls: int | None = None
+    calls: int = 0  # charges in the window; with what is held and allocated, never above limit_calls for a check
 
 
 class Forecast(_Result):
@@ -50,7 +52,6 @@ class BudgetStatus(LimitStatus):
     closed: bool
     per_call_usd: str | None
     alert_at: list[str]
-    calls: int
     burn_rate_usd_per_hour: str
     forecast: Forecast
     limits: list[LimitStatus]
@@ -247,6 +248,7 @@ class ReportTotals(_Result):
     limit_usd: str | None
     limit_tokens: int | None
     calls: int
+    limit_calls: int | None = None
 
 
 class AlertRaised(AlertInfo):

@@ -504,6 +504,7 @@ class BudgetEngine:
         *,
         limit_usd: object = None,
         limit_tokens: int | None = None,
+        limit_calls: int | None = None,
         period: str | None = None,
         extra_limits: Sequence[Mapping[str, Any]] | None = None,
         per_call_usd: object = None,
@@ -522,7 +523,8 @@ class BudgetEngine:
         `owner`; `guard(old, new)` runs in the transaction, before anything is answered or stored, and may refuse.
         """
         request = inputs.allocation_request(
-            budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, period=period, extra_limits=extra_limits,
+            budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, limit_calls=limit_calls, period=period,
+            extra_limits=extra_limits,
             per_call_usd=per_call_usd, enforcement=enforcement, alert_at=alert_at, timezone=timezone,
             description=description, metadata_value=metadata,
         )  # fmt: skip

@@ -8,7 +8,7 @@ from budget_mcp.engine.budgets import BudgetEngine
 from budget_mcp.errors import InvalidInputError
 
 FIELDS = frozenset(
-    {"limit_usd", "limit_tokens", "period", "extra_limits", "per_call_usd", "enforcement", "alert_at",
+    {"limit_usd", "limit_tokens", "limit_calls", "period", "extra_limits", "per_call_usd", "enforcement", "alert_at",
      "timezone", "description", "metadata"}
 )  # fmt: skip
 

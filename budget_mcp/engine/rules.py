@@ -150,7 +150,7 @@ def reserve(
     """An allowed check's hold on the whole path, and the answer with what remains beside it."""
     budget_id = path[-1]
     hold = Hold(new_reservation_id(), budget_id, cost_nanos, tokens.total, snapshot.now, snapshot.now + ttl)
-    held = fig.with_usage(snapshot, path, held=(cost_nanos, tokens.total))
+    held = fig.with_usage(snapshot, path, held=(cost_nanos, tokens.total, 1))
     check_totals(held, path)
     left_nanos, left_tokens = fig.remaining(fig.constraints(held, path))
     entry = Entry(
@@ -192,18 +192,18 @@ def charge(
     hold = (
         settled_hold(snapshot, request.reservation_id, budget_id, visible, warnings) if request.reservation_id else None
     )
-    held = (0, 0)
+    held = (0, 0, 0)
     if hold is not None:
         writes.holds_removed.append(hold.reservation_id)
         if hold.expires_at <= snapshot.now:
             warnings.append(f"reservation {request.reservation_id} had expired; the charge is recorded anyway")
         else:
-            held = (hold.cost_nanos, hold.tokens)
+            held = (hold.cost_nanos, hold.tokens, 1)
     cost_nanos, source = _charged_cost(request, price, hold, warnings)
     if snapshot.budgets[budget_id].config.closed:
         warnings.append(f"budget '{budget_id}' is closed; the charge is recorded because the money is spent")
-    before = fig.with_usage(snapshot, path, held=(-held[0], -held[1]))
-    after = fig.with_usage(before, path, spent=(cost_nanos, request.tokens.total))
+    before = fig.with_usage(snapshot, path, held=(-held[0], -held[1], -held[2]))
+    after = fig.with_usage(before, path, spent=(cost_nanos, request.tokens.total, 1))
     check_totals(after, path)
     entry = Entry(
         new_entry_id("chg"), EntryKind.CHARGE, budget_id, snapshot.now, cost_nanos, request.tokens,
@@ -255,7 +255,7 @@ def adjustment(snapshot: Snapshot, path: Path, amount_nanos: int, reason: str) -
     entry = Entry(
         new_entry_id("adj"), EntryKind.ADJUST, budget_id, snapshot.now, amount_nanos, metadata={"reason": reason}
     )
-    after = fig.with_usage(snapshot, path, spent=(amount_nanos, 0))
+    after = fig.with_usage(snapshot, path, spent=(amount_nanos, 0, 0))
     check_totals(after, path)
     state = after.budgets[budget_id]
     result = AdjustResult(
@@ -308,7 +308,9 @@ def merged_config(
     return BudgetConfig(
         budget_id=request.budget_id,
         period=period,
-        limits=limits(old, period, request.limit_nanos, request.limit_tokens, request.extra_limits),
+        limits=limits(
+            old, period, request.limit_nanos, request.limit_tokens, request.extra_limits, request.limit_calls
+        ),
         per_call_nanos=request.per_call_nanos if request.per_call_nanos is not None else _old(old).per_call_nanos,
         enforcement=request.enforcement or (old.enforcement if old else Enforcement.BLOCK),
         alert_at=request.alert_at or (old.alert_at if old else DEFAULT_ALERT_AT),
@@ -335,7 +337,7 @@ def close(snapshot: Snapshot, budget_id: str) -> tuple[ReleaseResult, Writes]:
         raise InvalidInputError(
             f"budget '{budget_id}' has open children ({', '.join(state.children[:5])}); close them first"
         )
-    nanos, tokens = fig.unspent(state, state.config.period)
+    nanos, tokens, _ = fig.unspent(state, state.config.period)
     closed = dataclasses.replace(state.config, closed=True)
     entry = Entry(new_entry_id("cls"), EntryKind.CLOSE, budget_id, snapshot.now, metadata={"returned_nanos": nanos})
     back_to = parent_of(budget_id) or "nobody (it is a root)"
@@ -407,7 +409,10 @@ def _answer(
         decision, reason = Decision.WARN, "allowed with a warning: " + _violation_text(decider, cost_nanos, tokens)
     else:
         limited = [
-            c for c in found if c.period is not None and (c.headroom_nanos is not None or c.headroom_tokens is not None)
+            c
+            for c in found
+            if c.period is not None
+            and (c.headroom_nanos is not None or c.headroom_tokens is not None or c.headroom_calls is not None)
         ]
         decider = _most_restrictive(limited) if limited else None
         where = f" in {decider.budget_id} ({decider.period})" if decider else ""
@@ -464,7 +469,10 @@ def _overspend(snapshot: Snapshot, c: fig.Constraint, cost_nanos: int, tokens: i
         text = f"{c.budget_id} would go {_exact(over)} over its {size} {c.period} limit{resets}"
         over_tokens = max(tokens - c.headroom_tokens, 0) if c.headroom_tokens is not None else 0
         return Overspend(c, over, over_tokens, text, others)
-    over_tokens = tokens - (c.headroom_tokens or 0)
+    if c.headroom_tokens is None or tokens <= c.headroom_tokens:
+        text = f"{c.budget_id} would go over its {limit.limit_calls}-call {c.period} limit{resets}"
+        return Overspend(c, 0, 0, text, others)
+    over_tokens = tokens - c.headroom_tokens
     text = f"{c.budget_id} would go {over_tokens} tokens over its {limit.limit_tokens}-token {c.period} limit{resets}"
     return Overspend(c, 0, over_tokens, text, others)
 
@@ -482,11 +490,12 @@ def _when(at: datetime, now: datetime) -> str:
 def _violates(c: fig.Constraint, cost_nanos: int, tokens: int) -> bool:
     over_usd = c.headroom_nanos is not None and cost_nanos > c.headroom_nanos
     over_tokens = c.headroom_tokens is not None and tokens > c.headroom_tokens
-    return over_usd or over_tokens
+    over_calls = c.headroom_calls is not None and c.headroom_calls < 1  # the call asked about is one more
+    return over_usd or over_tokens or over_calls
 
 
 def _most_restrictive(found: list[fig.Constraint]) -> fig.Constraint:
-    """Per-call caps first, then the smallest USD headroom, then the smallest token headroom; deeper wins ties."""
+    """Per-call caps first, then the smallest USD headroom, then tokens, then calls; deeper wins ties."""
 
     def rank(c: fig.Constraint) -> tuple[int, int, int]:
         depth = -c.budget_id.count("/")
@@ -494,7 +503,9 @@ def _most_restrictive(found: list[fig.Constraint]) -> fig.Constraint:
             return (0, c.headroom_nanos or 0, depth)
         if c.headroom_nanos is not None:
             return (1, c.headroom_nanos, depth)
-        return (2, c.headroom_tokens or 0, depth)
+        if c.headroom_tokens is not None:
+            return (2, c.headroom_tokens, depth)
+        return (3, c.headroom_calls or 0, depth)
 
     return min(found, key=rank)
 
@@ -508,7 +519,9 @@ def _violation_text(c: fig.Constraint, cost_nanos: int, tokens: int) -> str:
     if c.headroom_nanos is not None and cost_nanos > c.headroom_nanos:
         left = human_usd(max(c.headroom_nanos, 0))
         return f"{human_usd(cost_nanos)} needed but only {left} left in {c.budget_id} ({c.period}{resets})"
-    left_tokens = max(c.headroom_tokens or 0, 0)
+    if c.headroom_tokens is None or tokens <= c.headroom_tokens:
+        return f"1 call needed but no calls left in {c.budget_id} ({c.period}{resets})"
+    left_tokens = max(c.headroom_tokens, 0)
     return f"{tokens} tokens needed but only {left_tokens} left in {c.budget_id} ({c.period}{resets})"
 
 
@@ -521,6 +534,8 @@ def over_limit(snapshot: Snapshot, path: Path) -> bool:
             if limit.limit_nanos is not None and used.spent_nanos > limit.limit_nanos:
                 return True
             if limit.limit_tokens is not None and used.spent_tokens > limit.limit_tokens:
+                return True
+            if limit.limit_calls is not None and used.calls > limit.limit_calls:
                 return True
     return False
 
@@ -646,6 +661,8 @@ def check_shrink(snapshot: Snapshot, budget_id: str, old: BudgetConfig, new: Bud
              figures.spent_nanos + state.held_nanos),
             ("tokens", limit.limit_tokens, before.limit_tokens if before else None, figures.allocated_tokens,
              figures.spent_tokens + state.held_tokens),
+            ("calls", limit.limit_calls, before.limit_calls if before else None, figures.allocated_calls,
+             figures.spent_calls + state.held_calls),
         ):  # fmt: skip
             lowest = allocated + max(used, 0)
             if want is None or allocated <= 0 or want >= lowest or (had is not None and want >= had):
@@ -653,7 +670,7 @@ def check_shrink(snapshot: Snapshot, budget_id: str, old: BudgetConfig, new: Bud
             if unit == "usd":
                 given, floor = f"{human_usd(allocated)} allocated", f'limit_usd="{format_usd(lowest)}"'
             else:
-                given, floor = f"{allocated} tokens allocated", f"limit_tokens={lowest}"
+                given, floor = f"{allocated} {unit} allocated", f"limit_{unit}={lowest}"
             raise InsufficientFundsError(
                 f"'{budget_id}' has {given} to its open children in its {limit.period} limit; lowering it below "
                 f"{floor} (with what it spent and holds) would let them overspend it: ask for at least that, "
@@ -670,9 +687,9 @@ def check_carving(snapshot: Snapshot, parent: str, budget_id: str, config: Budge
         if parent_limit is None:
             continue
         available = fig.figures(snapshot, parent, parent_limit)
-        old_nanos, old_tokens = fig.unspent(child, limit.period) if child else (0, 0)
+        old_nanos, old_tokens, old_calls = fig.unspent(child, limit.period) if child else (0, 0, 0)
         used = child.usage[limit.period] if child else None
-        held = (child.held_nanos, child.held_tokens) if child else (0, 0)
+        held = (child.held_nanos, child.held_tokens, child.held_calls) if child else (0, 0, 0)
         for want, have, old, used_now, unit in (
             (
                 limit.limit_nanos,
@@ -688,6 +705,7 @@ def check_carving(snapshot: Snapshot, parent: str, budget_id: str, config: Budge
                 (used.spent_tokens if used else 0) + held[1],
                 "tokens",
             ),
+            (limit.limit_calls, available.available_calls, old_calls, (used.calls if used else 0) + held[2], "calls"),
         ):
             if want is None or have is None:
                 continue
@@ -702,7 +720,7 @@ def _carving_message(parent: str, budget_id: str, period: Period, free: int, use
     if unit == "usd":
         has, ask = human_usd(free), f'limit_usd="{format_usd(most)}"'
     else:
-        has, ask = f"{free} tokens", f"limit_tokens={most}"
+        has, ask = f"{free} {unit}", f"limit_{unit}={most}"
     return (
         f"'{parent}' has only {has} available in its {period} limit for '{budget_id}'; "
         f"ask for at most {ask}, or raise the limit of '{parent}' first"
@@ -721,13 +739,14 @@ def limits(
     limit_nanos: int | None,
     limit_tokens: int | None,
     extras: tuple[Limit, ...] | None,
+    limit_calls: int | None = None,
 ) -> tuple[Limit, ...]:
     """A budget's limits: the primary one (as asked, else as it was), then the others of other periods."""
-    if limit_nanos is not None or limit_tokens is not None:
-        primary: Limit | None = Limit(period, limit_nanos, limit_tokens)
+    if limit_nanos is not None or limit_tokens is not None or limit_calls is not None:
+        primary: Limit | None = Limit(period, limit_nanos, limit_tokens, limit_calls)
     elif old is not None:
         kept = old.limit_for(old.period)
-        primary = Limit(period, kept.limit_nanos, kept.limit_tokens) if kept else None
+        primary = Limit(period, kept.limit_nanos, kept.limit_tokens, kept.limit_calls) if kept else None
     else:
         primary = None
     if extras is None:
@@ -755,4 +774,5 @@ def _usd(nanos: int | None) -> str | None:
 
 
 def _limit_json(limit: Limit) -> dict[str, object]:
-    return {"period": limit.period.value, "limit_nanos": limit.limit_nanos, "limit_tokens": limit.limit_tokens}
+    calls = {"limit_calls": limit.limit_calls} if limit.limit_calls is not None else {}
+    return {"period": limit.period.value, "limit_nanos": limit.limit_nanos, "limit_tokens": limit.limit_tokens, **calls}

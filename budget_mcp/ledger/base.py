@@ -48,10 +48,13 @@ class BudgetState:
     usage: dict[Period, WindowUsage]
     held_nanos: int = 0
     held_tokens: int = 0
+    held_calls: int = 0  # live holds: each holds one call
     children: list[str] = field(default_factory=list)
 
-    def plus(self, spent: Mapping[Period, tuple[int, int, int]], held: tuple[int, int] = (0, 0)) -> "BudgetState":
-        """This state with (nanos, tokens, calls) added to the windows of `spent` and `held` added to its holds.
+    def plus(
+        self, spent: Mapping[Period, tuple[int, int, int]], held: tuple[int, int, int] = (0, 0, 0)
+    ) -> "BudgetState":
+        """This state with (nanos, tokens, calls) added to the windows of `spent` and to its holds (`held`).
 
         The one definition of how spend and holds change a budget's figures: the engine deciding on a
         snapshot and a ledger keeping one up to date both use it.
@@ -63,7 +66,10 @@ class BudgetState:
                 was = usage[period]
                 usage[period] = WindowUsage(was.spent_nanos + nanos, was.spent_tokens + tokens, was.calls + calls)
         # A constructor rather than dataclasses.replace: this runs several times per charge, and replace is slow.
-        return BudgetState(self.config, usage, self.held_nanos + held[0], self.held_tokens + held[1], self.children)
+        return BudgetState(
+            self.config, usage, self.held_nanos + held[0], self.held_tokens + held[1], self.held_calls + held[2],
+            self.children,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,12 @@ def config_to_json(config: BudgetConfig) -> str:
         {
             "period": config.period.value,
             "limits": [
-                {"period": lim.period.value, "limit_nanos": lim.limit_nanos, "limit_tokens": lim.limit_tokens}
+                {
+                    "period": lim.period.value,
+                    "limit_nanos": lim.limit_nanos,
+                    "limit_tokens": lim.limit_tokens,
+                    **({"limit_calls": lim.limit_calls} if lim.limit_calls is not None else {}),
+                }  # fmt: skip
                 for lim in config.limits
             ],
             "per_call_nanos": config.per_call_nanos,
@@ -55,7 +60,9 @@ def config_from_json(budget_id: str, text: str, *, closed: bool, created_at: dat
     return BudgetConfig(
         budget_id=budget_id,
         period=Period(raw["period"]),
-        limits=tuple(Limit(Period(x["period"]), x["limit_nanos"], x["limit_tokens"]) for x in raw["limits"]),
+        limits=tuple(
+            Limit(Period(x["period"]), x["limit_nanos"], x["limit_tokens"], x.get("limit_calls")) for x in raw["limits"]
+        ),
         per_call_nanos=raw["per_call_nanos"],
         enforcement=Enforcement(raw["enforcement"]),
         alert_at=tuple(Decimal(a) for a in raw["alert_at"]),

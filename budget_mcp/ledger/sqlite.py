@@ -596,19 +596,19 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
         ):
             alerts_raised.add((budget_id, Period(period), start, threshold))
 
-    held: dict[str, tuple[int, int]] = {}
+    held: dict[str, tuple[int, int, int]] = {}
     first_expiry: int | None = None
     if configs:
-        for budget_id, nanos, tokens, expiry in conn.execute(
-            "SELECT budget_id, SUM(cost_nanos), SUM(tokens), MIN(expires_at_us) FROM hold_budgets "
+        for budget_id, nanos, tokens, count, expiry in conn.execute(
+            "SELECT budget_id, SUM(cost_nanos), SUM(tokens), COUNT(*), MIN(expires_at_us) FROM hold_budgets "
             "WHERE budget_id IN (SELECT value FROM json_each(?)) AND expires_at_us > ? GROUP BY budget_id",
             (json.dumps(list(configs)), now_us),
         ):
-            held[budget_id] = (nanos, tokens)
+            held[budget_id] = (nanos, tokens, count)
             first_expiry = expiry if first_expiry is None else min(first_expiry, expiry)
 
     budgets = {
-        b: BudgetState(c, usage[b], *held.get(b, (0, 0)), children=sorted(children.get(b, [])))
+        b: BudgetState(c, usage[b], *held.get(b, (0, 0, 0)), children=sorted(children.get(b, [])))
         for b, c in configs.items()
     }
     snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised)

@@ -119,15 +119,16 @@ def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]
         changes = [(h, 1) for h in writes.holds_added] + [(holds.pop(r), -1) for r in writes.holds_removed]
         for hold, sign in changes:
             for budget_id in path_of(hold.budget_id):
-                change = held.setdefault(budget_id, [0, 0])
+                change = held.setdefault(budget_id, [0, 0, 0])
                 change[0] += sign * hold.cost_nanos
                 change[1] += sign * hold.tokens
+                change[2] += sign
     if spent or held:
         budgets = dict(budgets)
         for budget_id in spent.keys() | held.keys():
             if budget_id in budgets:
-                nanos, tokens = held.get(budget_id, (0, 0))
-                budgets[budget_id] = budgets[budget_id].plus(spent.get(budget_id, {}), (nanos, tokens))
+                nanos, tokens, calls = held.get(budget_id, (0, 0, 0))
+                budgets[budget_id] = budgets[budget_id].plus(spent.get(budget_id, {}), (nanos, tokens, calls))
     raised = tree.snapshot.alerts_raised
     if writes.alerts:
         raised = raised | {

@@ -44,13 +44,14 @@ from budget_mcp.server.wire import (
 
 
 class ExtraLimit(BaseModel):
-    """Another period's limit."""
+    # Another period's limit (no docstring: it would be in every tools/list).
 
     model_config = ConfigDict(extra="forbid")
 
     period: Period
     limit_usd: Usd | None = None
     limit_tokens: Tokens | None = None
+    limit_calls: Tokens | None = None
 
 
 class BudgetList(BaseModel):
@@ -62,9 +63,7 @@ class BudgetList(BaseModel):
 
 async def check_budget(
     budget_id: BudgetId,
-    estimated_cost_usd: Annotated[
-        Usd | None, Field(description='USD, e.g. "0.25"; or give model + input_tokens')
-    ] = None,
+    estimated_cost_usd: Annotated[Usd | None, Field(description='USD, e.g. "0.25"')] = None,
     model: Annotated[Name | None, Field(description="e.g. 'gpt-4o'")] = None,
     provider: Annotated[Name | None, Field(description="if the model is ambiguous")] = None,
     input_tokens: Annotated[Tokens | None, Field(description="prompt size")] = None,
@@ -145,6 +144,7 @@ async def allocate(
     budget_id: BudgetId,
     limit_usd: Annotated[Usd | None, Field(description='USD per period, e.g. "5"')] = None,
     limit_tokens: Annotated[Tokens | None, Field(description="all kinds, per period")] = None,
+    limit_calls: Annotated[Tokens | None, Field(description="charges per period")] = None,
     period: Annotated[Period | None, Field(description="default: the parent's, or total")] = None,
     extra_limits: Annotated[
         list[ExtraLimit] | None,
@@ -170,9 +170,9 @@ async def allocate(
 ) -> Annotated[CallToolResult, BudgetStatus]:
     """Create or resize a budget: a root ('acme') or a sub-budget for a sub-agent or task ('acme/research').
 
-    A child's limit is carved out of its parent's limit of the same period, so the child can really
-    spend it; asking for more than the parent has left is an error that says how much it has.
-    Omit both limits for a tracking-only budget. On a resize, fields you omit keep their values.
+    A child's limit is carved out of its parent's limit of the same period; asking for more than the
+    parent has left is an error saying how much it has. Omit the limits to only track spend.
+    On a resize, fields you omit keep their values.
     USD as a decimal string is exact.
     """
     state = current_state()
@@ -180,7 +180,7 @@ async def allocate(
         caller = await state.caller()
         caller.check(budget_id, allocating=True)
         status = await state.engine.allocate(
-            budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, period=period,
+            budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, limit_calls=limit_calls, period=period,
             extra_limits=[x.model_dump(exclude_none=True) for x in extra_limits] if extra_limits else None,
             per_call_usd=per_call_usd, enforcement=enforcement, alert_at=alert_at, timezone=timezone,
             description=description, metadata=metadata, owner=caller.new_owner(budget_id),
@@ -196,7 +196,7 @@ async def release(
 ) -> Annotated[CallToolResult, ReleaseResult]:
     """Give money back: drop a reservation you will not use, or close a finished sub-budget.
 
-    Pass exactly one of reservation_id or budget_id. Returns what was released.
+    Pass exactly one of reservation_id or budget_id.
     """
     state = current_state()
     with tool_errors():
@@ -239,8 +239,7 @@ async def estimate_cost(
 ) -> Annotated[CallToolResult, EstimateResult]:
     """What a call would cost, exactly, from the price catalog; nothing is charged or held.
 
-    Returns cost_usd, the per-million-token rates used and the price source. An unknown model is
-    an error listing close names.
+    An unknown model is an error listing close names.
     """
     with tool_errors():
         estimate = current_state().engine.estimate(
@@ -266,9 +265,8 @@ async def recommend_model(
 ) -> Annotated[CallToolResult, RecommendResult]:
     """The cheapest models that can do this task within what the budget has left.
 
-    Keeps models with the needed capabilities, tier, providers and context window, prices the call
-    for each, and ranks those that fit the budget first, then by estimated cost; assumptions says
-    what was inferred from the task.
+    Filters by capabilities, tier, providers and context window, and ranks those that fit the budget
+    first, then by cost; assumptions says what was inferred from the task.
     """
     state = current_state()
     with tool_errors():

@@ -123,3 +123,13 @@ def test_an_unknown_enforcement_is_refused_naming_the_four(ledger_path: Path) ->
     code, out = run("budgets", "set", "acme", "--limit-usd", "5", "--enforcement", "pause", "--db", str(ledger_path))
     assert code != 0 and "'pause' is not one of 'block', 'warn', 'soft', 'ask'" in out
     assert run("budgets", "set", "acme", "--limit-usd", "5", "--enforcement", "ask", "--db", str(ledger_path))[0] == 0
+
+
+def test_budgets_set_takes_a_call_limit_and_refuses_a_negative_one(ledger_path: Path) -> None:
+    db = ["--db", str(ledger_path)]
+    code, out = run("budgets", "set", "acme", "--limit-calls", "200", "--period", "daily", *db)
+    assert code == 0 and "0 of 200 calls" in out
+    assert json.loads(run("budgets", "show", "acme", *db)[1])["limits"][0]["limit_calls"] == 200
+    code, out = run("budgets", "set", "acme", "--limit-calls", "-1", *db)
+    assert code == 1 and "limit_calls must be a whole number of calls" in out and "Traceback" not in out
+    assert json.loads(run("budgets", "show", "acme", *db)[1])["limit_calls"] == 200

@@ -78,8 +78,9 @@ SELECT tree.version, tree.previous, json_build_array(
     (SELECT coalesce(json_agg(json_build_array(a.budget_id, a.period, a.window_start, a.threshold)), '[]')
        FROM alerts a WHERE a.budget_id IN (SELECT budget_id FROM every)
        AND (a.window_start >= $4 OR a.window_start = 0)),
-    (SELECT coalesce(json_agg(json_build_array(budget_id, nanos, tokens, first_expiry)), '[]') FROM (
-       SELECT budget_id, SUM(cost_nanos) AS nanos, SUM(tokens) AS tokens, MIN(expires_at_us) AS first_expiry
+    (SELECT coalesce(json_agg(json_build_array(budget_id, nanos, tokens, first_expiry, n)), '[]') FROM (
+       SELECT budget_id, SUM(cost_nanos) AS nanos, SUM(tokens) AS tokens, MIN(expires_at_us) AS first_expiry,
+              COUNT(*) AS n
        FROM hold_budgets
        WHERE budget_id IN (SELECT budget_id FROM every) AND expires_at_us > $5 GROUP BY budget_id) AS h),
     (SELECT json_build_array(reservation_id, budget_id, cost_nanos, tokens, created_at_us, expires_at_us)
@@ -150,10 +151,10 @@ async def load(conn: asyncpg.Connection, scope: Scope, now: datetime, kept: Tree
     alerts_raised = {
         (b, _PERIOD_OF[p], start, threshold) for b, p, start, threshold in alerts if current[b].get(p) == start
     }
-    held = {budget_id: (int(nanos), int(tokens)) for budget_id, nanos, tokens, _ in holds}
+    held = {budget_id: (int(nanos), int(tokens), int(n)) for budget_id, nanos, tokens, _, n in holds}
     first_expiry = min(int(h[3]) for h in holds) if holds else None
     budgets = {
-        b: BudgetState(c, usage[b], *held.get(b, (0, 0)), children=sorted(children.get(b, [])))
+        b: BudgetState(c, usage[b], *held.get(b, (0, 0, 0)), children=sorted(children.get(b, [])))
         for b, c in configs.items()
     }
     snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised)
