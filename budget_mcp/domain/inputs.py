@@ -101,17 +101,29 @@ def extra_limit(raw: Mapping[str, Any]) -> Limit:
     """One of `extra_limits`: {"period": ..., "limit_usd"?: ..., "limit_tokens"?: ..., "limit_calls"?: ...}."""
     if not isinstance(raw, Mapping) or "period" not in raw:
         raise InvalidInputError('each extra limit is an object like {"period": "monthly", "limit_usd": "60"}')
-    unknown = set(raw) - {"period", "limit_usd", "limit_tokens", "limit_calls"}
+    unknown = set(raw) - set(_EXTRA_FIELDS)
     if unknown:
-        raise InvalidInputError(
-            f"extra limit has unknown fields {sorted(unknown)}; use period, limit_usd, limit_tokens, limit_calls"
-        )
+        raise InvalidInputError(f"extra limit has unknown fields {sorted(unknown)}; use {', '.join(_EXTRA_FIELDS)}")
     nanos = _optional_usd(raw.get("limit_usd"), "extra_limits.limit_usd")
     tokens = None if raw.get("limit_tokens") is None else parse_tokens(raw["limit_tokens"], "extra_limits.limit_tokens")
     calls = optional_calls(raw.get("limit_calls"), "extra_limits.limit_calls")
     if nanos is None and tokens is None and calls is None:
         raise InvalidInputError("each extra limit needs limit_usd, limit_tokens and/or limit_calls")
-    return Limit(choice(Period, raw["period"], "period"), nanos, tokens, calls)
+    models, providers = names(raw.get("models"), "models"), names(raw.get("providers"), "providers")
+    return Limit(choice(Period, raw["period"], "period"), nanos, tokens, calls, models, providers)
+
+
+_EXTRA_FIELDS = ("period", "limit_usd", "limit_tokens", "limit_calls", "models", "providers")
+MAX_NAMES = 20
+
+
+def names(value: object, field: str) -> tuple[str, ...]:
+    """A limit's `models` or `providers`: 1 to MAX_NAMES names, lowercase, sorted; () when not given."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not 1 <= len(value) <= MAX_NAMES:
+        raise InvalidInputError(f'{field} must be a list of 1 to {MAX_NAMES} names, e.g. ["openai"]')
+    return tuple(sorted({text(v, field, limit=MAX_NAME).strip().lower() for v in value}))
 
 
 def optional_calls(value: object, field: str) -> int | None:

@@ -32,6 +32,8 @@ class LimitStatus(_Result):
     available_tokens: int | None
     limit_calls: int | None = None
     calls: int = 0  # charges in the window; with what is held and allocated, never above limit_calls for a check
+    models: list[str] = []  # only charges for these count (empty: all)
+    providers: list[str] = []
 
 
 class Forecast(_Result):
@@ -56,6 +58,12 @@ class BudgetStatus(LimitStatus):
     forecast: Forecast
     limits: list[LimitStatus]
     metadata: dict[str, Any]
+
+
+class AllocationStatus(BudgetStatus):
+    """The answer of allocate: the budget's status, and what to double-check (an unknown provider)."""
+
+    warnings: list[str] = []
 
 
 class BudgetNode(BudgetStatus):

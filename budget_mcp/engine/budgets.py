@@ -23,10 +23,12 @@ from budget_mcp.domain.records import (
     Decision,
     DeliveryAttempt,
     EntryKind,
+    Limit,
     TokenCounts,
 )
 from budget_mcp.domain.results import (
     AdjustResult,
+    AllocationStatus,
     ApprovalNeeded,
     BudgetNode,
     BudgetStatus,
@@ -515,7 +517,7 @@ class BudgetEngine:
         metadata: Mapping[str, Any] | None = None,
         owner: str | None = None,
         guard: Callable[[BudgetConfig | None, BudgetConfig], None] | None = None,
-    ) -> BudgetStatus:
+    ) -> AllocationStatus:
         """Create or resize a budget; a child's limits are carved out of its parent's limits of the same period.
 
         On a resize, fields not given keep their values. Raises InsufficientFundsError when the parent
@@ -528,9 +530,23 @@ class BudgetEngine:
             per_call_usd=per_call_usd, enforcement=enforcement, alert_at=alert_at, timezone=timezone,
             description=description, metadata_value=metadata,
         )  # fmt: skip
-        return await self.ledger.write(
+        status = await self.ledger.write(
             Scope(budget_ids=request.path), self.clock(), lambda s: rules.allocation(s, request, owner, guard)
         )
+        return AllocationStatus(**dict(status), warnings=self._unknown_providers(request.extra_limits or ()))
+
+    def _unknown_providers(self, limits: Sequence[Limit]) -> list[str]:
+        """A warning per provider of a filtered limit that no model of the catalog is from (allowed: it may be new)."""
+        named = sorted({p for lim in limits for p in lim.providers})
+        if not named:
+            return []
+        known = {facts.provider.lower() for facts in self.prices.candidates()}
+        return [
+            f"provider {p!r} is not one the price catalog knows (e.g. {', '.join(sorted(known)[:4])}); "
+            "its limit counts only charges recorded with that exact provider"
+            for p in named
+            if p not in known
+        ]
 
     async def release(
         self,

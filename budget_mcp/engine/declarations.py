@@ -15,7 +15,7 @@ FIELDS = frozenset(
 
 async def apply_declarations(engine: BudgetEngine, declarations: Iterable[dict[str, Any]]) -> list[BudgetStatus]:
     """Allocate each declared budget; a budget already declared the same way is left untouched."""
-    applied = []
+    applied: list[BudgetStatus] = []
     for declaration in declarations:
         fields = dict(declaration)
         budget_id = str(fields.pop("budget_id"))

@@ -15,7 +15,7 @@ from budget_mcp.domain.records import Enforcement, Limit
 from budget_mcp.domain.results import BudgetStatus, Forecast, LimitStatus
 from budget_mcp.domain.windows import Period, window
 from budget_mcp.errors import BudgetNotFoundError
-from budget_mcp.ledger import BudgetState, Snapshot
+from budget_mcp.ledger import BudgetState, Snapshot, WindowUsage
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class Constraint:
     headroom_tokens: int | None
     resets_at: datetime | None
     headroom_calls: int | None = None  # calls (charges) the limit has room for; a check needs one
+    only: str | None = None  # a filtered limit's models and providers, as said in a denial
 
 
 def state_of(snapshot: Snapshot, budget_id: str) -> BudgetState:
@@ -94,9 +95,16 @@ def unspent(state: BudgetState, period: Period) -> tuple[int, int, int]:
 
 
 def figures(snapshot: Snapshot, budget_id: str, limit: Limit) -> Figures:
-    """Spent, held, allocated and available for one limit of a budget, in its current window."""
+    """Spent, held, allocated and available for one limit of a budget, in its current window.
+
+    A filtered limit (some models or providers) counts its own matching spend; it holds nothing and carves
+    nothing (holds and allocations are not kept per model or provider).
+    """
     state = state_of(snapshot, budget_id)
     start, end = window(limit.period, state.config.timezone, snapshot.now)
+    if limit.filtered:
+        own = state.filtered.get(limit.key) or WindowUsage()
+        return Figures(budget_id, limit, start, end, own.spent_nanos, own.spent_tokens, 0, 0, 0, 0, own.calls)
     allocated_nanos = allocated_tokens = allocated_calls = 0
     for child in state.children:
         nanos, tokens, calls = unspent(snapshot.budgets[child], limit.period)
@@ -111,15 +119,22 @@ def figures(snapshot: Snapshot, budget_id: str, limit: Limit) -> Figures:
     )  # fmt: skip
 
 
-def constraints(snapshot: Snapshot, path: tuple[str, ...]) -> list[Constraint]:
-    """Every limit and per-call cap on `path`, from the root down to the budget it ends with."""
+def constraints(
+    snapshot: Snapshot, path: tuple[str, ...], model: str | None = None, provider: str | None = None
+) -> list[Constraint]:
+    """Every limit and per-call cap on `path` that decides a call of `model` and `provider` (None: may be any),
+    from the root down to the budget it ends with."""
     found: list[Constraint] = []
     for depth, current in enumerate(path):
         config = state_of(snapshot, current).config
         via = snapshot.budgets.get(path[depth + 1]) if depth + 1 < len(path) else None
         for limit in config.limits:
+            if not limit.decides(model, provider):
+                continue
             fig = figures(snapshot, current, limit)
-            carried_nanos, carried_tokens, carried_calls = unspent(via, limit.period) if via else (0, 0, 0)
+            carried_nanos, carried_tokens, carried_calls = (
+                unspent(via, limit.period) if via and not limit.filtered else (0, 0, 0)
+            )
             found.append(
                 Constraint(
                     current,
@@ -129,6 +144,7 @@ def constraints(snapshot: Snapshot, path: tuple[str, ...]) -> list[Constraint]:
                     _headroom(fig.available_tokens, carried_tokens, via is not None),
                     fig.resets_at,
                     _headroom(fig.available_calls, carried_calls, via is not None),
+                    ", ".join(limit.models + limit.providers) or None,
                 )
             )
         if config.per_call_nanos is not None:
@@ -149,14 +165,21 @@ def with_usage(
     *,
     spent: tuple[int, int, int] = (0, 0, 0),
     held: tuple[int, int, int] = (0, 0, 0),
+    model: str | None = None,
+    provider: str | None = None,
 ) -> Snapshot:
-    """A copy of the snapshot with spend and/or holds (nanos, tokens, calls) added on every budget of `path`."""
+    """A copy of the snapshot with spend and/or holds (nanos, tokens, calls) added on every budget of `path`;
+    spend of `model` and `provider` also in the filtered limits it counts in."""
     if spent == (0, 0, 0) and held == (0, 0, 0):
         return snapshot
-    windows = dict.fromkeys(Period, spent) if spent != (0, 0, 0) else {}
+    windows: dict[str, tuple[int, int, int]] = dict.fromkeys(Period, spent) if spent != (0, 0, 0) else {}
     budgets = dict(snapshot.budgets)
     for current in path:
-        budgets[current] = budgets[current].plus(windows, held)
+        own = windows
+        if windows and any(lim.filtered for lim in budgets[current].config.limits):
+            own = {**windows, **{lim.key: spent for lim in budgets[current].config.limits
+                                 if lim.filtered and lim.counts(model, provider)}}  # fmt: skip
+        budgets[current] = budgets[current].plus(own, held)
     return Snapshot(
         now=snapshot.now, budgets=budgets, reservation=snapshot.reservation,
         stored_result=snapshot.stored_result, alerts_raised=snapshot.alerts_raised,
@@ -175,7 +198,7 @@ def status(snapshot: Snapshot, budget_id: str) -> BudgetStatus:
     state = state_of(snapshot, budget_id)
     config = state.config
     limits = [figures(snapshot, budget_id, limit) for limit in config.limits]
-    primary = next((f for f in limits if f.limit.period is config.period), None) or figures(
+    primary = next((f for f in limits if f.limit.period is config.period and not f.limit.filtered), None) or figures(
         snapshot, budget_id, config.primary
     )
     burn_per_hour, forecast = _burn(snapshot, state, primary)
@@ -213,6 +236,8 @@ def _limit_status(fig: Figures) -> LimitStatus:
         available_tokens=fig.available_tokens,
         limit_calls=fig.limit.limit_calls,
         calls=fig.spent_calls,
+        models=list(fig.limit.models),
+        providers=list(fig.limit.providers),
     )
 
 

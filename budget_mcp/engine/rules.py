@@ -94,7 +94,9 @@ def check(
     With `can_ask` and no `approval` yet, a check only `ask` limits deny is the question to ask, and writes nothing.
     """
     path, cost_nanos = request.path, request.cost_nanos
-    answer, overspend = _answer(snapshot, path, cost_nanos, request.tokens.total, request.source, approval)
+    answer, overspend = _answer(
+        snapshot, path, cost_nanos, request.tokens.total, request.source, approval, request.model, request.provider
+    )
     if overspend is not None and approval is None and can_ask:
         return ApprovalNeeded(question=overspend.question, denied=answer), Writes()
     writes = Writes()
@@ -152,7 +154,7 @@ def reserve(
     hold = Hold(new_reservation_id(), budget_id, cost_nanos, tokens.total, snapshot.now, snapshot.now + ttl)
     held = fig.with_usage(snapshot, path, held=(cost_nanos, tokens.total, 1))
     check_totals(held, path)
-    left_nanos, left_tokens = fig.remaining(fig.constraints(held, path))
+    left_nanos, left_tokens = fig.remaining(fig.constraints(held, path, model, provider))
     entry = Entry(
         new_entry_id("hld"), EntryKind.HOLD, budget_id, snapshot.now, cost_nanos, tokens,
         model=model, provider=provider, price_source=source, reservation_id=hold.reservation_id,
@@ -203,7 +205,9 @@ def charge(
     if snapshot.budgets[budget_id].config.closed:
         warnings.append(f"budget '{budget_id}' is closed; the charge is recorded because the money is spent")
     before = fig.with_usage(snapshot, path, held=(-held[0], -held[1], -held[2]))
-    after = fig.with_usage(before, path, spent=(cost_nanos, request.tokens.total, 1))
+    after = fig.with_usage(
+        before, path, spent=(cost_nanos, request.tokens.total, 1), model=price.model, provider=price.provider
+    )
     check_totals(after, path)
     entry = Entry(
         new_entry_id("chg"), EntryKind.CHARGE, budget_id, snapshot.now, cost_nanos, request.tokens,
@@ -238,7 +242,7 @@ def _charge_result(
     after: Snapshot, request: ChargeRequest, entry: Entry, alerts: list[AlertRecord], warnings: list[str]
 ) -> ChargeResult:
     state = after.budgets[request.budget_id]
-    left_nanos, left_tokens = fig.remaining(fig.constraints(after, request.path))
+    left_nanos, left_tokens = fig.remaining(fig.constraints(after, request.path, entry.model, entry.provider))
     return ChargeResult(
         charge_id=entry.entry_id, budget_id=request.budget_id, cost_usd=format_usd(entry.cost_nanos),
         tokens=request.tokens.total, model=entry.model, price_source=entry.price_source,
@@ -382,12 +386,13 @@ def evaluate(
 
 
 def _answer(
-    snapshot: Snapshot, path: Path, cost_nanos: int, tokens: int, source: str | None, approval: Approval | None
-) -> tuple[CheckResult, Overspend | None]:
+    snapshot: Snapshot, path: Path, cost_nanos: int, tokens: int, source: str | None, approval: Approval | None,
+    model: str | None = None, provider: str | None = None,
+) -> tuple[CheckResult, Overspend | None]:  # fmt: skip
     """The answer of a check, and the overspend a person approves or refuses when only `ask` limits deny it."""
     budget_id = path[-1]
     state = fig.state_of(snapshot, budget_id)
-    found = fig.constraints(snapshot, path)
+    found = fig.constraints(snapshot, path, model, provider)
     left_nanos, left_tokens = fig.remaining(found)
     violations = [c for c in found if _violates(c, cost_nanos, tokens)]
     blocking = [c for c in violations if c.enforcement is Enforcement.BLOCK]
@@ -516,6 +521,8 @@ def _violation_text(c: fig.Constraint, cost_nanos: int, tokens: int) -> str:
             f"{human_usd(cost_nanos)} exceeds the per-call cap of {human_usd(c.headroom_nanos or 0)} on {c.budget_id}"
         )
     resets = f", resets {c.resets_at:%Y-%m-%d %H:%M} UTC" if c.resets_at else ""
+    if c.only:
+        resets = f", {c.only} only{resets}"
     if c.headroom_nanos is not None and cost_nanos > c.headroom_nanos:
         left = human_usd(max(c.headroom_nanos, 0))
         return f"{human_usd(cost_nanos)} needed but only {left} left in {c.budget_id} ({c.period}{resets})"
@@ -530,7 +537,7 @@ def over_limit(snapshot: Snapshot, path: Path) -> bool:
     for current in path:
         state = snapshot.budgets[current]
         for limit in state.config.limits:
-            used = state.usage[limit.period]
+            used = state.filtered.get(limit.key) or WindowUsage() if limit.filtered else state.usage[limit.period]
             if limit.limit_nanos is not None and used.spent_nanos > limit.limit_nanos:
                 return True
             if limit.limit_tokens is not None and used.spent_tokens > limit.limit_tokens:
@@ -546,6 +553,8 @@ def crossed_alerts(before: Snapshot, after: Snapshot, path: Path) -> list[AlertR
     for current in path:
         state = after.budgets[current]
         for limit in state.config.limits:
+            if limit.filtered:
+                continue  # alerts are kept per budget, period and window: the whole spend's
             key = window_key(limit.period, state.config.timezone, after.now)
             old, new = before.budgets[current].usage[limit.period], state.usage[limit.period]
             for threshold in state.config.alert_at:
@@ -654,6 +663,8 @@ def check_shrink(snapshot: Snapshot, budget_id: str, old: BudgetConfig, new: Bud
     """
     state = snapshot.budgets[budget_id]
     for limit in new.limits:
+        if limit.filtered:
+            continue  # nothing is carved from a filtered limit
         before = old.limit_for(limit.period)
         figures = fig.figures(snapshot, budget_id, limit)
         for unit, want, had, allocated, used in (
@@ -684,7 +695,7 @@ def check_carving(snapshot: Snapshot, parent: str, budget_id: str, config: Budge
     child = snapshot.budgets.get(budget_id)
     for limit in config.limits:
         parent_limit = parent_state.config.limit_for(limit.period)
-        if parent_limit is None:
+        if parent_limit is None or limit.filtered:
             continue
         available = fig.figures(snapshot, parent, parent_limit)
         old_nanos, old_tokens, old_calls = fig.unspent(child, limit.period) if child else (0, 0, 0)
@@ -750,11 +761,13 @@ def limits(
     else:
         primary = None
     if extras is None:
-        extras = tuple(lim for lim in (old.limits if old else ()) if lim.period is not (old.period if old else period))
-    others = [lim for lim in extras if lim.period is not period]
-    periods = [lim.period for lim in others]
-    if len(set(periods)) != len(periods):
-        raise InvalidInputError("extra_limits has two limits of the same period; give at most one per period")
+        extras = tuple(lim for lim in old.limits if lim.filtered or lim.period is not old.period) if old else ()
+    others = [lim for lim in extras if lim.filtered or lim.period is not period]
+    keys = [lim.key for lim in others]
+    if len(set(keys)) != len(keys):
+        raise InvalidInputError(
+            "extra_limits has two limits of the same period (and models and providers); give at most one of each"
+        )
     return tuple([primary] if primary else []) + tuple(others)
 
 
@@ -774,5 +787,10 @@ def _usd(nanos: int | None) -> str | None:
 
 
 def _limit_json(limit: Limit) -> dict[str, object]:
+    """A limit as an allocation entry records it (reconcile replays these to know which filtered limits counted)."""
     calls = {"limit_calls": limit.limit_calls} if limit.limit_calls is not None else {}
-    return {"period": limit.period.value, "limit_nanos": limit.limit_nanos, "limit_tokens": limit.limit_tokens, **calls}
+    filters = {"models": list(limit.models), "providers": list(limit.providers)} if limit.filtered else {}
+    return {
+        "period": limit.period.value, "limit_nanos": limit.limit_nanos, "limit_tokens": limit.limit_tokens,
+        **calls, **filters,
+    }  # fmt: skip

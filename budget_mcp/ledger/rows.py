@@ -5,11 +5,11 @@ from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from budget_mcp.domain.accounting import TotalKey, spend_windows
-from budget_mcp.domain.records import AlertRecord, Entry, EntryKind, TokenCounts
+from budget_mcp.domain.accounting import FiltersOf, TotalKey, filters, spend_windows
+from budget_mcp.domain.records import AlertRecord, Entry, EntryKind, Limit, TokenCounts
 from budget_mcp.domain.windows import Period
 from budget_mcp.ledger.base import SpendRow
-from budget_mcp.ledger.codec import from_us, to_us
+from budget_mcp.ledger.codec import from_us, limit_from_json, to_us
 
 ENTRY_COLUMNS = (
     "entry_id, kind, budget_id, at_us, cost_nanos, input_tokens, output_tokens, cache_read_tokens, "
@@ -17,16 +17,38 @@ ENTRY_COLUMNS = (
 )
 
 
-def total_deltas(entries: Iterable[Entry], timezone_of: Callable[[str], str]) -> dict[TotalKey, list[int]]:
+def total_deltas(
+    entries: Iterable[Entry], timezone_of: Callable[[str], str], filters_of: FiltersOf | None = None
+) -> dict[TotalKey, list[int]]:
     """(spent nanos, tokens, calls) to add to each running total for these entries."""
     deltas: dict[TotalKey, list[int]] = {}
     for entry in entries:
-        for key in spend_windows(entry, timezone_of):
+        for key in spend_windows(entry, timezone_of, filters_of):
             delta = deltas.setdefault(key, [0, 0, 0])
             delta[0] += entry.cost_nanos
             delta[1] += entry.tokens.total
             delta[2] += 1 if entry.kind is EntryKind.CHARGE else 0
     return deltas
+
+
+class Replay:
+    """Running totals recomputed from the entry log in order (spend, and the allocations that set limits), for
+    reconcile: a filtered limit counts the matching spend made while it was in place, as the writes did."""
+
+    def __init__(self, timezone_of: Callable[[str], str]) -> None:
+        self.timezone_of = timezone_of
+        self.filters: dict[str, tuple[Limit, ...]] = {}
+        self.totals: dict[TotalKey, list[int]] = {}
+
+    def add(self, entries: Iterable[Entry]) -> None:
+        for entry in entries:
+            if entry.kind is EntryKind.ALLOCATE:
+                self.filters[entry.budget_id] = filters([limit_from_json(x) for x in entry.metadata.get("limits", ())])
+            else:
+                add_deltas(self.totals, total_deltas([entry], self.timezone_of, lambda b: self.filters.get(b, ())))
+
+
+REPLAYED_KINDS = "('charge', 'adjust', 'allocate')"
 
 
 def add_deltas(into: dict[TotalKey, list[int]], deltas: dict[TotalKey, list[int]]) -> None:
@@ -39,12 +61,12 @@ def add_deltas(into: dict[TotalKey, list[int]], deltas: dict[TotalKey, list[int]
 
 def differences(expected: dict[TotalKey, list[int]], rows: Iterable[Sequence[Any]]) -> list[str]:
     """Each running total (rows of budget, period, window, nanos, tokens, calls) that the entries disagree with."""
-    actual = {(b, Period(p), k): [n, t, c] for b, p, k, n, t, c in rows}
+    actual = {(b, p, k): [n, t, c] for b, p, k, n, t, c in rows}
     found = []
     for key in sorted(expected.keys() | actual.keys()):
         want, have = expected.get(key, [0, 0, 0]), actual.get(key, [0, 0, 0])
         if want != have:
-            found.append(f"{key[0]} {key[1].value} window {key[2]}: entries give {want}, totals hold {have}")
+            found.append(f"{key[0]} {key[1]} window {key[2]}: entries give {want}, totals hold {have}")
     return found
 
 

@@ -74,3 +74,25 @@ async def test_a_bad_call_limit_is_a_short_tool_error_and_writes_nothing(
         after = ledger_dump(settings.db_path)
     assert problem in text and "Traceback" not in text and len(text) < 300
     assert after == before
+
+
+async def test_a_provider_cap_through_the_tools_counts_only_that_provider_and_warns_of_an_unknown_one(
+    clock: FakeClock, settings: Settings
+) -> None:
+    async with Client(build_server(settings, clock=clock)) as client:
+        created = await call(
+            client, "allocate", budget_id="acme", limit_usd="100", period="monthly",
+            extra_limits=[{"period": "daily", "limit_usd": "2", "providers": ["OpenAI"]},
+                          {"period": "daily", "limit_calls": 1, "providers": ["opnai"]}],
+        )  # fmt: skip
+        await call(client, "charge", budget_id="acme", model="gpt-4o", provider="openai", cost_usd="1.5")
+        await call(client, "charge", budget_id="acme", model="claude-sonnet-4-5", provider="anthropic", cost_usd="9")
+        openai = await call(client, "check_budget", budget_id="acme", estimated_cost_usd="1", provider="openai")
+        anthropic = await call(client, "check_budget", budget_id="acme", estimated_cost_usd="1", provider="anthropic")
+        status = await call(client, "get_budget", budget_id="acme")
+    assert [w for w in created["warnings"] if "'opnai'" in w] and not [w for w in created["warnings"] if "openai" in w]
+    assert (openai["allowed"], openai["decided_period"]) == (False, "daily") and "openai only" in openai["reason"]
+    assert anthropic["allowed"]
+    capped = [(lim["providers"], lim["spent_usd"], lim["calls"]) for lim in status["limits"] if lim["providers"]]
+    assert capped == [(["openai"], "1.500000", 1), (["opnai"], "0.000000", 0)]
+    assert status["spent_usd"] == "10.500000"

@@ -64,6 +64,8 @@ from budget_mcp.ledger.postgres.statements import (
 )
 from budget_mcp.ledger.rows import (
     ENTRY_COLUMNS,
+    REPLAYED_KINDS,
+    Replay,
     add_deltas,
     alert_from_row,
     differences,
@@ -180,7 +182,7 @@ class PostgresLedger:
             except Exception:
                 return False  # a refusal is only ever given on a fresh snapshot
             try:
-                added = total_deltas(writes.entries, tree.timezone_of)
+                added = total_deltas(writes.entries, tree.timezone_of, tree.filters_of)
             except KeyError:  # a budget the kept snapshot does not hold
                 return False
             tree = advance(tree, writes, added, pending.now)
@@ -269,7 +271,8 @@ class PostgresLedger:
                 tree = merged(tree, version, pending.scope, found.snapshot, found.first_hold_expiry)
             if tree is not None:
                 try:
-                    tree = advance(tree, writes, total_deltas(writes.entries, tree.timezone_of), pending.now)
+                    deltas_of = total_deltas(writes.entries, tree.timezone_of, tree.filters_of)
+                    tree = advance(tree, writes, deltas_of, pending.now)
                 except KeyError:  # written budgets the snapshot does not hold
                     tree = None
             # When these writes could not be applied, what was loaded before them is out of date; what is
@@ -361,17 +364,18 @@ class PostgresLedger:
         async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             configs = await conn.fetch("SELECT budget_id, config FROM budgets")
             timezones = {r[0]: json.loads(r[1])["timezone"] for r in configs}
-            expected: dict[Any, list[int]] = {}
+            replay = Replay(lambda b: timezones.get(b, "UTC"))
             cursor = conn.cursor(
-                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind IN ('charge', 'adjust') ORDER BY seq", prefetch=10_000
+                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind IN {REPLAYED_KINDS} ORDER BY seq", prefetch=10_000
             )
             batch: list[Entry] = []
             async for row in cursor:
                 batch.append(entry_from_row(tuple(row)))
                 if len(batch) == 10_000:
-                    add_deltas(expected, total_deltas(batch, lambda b: timezones.get(b, "UTC")))
+                    replay.add(batch)
                     batch = []
-            add_deltas(expected, total_deltas(batch, lambda b: timezones.get(b, "UTC")))
+            replay.add(batch)
+            expected = replay.totals
             actual = await conn.fetch(
                 "SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals"
             )
