@@ -124,6 +124,7 @@ class BudgetConfig:
     closed: bool = False
     created_at: datetime | None = None
     owner: str | None = None  # the scoped token that created this root with create_roots; it may keep using it
+    declared: str | None = None  # digest of the budgets-file entry last applied to it
 
     def limit_for(self, period: Period) -> Limit | None:
         """This budget's limit of `period` on all its spend (not one filtered by model or provider), if it has one."""

@@ -517,12 +517,14 @@ class BudgetEngine:
         metadata: Mapping[str, Any] | None = None,
         owner: str | None = None,
         guard: Callable[[BudgetConfig | None, BudgetConfig], None] | None = None,
+        declared: str | None = None,
     ) -> AllocationStatus:
         """Create or resize a budget; a child's limits are carved out of its parent's limits of the same period.
 
         On a resize, fields not given keep their values. Raises InsufficientFundsError when the parent
         has less available than the child's limit needs, saying how much it has. A new budget records
         `owner`; `guard(old, new)` runs in the transaction, before anything is answered or stored, and may refuse.
+        With `declared` (a budgets-file entry's digest), nothing changes if that entry was the last applied.
         """
         request = inputs.allocation_request(
             budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, limit_calls=limit_calls, period=period,
@@ -531,7 +533,7 @@ class BudgetEngine:
             description=description, metadata_value=metadata,
         )  # fmt: skip
         status = await self.ledger.write(
-            Scope(budget_ids=request.path), self.clock(), lambda s: rules.allocation(s, request, owner, guard)
+            Scope(budget_ids=request.path), self.clock(), lambda s: rules.allocation(s, request, owner, guard, declared)
         )
         return AllocationStatus(**dict(status), warnings=self._unknown_providers(request.extra_limits or ()))
 

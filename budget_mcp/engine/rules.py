@@ -273,16 +273,25 @@ def adjustment(snapshot: Snapshot, path: Path, amount_nanos: int, reason: str) -
 
 
 def allocation(
-    snapshot: Snapshot, request: AllocationRequest, owner: str | None, guard: Guard | None
-) -> tuple[BudgetStatus, Writes]:
-    """A new or resized budget: its config merged from what was asked and what it had, carved from its parent."""
+    snapshot: Snapshot, request: AllocationRequest, owner: str | None, guard: Guard | None,
+    declared: str | None = None,
+) -> tuple[BudgetStatus, Writes]:  # fmt: skip
+    """A new or resized budget: its config merged from what was asked and what it had, carved from its parent.
+
+    `declared` (the digest of a budgets-file entry) applies the entry only if it is not the one last applied
+    to this budget, so changes made at run time survive a restart with the same file.
+    """
     budget_id, parent = request.budget_id, parent_of(request.budget_id)
     existing = snapshot.budgets.get(budget_id)
     old = existing.config if existing else None
+    if declared is not None and old is not None and old.declared == declared:
+        return fig.status(snapshot, budget_id), Writes()
     parent_config = fig.state_of(snapshot, parent).config if parent else None
     if parent_config is not None and parent_config.closed:
         raise BudgetNotFoundError(f"parent budget '{parent}' is closed; reopen it with allocate first")
     config = merged_config(request, old, parent_config, snapshot, owner)
+    if declared is not None:
+        config = dataclasses.replace(config, declared=declared)
     if guard is not None:
         guard(old, config)
     if config == old:
@@ -324,6 +333,7 @@ def merged_config(
         closed=False,
         created_at=old.created_at if old else snapshot.now,
         owner=old.owner if old else owner,
+        declared=old.declared if old else None,
     )
 
 

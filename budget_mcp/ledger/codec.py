@@ -36,6 +36,7 @@ def config_to_json(config: BudgetConfig) -> str:
             "description": config.description,
             "metadata": config.metadata,
             **({"owner": config.owner} if config.owner else {}),
+            **({"declared": config.declared} if config.declared else {}),
         },
         separators=(",", ":"),
         sort_keys=True,
@@ -64,6 +65,7 @@ def config_from_json(budget_id: str, text: str, *, closed: bool, created_at: dat
         closed=closed,
         created_at=created_at,
         owner=raw.get("owner"),
+        declared=raw.get("declared"),
     )
 
 
