@@ -9,7 +9,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -203,6 +203,36 @@ class AllocationRequest:
     timezone: str | None
     description: str | None
     metadata: dict[str, Any] | None
+    expires_at: datetime | None = None
+
+
+MAX_LIFETIME_SECONDS = 90 * 86_400
+
+
+def expiry(expires_at: object, ttl_seconds: object, now: datetime) -> datetime | None:
+    """When a sub-budget closes itself: `expires_at` (ISO 8601 with a UTC offset) or `now` + `ttl_seconds`,
+    in the future and at most 90 days ahead; None when neither is given."""
+    if expires_at is not None and ttl_seconds is not None:
+        raise InvalidInputError("give expires_at or ttl_seconds, not both")
+    if ttl_seconds is not None:
+        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not 1 <= ttl_seconds:
+            raise InvalidInputError(f"ttl_seconds must be a whole number of seconds from 1 to {MAX_LIFETIME_SECONDS}")
+        at = now + timedelta(seconds=min(ttl_seconds, MAX_LIFETIME_SECONDS + 1))
+    elif expires_at is not None:
+        try:
+            at = datetime.fromisoformat(str(text(expires_at, "expires_at", limit=40)))
+        except ValueError:
+            raise InvalidInputError('expires_at must be an ISO 8601 time, e.g. "2026-12-02T18:00:00Z"') from None
+        if at.tzinfo is None:
+            raise InvalidInputError('expires_at needs a UTC offset, e.g. "2026-12-02T18:00:00Z"')
+        at = at.astimezone(UTC)
+    else:
+        return None
+    if at <= now:
+        raise InvalidInputError(f"expires_at {at:%Y-%m-%d %H:%M:%S} UTC is not in the future; give a later time")
+    if at - now > timedelta(seconds=MAX_LIFETIME_SECONDS):
+        raise InvalidInputError("a sub-budget may expire at most 90 days ahead; give an earlier expires_at")
+    return at
 
 
 def allocation_request(
@@ -219,6 +249,7 @@ def allocation_request(
     timezone: str | None = None,
     description: object = None,
     metadata_value: Mapping[str, Any] | None = None,
+    expires_at: datetime | None = None,
 ) -> AllocationRequest:
     """Check every field of an allocation; nothing about the ledger yet."""
     validate_budget_id(budget_id)
@@ -240,6 +271,7 @@ def allocation_request(
         timezone=timezone,
         description=None if description is None else text(description, "description"),
         metadata=None if metadata_value is None else metadata(metadata_value),
+        expires_at=expires_at,
     )
 
 

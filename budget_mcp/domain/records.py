@@ -125,6 +125,11 @@ class BudgetConfig:
     created_at: datetime | None = None
     owner: str | None = None  # the scoped token that created this root with create_roots; it may keep using it
     declared: str | None = None  # digest of the budgets-file entry last applied to it
+    expires_at: datetime | None = None  # when it closes itself, returning what is unspent to its parent
+
+    def expired(self, now: datetime) -> bool:
+        """Whether it is open past its `expires_at` (it closes at the next write to its tree, or the sweep)."""
+        return not self.closed and self.expires_at is not None and self.expires_at <= now
 
     def limit_for(self, period: Period) -> Limit | None:
         """This budget's limit of `period` on all its spend (not one filtered by model or provider), if it has one."""

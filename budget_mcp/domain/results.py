@@ -64,6 +64,7 @@ class AllocationStatus(BudgetStatus):
     """The answer of allocate: the budget's status, and what to double-check (an unknown provider)."""
 
     warnings: list[str] = []
+    expires_at: datetime | None = None
 
 
 class BudgetNode(BudgetStatus):

@@ -81,11 +81,11 @@ def state_of(snapshot: Snapshot, budget_id: str) -> BudgetState:
     return state
 
 
-def unspent(state: BudgetState, period: Period) -> tuple[int, int, int]:
+def unspent(state: BudgetState, period: Period, now: datetime | None = None) -> tuple[int, int, int]:
     """The part (nanos, tokens, calls) of an open child's limit of `period` it has not used: what it holds out of
-    its parent."""
+    its parent (nothing once it has expired at `now`, though not yet closed)."""
     limit = state.config.limit_for(period)
-    if limit is None or state.config.closed:
+    if limit is None or state.config.closed or (now is not None and state.config.expired(now)):
         return 0, 0, 0
     used = state.usage[period]
     nanos = max(0, limit.limit_nanos - used.spent_nanos - state.held_nanos) if limit.limit_nanos is not None else 0
@@ -107,7 +107,7 @@ def figures(snapshot: Snapshot, budget_id: str, limit: Limit) -> Figures:
         return Figures(budget_id, limit, start, end, own.spent_nanos, own.spent_tokens, 0, 0, 0, 0, own.calls)
     allocated_nanos = allocated_tokens = allocated_calls = 0
     for child in state.children:
-        nanos, tokens, calls = unspent(snapshot.budgets[child], limit.period)
+        nanos, tokens, calls = unspent(snapshot.budgets[child], limit.period, snapshot.now)
         allocated_nanos += nanos
         allocated_tokens += tokens
         allocated_calls += calls
@@ -133,7 +133,7 @@ def constraints(
                 continue
             fig = figures(snapshot, current, limit)
             carried_nanos, carried_tokens, carried_calls = (
-                unspent(via, limit.period) if via and not limit.filtered else (0, 0, 0)
+                unspent(via, limit.period, snapshot.now) if via and not limit.filtered else (0, 0, 0)
             )
             found.append(
                 Constraint(
@@ -209,7 +209,7 @@ def status(snapshot: Snapshot, budget_id: str) -> BudgetStatus:
         description=config.description,
         enforcement=config.enforcement,
         timezone=config.timezone,
-        closed=config.closed,
+        closed=config.closed or config.expired(snapshot.now),
         per_call_usd=_usd(config.per_call_nanos),
         alert_at=[str(a) for a in config.alert_at],
         burn_rate_usd_per_hour=format_usd(burn_per_hour),

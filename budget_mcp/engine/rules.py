@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TypeVar
 
 from budget_mcp.domain.ids import new_entry_id, new_reservation_id, parent_of
 from budget_mcp.domain.inputs import AllocationRequest, ChargeRequest
@@ -30,8 +31,8 @@ from budget_mcp.domain.records import (
 )
 from budget_mcp.domain.results import (
     AdjustResult,
+    AllocationStatus,
     ApprovalNeeded,
-    BudgetStatus,
     ChargeResult,
     CheckResult,
     ReleaseResult,
@@ -275,7 +276,7 @@ def adjustment(snapshot: Snapshot, path: Path, amount_nanos: int, reason: str) -
 def allocation(
     snapshot: Snapshot, request: AllocationRequest, owner: str | None, guard: Guard | None,
     declared: str | None = None,
-) -> tuple[BudgetStatus, Writes]:  # fmt: skip
+) -> tuple[AllocationStatus, Writes]:  # fmt: skip
     """A new or resized budget: its config merged from what was asked and what it had, carved from its parent.
 
     `declared` (the digest of a budgets-file entry) applies the entry only if it is not the one last applied
@@ -285,17 +286,27 @@ def allocation(
     existing = snapshot.budgets.get(budget_id)
     old = existing.config if existing else None
     if declared is not None and old is not None and old.declared == declared:
-        return fig.status(snapshot, budget_id), Writes()
+        return AllocationStatus(**dict(fig.status(snapshot, budget_id)), expires_at=old.expires_at), Writes()
     parent_config = fig.state_of(snapshot, parent).config if parent else None
-    if parent_config is not None and parent_config.closed:
+    if parent_config is not None and (parent_config.closed or parent_config.expired(snapshot.now)):
         raise BudgetNotFoundError(f"parent budget '{parent}' is closed; reopen it with allocate first")
+    if parent_config is not None and parent_config.expires_at is not None and existing is None:
+        raise InvalidInputError(
+            f"'{parent}' expires at {parent_config.expires_at:%Y-%m-%d %H:%M:%S} UTC, so it takes no sub-budgets; "
+            "allocate this one under a budget that does not expire"
+        )
+    if request.expires_at is not None and existing is not None and existing.children:
+        raise InvalidInputError(
+            f"'{budget_id}' has open children ({', '.join(existing.children[:5])}); only a budget without "
+            "sub-budgets may expire"
+        )
     config = merged_config(request, old, parent_config, snapshot, owner)
     if declared is not None:
         config = dataclasses.replace(config, declared=declared)
     if guard is not None:
         guard(old, config)
-    if config == old:
-        return fig.status(snapshot, budget_id), Writes()  # declaring the same budget again changes nothing
+    if config == old:  # declaring the same budget again changes nothing
+        return AllocationStatus(**dict(fig.status(snapshot, budget_id)), expires_at=config.expires_at), Writes()
     if parent is not None:
         check_carving(snapshot, parent, budget_id, config)
     if old is not None:
@@ -304,7 +315,8 @@ def allocation(
         new_entry_id("alc"), EntryKind.ALLOCATE, budget_id, snapshot.now,
         metadata={"limits": [_limit_json(lim) for lim in config.limits], "created": old is None},
     )  # fmt: skip
-    return fig.status(with_config(snapshot, config), budget_id), Writes(budgets=[config], entries=[entry])
+    status = fig.status(with_config(snapshot, config), budget_id)
+    return AllocationStatus(**dict(status), expires_at=config.expires_at), Writes(budgets=[config], entries=[entry])
 
 
 def merged_config(
@@ -334,6 +346,7 @@ def merged_config(
         created_at=old.created_at if old else snapshot.now,
         owner=old.owner if old else owner,
         declared=old.declared if old else None,
+        expires_at=request.expires_at or (old.expires_at if old and not old.closed else None),
     )
 
 
@@ -342,8 +355,9 @@ def _old(old: BudgetConfig | None) -> BudgetConfig:
     return old or BudgetConfig("", Period.TOTAL)
 
 
-def close(snapshot: Snapshot, budget_id: str) -> tuple[ReleaseResult, Writes]:
-    """Closing an allocation: the budget stops spending, its unspent part returns to its parent."""
+def close(snapshot: Snapshot, budget_id: str, *, expired: bool = False) -> tuple[ReleaseResult, Writes]:
+    """Closing an allocation (`expired`: because its time ran out): the budget stops spending, its unspent part
+    returns to its parent."""
     state = fig.state_of(snapshot, budget_id)
     if state.config.closed:
         raise BudgetNotFoundError(f"budget '{budget_id}' is already closed")
@@ -353,13 +367,54 @@ def close(snapshot: Snapshot, budget_id: str) -> tuple[ReleaseResult, Writes]:
         )
     nanos, tokens, _ = fig.unspent(state, state.config.period)
     closed = dataclasses.replace(state.config, closed=True)
-    entry = Entry(new_entry_id("cls"), EntryKind.CLOSE, budget_id, snapshot.now, metadata={"returned_nanos": nanos})
+    why = {"expired": True} if expired else {}
+    entry = Entry(
+        new_entry_id("cls"), EntryKind.CLOSE, budget_id, snapshot.now, metadata={"returned_nanos": nanos, **why}
+    )
     back_to = parent_of(budget_id) or "nobody (it is a root)"
     result = ReleaseResult(
         released="allocation", budget_id=budget_id, released_usd=format_usd(nanos), released_tokens=tokens,
         message=f"closed {budget_id}; {human_usd(nanos)} unspent returned to {back_to}",
     )  # fmt: skip
     return result, Writes(budgets=[closed], entries=[entry])
+
+
+def expire(snapshot: Snapshot) -> tuple[Snapshot, Writes]:
+    """The snapshot with every sub-budget in it past its `expires_at` closed (its unspent part back to its
+    parent), and the writes that close them; the snapshot itself and no writes when none has expired."""
+    expired = sorted(b for b, s in snapshot.budgets.items() if s.config.expired(snapshot.now))
+    writes = Writes()
+    for budget_id in expired:
+        _, closing = close(snapshot, budget_id, expired=True)
+        writes.budgets.extend(closing.budgets)
+        writes.entries.extend(closing.entries)
+        snapshot = with_config(snapshot, closing.budgets[0])
+    return snapshot, writes
+
+
+def sweep(snapshot: Snapshot) -> tuple[list[str], Writes]:
+    """The expired sub-budgets of the snapshot closed, and their ids."""
+    writes = expire(snapshot)[1]
+    return [c.budget_id for c in writes.budgets], writes
+
+
+T = TypeVar("T")
+
+
+def expiring(decide: Callable[[Snapshot], tuple[T, Writes]]) -> Callable[[Snapshot], tuple[T, Writes]]:
+    """`decide`, on its snapshot with the expired sub-budgets in it closed first: every write to a tree closes
+    what has expired in it, in the same transaction."""
+
+    def run(snapshot: Snapshot) -> tuple[T, Writes]:
+        fresh, closing = expire(snapshot)
+        result, writes = decide(fresh)
+        if not closing.entries:
+            return result, writes
+        rewritten = {c.budget_id for c in writes.budgets}  # stored once: the decision's config is the later one
+        budgets = [c for c in closing.budgets if c.budget_id not in rewritten] + writes.budgets
+        return result, dataclasses.replace(writes, budgets=budgets, entries=closing.entries + writes.entries)
+
+    return run
 
 
 def release_hold(
@@ -410,7 +465,7 @@ def _answer(
     flagged = [c for c in violations if c.enforcement in _FLAGGING]
     warnings = [_violation_text(c, cost_nanos, tokens) for c in flagged]
     overspend = None
-    if state.config.closed:
+    if state.config.closed or state.config.expired(snapshot.now):
         decision, decider, reason = Decision.DENY, None, f"budget '{budget_id}' is closed; reopen it with allocate"
     elif blocking:
         decider = _most_restrictive(blocking)

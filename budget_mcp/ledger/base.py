@@ -184,6 +184,10 @@ class Ledger(Protocol):
         """Recompute every running total from the entries; return the differences (empty when all agree)."""
         ...
 
+    async def expired_budgets(self, now: datetime) -> list[str]:
+        """The open budgets whose `expires_at` is at or before `now`."""
+        ...
+
     async def budget_ids(self) -> list[str]:
         """Every budget's id (closed ones too), sorted."""
         ...

@@ -37,6 +37,7 @@ def config_to_json(config: BudgetConfig) -> str:
             "metadata": config.metadata,
             **({"owner": config.owner} if config.owner else {}),
             **({"declared": config.declared} if config.declared else {}),
+            **({"expires_at_us": to_us(config.expires_at)} if config.expires_at else {}),
         },
         separators=(",", ":"),
         sort_keys=True,
@@ -66,6 +67,7 @@ def config_from_json(budget_id: str, text: str, *, closed: bool, created_at: dat
         created_at=created_at,
         owner=raw.get("owner"),
         declared=raw.get("declared"),
+        expires_at=from_us(raw["expires_at_us"]) if raw.get("expires_at_us") is not None else None,
     )
 
 

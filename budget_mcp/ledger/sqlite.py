@@ -336,6 +336,19 @@ class SqliteLedger:
         """Recompute every running total from the entry log and list each total that differs."""
         return await self._in_thread(self._reader, _reconcile)
 
+    async def expired_budgets(self, now: datetime) -> list[str]:
+        """The open budgets whose `expires_at` is at or before `now`."""
+        return await self._in_thread(
+            self._reader,
+            lambda conn: [
+                row[0] for row in conn.execute(
+                    "SELECT budget_id FROM budgets WHERE closed = 0 AND json_extract(config, '$.expires_at_us') <= ? "
+                    "ORDER BY 1",
+                    (to_us(now),),
+                )
+            ],
+        )  # fmt: skip
+
     async def budget_ids(self) -> list[str]:
         """Every budget's id, sorted."""
         return await self._in_thread(

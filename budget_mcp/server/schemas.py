@@ -61,8 +61,8 @@ def _inline(node: Any, enums: dict[str, Any]) -> Any:
 
 def compact(schema: Any, *, descriptions: bool = True, nested: bool = False) -> Any:
     """`schema` without titles or null defaults, optional types as `["integer", "null"]`; without `descriptions`,
-    no prose, required lists, formats or `"type": "object"` beside properties (for output schemas: what a
-    result holds stays, and nothing a result may hold is refused)."""
+    no prose, required lists, formats, item types of lists of strings or `"type": "object"` beside properties
+    (for output schemas: every field a result holds stays named, and nothing a result may hold is refused)."""
     if isinstance(schema, list):
         return [compact(item, descriptions=descriptions, nested=True) for item in schema]
     if not isinstance(schema, dict):
@@ -75,6 +75,8 @@ def compact(schema: Any, *, descriptions: bool = True, nested: bool = False) -> 
             continue
         if key == "type" and value == "object" and "properties" in schema and not descriptions and nested:
             continue  # an output's inner objects are plain by their properties (the SDK needs the outer one's)
+        if key == "items" and value == {"type": "string"} and not descriptions:
+            continue  # an output's lists of text (warnings, models) say so by their names
         if key == "additionalProperties" and value is True:
             continue
         if key == "properties":

@@ -166,6 +166,8 @@ async def allocate(
     timezone: Annotated[Name | None, Field(description="IANA; default UTC", max_length=64)] = None,
     description: Annotated[Text | None, Field(description="what it is for")] = None,
     metadata: Annotated[Metadata | None, Field(description="JSON object, at most 4 KB")] = None,
+    expires_at: Annotated[Name | None, Field(description="ISO time it closes itself", max_length=40)] = None,
+    ttl_seconds: Annotated[Count | None, Field(description="or seconds until then")] = None,
 ) -> Annotated[CallToolResult, AllocationStatus]:
     """Create or resize a budget: a root ('acme') or a sub-budget ('acme/research').
 
@@ -183,7 +185,7 @@ async def allocate(
             extra_limits=[x.model_dump(exclude_none=True) for x in extra_limits] if extra_limits else None,
             per_call_usd=per_call_usd, enforcement=enforcement, alert_at=alert_at, timezone=timezone,
             description=description, metadata=metadata, owner=caller.new_owner(budget_id),
-            guard=caller.allocation_guard(budget_id),
+            guard=caller.allocation_guard(budget_id), expires_at=expires_at, ttl_seconds=ttl_seconds,
         )  # fmt: skip
     state.announcer.budgets_changed([budget_id])
     return result(status, status_summary(status))

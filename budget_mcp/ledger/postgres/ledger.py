@@ -381,6 +381,16 @@ class PostgresLedger:
             )
         return differences(expected, [tuple(r) for r in actual])
 
+    async def expired_budgets(self, now: datetime) -> list[str]:
+        """The open budgets whose `expires_at` is at or before `now`."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT budget_id FROM budgets WHERE NOT closed AND (config::json->>'expires_at_us')::bigint <= $1 "
+                "ORDER BY 1",
+                to_us(now),
+            )
+        return [row[0] for row in rows]
+
     async def budget_ids(self) -> list[str]:
         """Every budget's id, sorted."""
         async with self._connection() as conn:
