@@ -51,6 +51,7 @@ class Settings(BaseModel):
     port: int = DEFAULT_PORT
     insecure: bool = False
     change_poll_seconds: float = 1.0
+    expiry_sweep_seconds: float = 30.0  # how often the server closes the sub-budgets whose time ran out
     prices_cache_dir: Path = Field(default_factory=default_prices_cache)
     price_overrides: Path | None = None
     price_urls: dict[str, str] = Field(default_factory=dict)

@@ -12,7 +12,7 @@ from decimal import Decimal
 from html import escape
 
 from budget_mcp.domain.money import exact_usd
-from budget_mcp.domain.results import ModelSpend, SpendFigures, SpendReport
+from budget_mcp.domain.results import ModelSpend, ReportTotals, SpendFigures, SpendReport
 from budget_mcp.domain.windows import zone
 from budget_mcp.engine.reports import HOURLY_DETAIL
 
@@ -91,11 +91,15 @@ def window_text(report: SpendReport) -> str:
     return f"{report.period} budget, {which}: {start} to {end} UTC (budget timezone {report.timezone})"
 
 
+def _calls(t: ReportTotals) -> str:
+    return f"{t.calls:,}" if t.limit_calls is None else f"{t.calls:,} of {t.limit_calls:,}"
+
+
 def summary_rows(report: SpendReport) -> list[tuple[str, str]]:
     """Label and value of each summary line: spent, tokens, calls, held, allocated, available, burn, forecast."""
     t = report.totals
     limit = f" of {exact_usd(t.limit_usd)}" if t.limit_usd else " (no USD limit)"
-    rows = [("Spent", f"{exact_usd(t.spent_usd)}{limit}"), ("Tokens", f"{t.spent_tokens:,}"), ("Calls", f"{t.calls:,}")]
+    rows = [("Spent", f"{exact_usd(t.spent_usd)}{limit}"), ("Tokens", f"{t.spent_tokens:,}"), ("Calls", _calls(t))]
     rows.append(("Held by open reservations", exact_usd(t.held_usd)))
     if t.allocated_usd is not None:
         rows.append(("Allocated to children", exact_usd(t.allocated_usd)))

@@ -56,6 +56,8 @@ def _line(status: BudgetStatus) -> str:
         left += f"; {status.spent_tokens:,} of {status.limit_tokens:,} tokens, {status.available_tokens:,} available"
     elif status.spent_tokens:
         left += f"; {status.spent_tokens:,} tokens"
+    if status.limit_calls is not None:
+        left += f"; {status.calls:,} of {status.limit_calls:,} calls"
     closed = " [dim](closed)[/]" if status.closed else ""
     spent = human_amount(status.spent_usd)
     return f"[bold]{status.budget_id}[/]{closed}: {spent} spent of {limit} ({status.period}){left}"
@@ -74,6 +76,7 @@ def show(budget_id: str, db_path: Path | None) -> None:
 @click.argument("budget_id")
 @click.option("--limit-usd", default=None, help='USD limit per period, e.g. "100".')
 @click.option("--limit-tokens", type=int, default=None, help="Token limit per period.")
+@click.option("--limit-calls", type=int, default=None, help="Call (charge) limit per period.")
 @click.option("--period", type=click.Choice([p.value for p in Period]), default=None)
 @click.option("--per-call-usd", default=None, help="Cap on one call's cost.")
 @click.option("--enforcement", type=click.Choice([e.value for e in Enforcement]), default=None)
@@ -81,14 +84,16 @@ def show(budget_id: str, db_path: Path | None) -> None:
 @click.option("--description", default=None)
 @db_option
 def set_budget(
-    budget_id: str, limit_usd: str | None, limit_tokens: int | None, period: str | None, per_call_usd: str | None,
-    enforcement: str | None, timezone: str | None, description: str | None, db_path: Path | None,
+    budget_id: str, limit_usd: str | None, limit_tokens: int | None, limit_calls: int | None, period: str | None,
+    per_call_usd: str | None, enforcement: str | None, timezone: str | None, description: str | None,
+    db_path: Path | None,
 ) -> None:  # fmt: skip
     """Create or resize a budget (children are carved from their parent)."""
     status = with_engine(
         settings(db_path=db_path),
         lambda engine: engine.allocate(
-            budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, period=period, per_call_usd=per_call_usd,
+            budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, limit_calls=limit_calls, period=period,
+            per_call_usd=per_call_usd,
             enforcement=enforcement, timezone=timezone, description=description,
         ),
     )  # fmt: skip

@@ -9,7 +9,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ MAX_METADATA_BYTES = 4_096
 MAX_TEXT = 1_000
 MAX_NAME = 200  # model names, provider ids, idempotency keys
 MAX_THRESHOLDS = 20
+MAX_CALLS = 10**12  # far beyond any window's calls, far inside the ledger's integers
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -97,19 +98,41 @@ def idempotency_key(value: object, namespace: str | None) -> str:
 
 
 def extra_limit(raw: Mapping[str, Any]) -> Limit:
-    """One of `extra_limits`: {"period": ..., "limit_usd"?: ..., "limit_tokens"?: ...}."""
+    """One of `extra_limits`: {"period": ..., "limit_usd"?: ..., "limit_tokens"?: ..., "limit_calls"?: ...}."""
     if not isinstance(raw, Mapping) or "period" not in raw:
         raise InvalidInputError('each extra limit is an object like {"period": "monthly", "limit_usd": "60"}')
-    unknown = set(raw) - {"period", "limit_usd", "limit_tokens"}
+    unknown = set(raw) - set(_EXTRA_FIELDS)
     if unknown:
-        raise InvalidInputError(
-            f"extra limit has unknown fields {sorted(unknown)}; use period, limit_usd, limit_tokens"
-        )
+        raise InvalidInputError(f"extra limit has unknown fields {sorted(unknown)}; use {', '.join(_EXTRA_FIELDS)}")
     nanos = _optional_usd(raw.get("limit_usd"), "extra_limits.limit_usd")
     tokens = None if raw.get("limit_tokens") is None else parse_tokens(raw["limit_tokens"], "extra_limits.limit_tokens")
-    if nanos is None and tokens is None:
-        raise InvalidInputError("each extra limit needs limit_usd and/or limit_tokens")
-    return Limit(choice(Period, raw["period"], "period"), nanos, tokens)
+    calls = optional_calls(raw.get("limit_calls"), "extra_limits.limit_calls")
+    if nanos is None and tokens is None and calls is None:
+        raise InvalidInputError("each extra limit needs limit_usd, limit_tokens and/or limit_calls")
+    models, providers = names(raw.get("models"), "models"), names(raw.get("providers"), "providers")
+    return Limit(choice(Period, raw["period"], "period"), nanos, tokens, calls, models, providers)
+
+
+_EXTRA_FIELDS = ("period", "limit_usd", "limit_tokens", "limit_calls", "models", "providers")
+MAX_NAMES = 20
+
+
+def names(value: object, field: str) -> tuple[str, ...]:
+    """A limit's `models` or `providers`: 1 to MAX_NAMES names, lowercase, sorted; () when not given."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not 1 <= len(value) <= MAX_NAMES:
+        raise InvalidInputError(f'{field} must be a list of 1 to {MAX_NAMES} names, e.g. ["openai"]')
+    return tuple(sorted({text(v, field, limit=MAX_NAME).strip().lower() for v in value}))
+
+
+def optional_calls(value: object, field: str) -> int | None:
+    """A limit on the number of calls (charges) in a window: a whole number from 0 to MAX_CALLS, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CALLS:
+        raise InvalidInputError(f"{field} must be a whole number of calls from 0 to {MAX_CALLS:,} (got {value!r:.40})")
+    return value
 
 
 def _optional_usd(value: object, field: str) -> int | None:
@@ -171,6 +194,7 @@ class AllocationRequest:
     path: tuple[str, ...]
     limit_nanos: int | None
     limit_tokens: int | None
+    limit_calls: int | None
     period: Period | None
     extra_limits: tuple[Limit, ...] | None
     per_call_nanos: int | None
@@ -179,6 +203,36 @@ class AllocationRequest:
     timezone: str | None
     description: str | None
     metadata: dict[str, Any] | None
+    expires_at: datetime | None = None
+
+
+MAX_LIFETIME_SECONDS = 90 * 86_400
+
+
+def expiry(expires_at: object, ttl_seconds: object, now: datetime) -> datetime | None:
+    """When a sub-budget closes itself: `expires_at` (ISO 8601 with a UTC offset) or `now` + `ttl_seconds`,
+    in the future and at most 90 days ahead; None when neither is given."""
+    if expires_at is not None and ttl_seconds is not None:
+        raise InvalidInputError("give expires_at or ttl_seconds, not both")
+    if ttl_seconds is not None:
+        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not 1 <= ttl_seconds:
+            raise InvalidInputError(f"ttl_seconds must be a whole number of seconds from 1 to {MAX_LIFETIME_SECONDS}")
+        at = now + timedelta(seconds=min(ttl_seconds, MAX_LIFETIME_SECONDS + 1))
+    elif expires_at is not None:
+        try:
+            at = datetime.fromisoformat(str(text(expires_at, "expires_at", limit=40)))
+        except ValueError:
+            raise InvalidInputError('expires_at must be an ISO 8601 time, e.g. "2026-12-02T18:00:00Z"') from None
+        if at.tzinfo is None:
+            raise InvalidInputError('expires_at needs a UTC offset, e.g. "2026-12-02T18:00:00Z"')
+        at = at.astimezone(UTC)
+    else:
+        return None
+    if at <= now:
+        raise InvalidInputError(f"expires_at {at:%Y-%m-%d %H:%M:%S} UTC is not in the future; give a later time")
+    if at - now > timedelta(seconds=MAX_LIFETIME_SECONDS):
+        raise InvalidInputError("a sub-budget may expire at most 90 days ahead; give an earlier expires_at")
+    return at
 
 
 def allocation_request(
@@ -186,6 +240,7 @@ def allocation_request(
     *,
     limit_usd: object = None,
     limit_tokens: object = None,
+    limit_calls: object = None,
     period: object = None,
     extra_limits: Sequence[Mapping[str, Any]] | None = None,
     per_call_usd: object = None,
@@ -194,6 +249,7 @@ def allocation_request(
     timezone: str | None = None,
     description: object = None,
     metadata_value: Mapping[str, Any] | None = None,
+    expires_at: datetime | None = None,
 ) -> AllocationRequest:
     """Check every field of an allocation; nothing about the ledger yet."""
     validate_budget_id(budget_id)
@@ -206,6 +262,7 @@ def allocation_request(
         path=path_of(budget_id),
         limit_nanos=_optional_usd(limit_usd, "limit_usd"),
         limit_tokens=None if limit_tokens is None else parse_tokens(limit_tokens, "limit_tokens"),
+        limit_calls=optional_calls(limit_calls, "limit_calls"),
         period=None if period is None else choice(Period, period, "period"),
         extra_limits=None if extra_limits is None else tuple(extra_limit(x) for x in extra_limits),
         per_call_nanos=_optional_usd(per_call_usd, "per_call_usd"),
@@ -214,6 +271,7 @@ def allocation_request(
         timezone=timezone,
         description=None if description is None else text(description, "description"),
         metadata=None if metadata_value is None else metadata(metadata_value),
+        expires_at=expires_at,
     )
 
 

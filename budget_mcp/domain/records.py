@@ -3,6 +3,8 @@
 The vocabularies (enforcement, decisions, entry kinds) are `StrEnum`s holding the SPEC's strings.
 """
 
+import functools
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -68,11 +70,42 @@ class Approval:
 
 @dataclass(frozen=True)
 class Limit:
-    """One limit of a budget: USD and/or tokens per window of `period`."""
+    """One limit of a budget: USD, tokens and/or calls (charges) per window of `period`.
+
+    With `models` and/or `providers` (lowercase), only charges for those count against it, on running totals of
+    its own (`key`), and only checks that may be for those are decided by it.
+    """
 
     period: Period
     limit_nanos: int | None = None
     limit_tokens: int | None = None
+    limit_calls: int | None = None
+    models: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.models or self.providers)
+
+    @functools.cached_property
+    def key(self) -> str:
+        """The running totals it reads: its period's, or for a filtered limit its own ("daily~1f2e...")."""
+        if not self.filtered:
+            return self.period.value
+        names = "\x1f".join(sorted(self.models)) + "\x1e" + "\x1f".join(sorted(self.providers))
+        return f"{self.period.value}~{hashlib.sha256(names.encode()).hexdigest()[:16]}"
+
+    def counts(self, model: str | None, provider: str | None) -> bool:
+        """Whether a charge for this model and provider counts against it (an unnamed one counts only unfiltered)."""
+        return (not self.models or (model or "").lower() in self.models) and (
+            not self.providers or (provider or "").lower() in self.providers
+        )
+
+    def decides(self, model: str | None, provider: str | None) -> bool:
+        """Whether it decides a check for this model and provider: a check that does not say may be for any."""
+        return (not self.models or model is None or model.lower() in self.models) and (
+            not self.providers or provider is None or provider.lower() in self.providers
+        )
 
 
 @dataclass(frozen=True)
@@ -91,10 +124,16 @@ class BudgetConfig:
     closed: bool = False
     created_at: datetime | None = None
     owner: str | None = None  # the scoped token that created this root with create_roots; it may keep using it
+    declared: str | None = None  # digest of the budgets-file entry last applied to it
+    expires_at: datetime | None = None  # when it closes itself, returning what is unspent to its parent
+
+    def expired(self, now: datetime) -> bool:
+        """Whether it is open past its `expires_at` (it closes at the next write to its tree, or the sweep)."""
+        return not self.closed and self.expires_at is not None and self.expires_at <= now
 
     def limit_for(self, period: Period) -> Limit | None:
-        """This budget's limit of `period`, if it has one."""
-        return next((lim for lim in self.limits if lim.period is period), None)
+        """This budget's limit of `period` on all its spend (not one filtered by model or provider), if it has one."""
+        return next((lim for lim in self.limits if lim.period is period and not lim.filtered), None)
 
     @property
     def primary(self) -> Limit:

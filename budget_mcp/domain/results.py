@@ -30,6 +30,10 @@ class LimitStatus(_Result):
     allocated_tokens: int
     available_usd: str | None = Field(description="limit - spent - held - allocated; null when no USD limit")
     available_tokens: int | None
+    limit_calls: int | None = None
+    calls: int = 0  # charges in the window; with what is held and allocated, never above limit_calls for a check
+    models: list[str] = []  # only charges for these count (empty: all)
+    providers: list[str] = []
 
 
 class Forecast(_Result):
@@ -50,11 +54,17 @@ class BudgetStatus(LimitStatus):
     closed: bool
     per_call_usd: str | None
     alert_at: list[str]
-    calls: int
     burn_rate_usd_per_hour: str
     forecast: Forecast
     limits: list[LimitStatus]
     metadata: dict[str, Any]
+
+
+class AllocationStatus(BudgetStatus):
+    """The answer of allocate: the budget's status, and what to double-check (an unknown provider)."""
+
+    warnings: list[str] = []
+    expires_at: datetime | None = None
 
 
 class BudgetNode(BudgetStatus):
@@ -247,6 +257,7 @@ class ReportTotals(_Result):
     limit_usd: str | None
     limit_tokens: int | None
     calls: int
+    limit_calls: int | None = None
 
 
 class AlertRaised(AlertInfo):

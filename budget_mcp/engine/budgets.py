@@ -26,10 +26,12 @@ from budget_mcp.domain.records import (
     DeliveryAttempt,
     Entry,
     EntryKind,
+    Limit,
     TokenCounts,
 )
 from budget_mcp.domain.results import (
     AdjustResult,
+    AllocationStatus,
     ApprovalNeeded,
     BudgetNode,
     BudgetStatus,
@@ -227,7 +229,7 @@ class BudgetEngine:
         approved = approval is not None and approval.answer is Answer.APPROVED
         if reserve or approved:
             # A hold alone need not wait for the disk (a machine crash ends the call it was for); an approval does.
-            result = await self.ledger.write(scope, self.clock(), decide, durable=approved)
+            result = await self.ledger.write(scope, self.clock(), rules.expiring(decide), durable=approved)
         else:
             result = decide(await self.ledger.read(scope, self.clock()))[0]
         if not isinstance(result, CheckResult):
@@ -466,7 +468,9 @@ class BudgetEngine:
         )  # fmt: skip
         price = self._price_charge(request)
         scope = Scope(budget_ids=request.path, reservation_id=request.reservation_id, idempotency_key=request.key)
-        return await self.ledger.write(scope, self.clock(), lambda s: rules.charge(s, request, price, visible))
+        return await self.ledger.write(
+            scope, self.clock(), rules.expiring(lambda s: rules.charge(s, request, price, visible))
+        )
 
     def _price_charge(self, request: ChargeRequest) -> rules.ChargePrice:
         """The cost of a charge: as given, else from the catalog; unknown (charged at the hold) only with one."""
@@ -492,7 +496,7 @@ class BudgetEngine:
         amount_nanos = to_nanos(parse_usd(amount_usd, "amount_usd", allow_negative=True))
         why = inputs.text(reason, "reason")
         return await self.ledger.write(
-            Scope(budget_ids=path), self.clock(), lambda s: rules.adjustment(s, path, amount_nanos, why)
+            Scope(budget_ids=path), self.clock(), rules.expiring(lambda s: rules.adjustment(s, path, amount_nanos, why))
         )
 
     async def record_past_charges(self, entries: Sequence[Entry]) -> past.PastCharges:
@@ -542,6 +546,7 @@ class BudgetEngine:
         *,
         limit_usd: object = None,
         limit_tokens: int | None = None,
+        limit_calls: int | None = None,
         period: str | None = None,
         extra_limits: Sequence[Mapping[str, Any]] | None = None,
         per_call_usd: object = None,
@@ -552,21 +557,56 @@ class BudgetEngine:
         metadata: Mapping[str, Any] | None = None,
         owner: str | None = None,
         guard: Callable[[BudgetConfig | None, BudgetConfig], None] | None = None,
-    ) -> BudgetStatus:
+        declared: str | None = None,
+        expires_at: object = None,
+        ttl_seconds: object = None,
+    ) -> AllocationStatus:
         """Create or resize a budget; a child's limits are carved out of its parent's limits of the same period.
 
         On a resize, fields not given keep their values. Raises InsufficientFundsError when the parent
         has less available than the child's limit needs, saying how much it has. A new budget records
         `owner`; `guard(old, new)` runs in the transaction, before anything is answered or stored, and may refuse.
+        With `declared` (a budgets-file entry's digest), nothing changes if that entry was the last applied.
+        With `expires_at` (ISO 8601) or `ttl_seconds` the budget closes itself then (see `close_expired`).
         """
+        now = self.clock()
         request = inputs.allocation_request(
-            budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, period=period, extra_limits=extra_limits,
+            budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, limit_calls=limit_calls, period=period,
+            extra_limits=extra_limits,
             per_call_usd=per_call_usd, enforcement=enforcement, alert_at=alert_at, timezone=timezone,
-            description=description, metadata_value=metadata,
+            description=description, metadata_value=metadata, expires_at=inputs.expiry(expires_at, ttl_seconds, now),
         )  # fmt: skip
-        return await self.ledger.write(
-            Scope(budget_ids=request.path), self.clock(), lambda s: rules.allocation(s, request, owner, guard)
+        status = await self.ledger.write(
+            Scope(budget_ids=request.path),
+            now,
+            rules.expiring(lambda s: rules.allocation(s, request, owner, guard, declared)),
         )
+        warnings = self._unknown_providers(request.extra_limits or ())
+        return status.model_copy(update={"warnings": warnings}) if warnings else status
+
+    async def close_expired(self) -> list[str]:
+        """Close every sub-budget past its `expires_at` (each write to a tree does so too); the budgets closed."""
+        now = self.clock()
+        closed: list[str] = []
+        for budget_id in await self.ledger.expired_budgets(now):
+            closed += await self.ledger.write(
+                Scope(budget_ids=path_of(budget_id)), now,
+                rules.sweep,
+            )  # fmt: skip
+        return closed
+
+    def _unknown_providers(self, limits: Sequence[Limit]) -> list[str]:
+        """A warning per provider of a filtered limit that no model of the catalog is from (allowed: it may be new)."""
+        named = sorted({p for lim in limits for p in lim.providers})
+        if not named:
+            return []
+        known = {facts.provider.lower() for facts in self.prices.candidates()}
+        return [
+            f"provider {p!r} is not one the price catalog knows (e.g. {', '.join(sorted(known)[:4])}); "
+            "its limit counts only charges recorded with that exact provider"
+            for p in named
+            if p not in known
+        ]
 
     async def release(
         self,
@@ -591,7 +631,9 @@ class BudgetEngine:
             )
         assert budget_id is not None
         closing = validate_budget_id(budget_id)
-        return await self.ledger.write(Scope(budget_ids=path_of(closing)), now, lambda s: rules.close(s, closing))
+        return await self.ledger.write(
+            Scope(budget_ids=path_of(closing)), now, rules.expiring(lambda s: rules.close(s, closing))
+        )
 
 
 def _rate(value: Decimal | None) -> str | None:

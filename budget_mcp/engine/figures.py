@@ -15,7 +15,7 @@ from budget_mcp.domain.records import Enforcement, Limit
 from budget_mcp.domain.results import BudgetStatus, Forecast, LimitStatus
 from budget_mcp.domain.windows import Period, window
 from budget_mcp.errors import BudgetNotFoundError
-from budget_mcp.ledger import BudgetState, Snapshot
+from budget_mcp.ledger import BudgetState, Snapshot, WindowUsage
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class Figures:
     held_tokens: int
     allocated_nanos: int
     allocated_tokens: int
+    spent_calls: int = 0
+    held_calls: int = 0
+    allocated_calls: int = 0
 
     @property
     def available_nanos(self) -> int | None:
@@ -45,6 +48,12 @@ class Figures:
             return None
         return self.limit.limit_tokens - self.spent_tokens - self.held_tokens - self.allocated_tokens
 
+    @property
+    def available_calls(self) -> int | None:
+        if self.limit.limit_calls is None:
+            return None
+        return self.limit.limit_calls - self.spent_calls - self.held_calls - self.allocated_calls
+
 
 @dataclass(frozen=True)
 class Constraint:
@@ -56,6 +65,8 @@ class Constraint:
     headroom_nanos: int | None
     headroom_tokens: int | None
     resets_at: datetime | None
+    headroom_calls: int | None = None  # calls (charges) the limit has room for; a check needs one
+    only: str | None = None  # a filtered limit's models and providers, as said in a denial
 
 
 def state_of(snapshot: Snapshot, budget_id: str) -> BudgetState:
@@ -70,42 +81,60 @@ def state_of(snapshot: Snapshot, budget_id: str) -> BudgetState:
     return state
 
 
-def unspent(state: BudgetState, period: Period) -> tuple[int, int]:
-    """The part of an open child's limit of `period` it has not used: what it holds out of its parent."""
+def unspent(state: BudgetState, period: Period, now: datetime | None = None) -> tuple[int, int, int]:
+    """The part (nanos, tokens, calls) of an open child's limit of `period` it has not used: what it holds out of
+    its parent (nothing once it has expired at `now`, though not yet closed)."""
     limit = state.config.limit_for(period)
-    if limit is None or state.config.closed:
-        return 0, 0
+    if limit is None or state.config.closed or (now is not None and state.config.expired(now)):
+        return 0, 0, 0
     used = state.usage[period]
     nanos = max(0, limit.limit_nanos - used.spent_nanos - state.held_nanos) if limit.limit_nanos is not None else 0
     tokens = max(0, limit.limit_tokens - used.spent_tokens - state.held_tokens) if limit.limit_tokens is not None else 0
-    return nanos, tokens
+    calls = max(0, limit.limit_calls - used.calls - state.held_calls) if limit.limit_calls is not None else 0
+    return nanos, tokens, calls
 
 
 def figures(snapshot: Snapshot, budget_id: str, limit: Limit) -> Figures:
-    """Spent, held, allocated and available for one limit of a budget, in its current window."""
+    """Spent, held, allocated and available for one limit of a budget, in its current window.
+
+    A filtered limit (some models or providers) counts its own matching spend; it holds nothing and carves
+    nothing (holds and allocations are not kept per model or provider).
+    """
     state = state_of(snapshot, budget_id)
     start, end = window(limit.period, state.config.timezone, snapshot.now)
-    allocated_nanos = allocated_tokens = 0
+    if limit.filtered:
+        own = state.filtered.get(limit.key) or WindowUsage()
+        return Figures(budget_id, limit, start, end, own.spent_nanos, own.spent_tokens, 0, 0, 0, 0, own.calls)
+    allocated_nanos = allocated_tokens = allocated_calls = 0
     for child in state.children:
-        nanos, tokens = unspent(snapshot.budgets[child], limit.period)
+        nanos, tokens, calls = unspent(snapshot.budgets[child], limit.period, snapshot.now)
         allocated_nanos += nanos
         allocated_tokens += tokens
+        allocated_calls += calls
     used = state.usage[limit.period]
     return Figures(
         budget_id, limit, start, end, used.spent_nanos, used.spent_tokens,
         state.held_nanos, state.held_tokens, allocated_nanos, allocated_tokens,
+        used.calls, state.held_calls, allocated_calls,
     )  # fmt: skip
 
 
-def constraints(snapshot: Snapshot, path: tuple[str, ...]) -> list[Constraint]:
-    """Every limit and per-call cap on `path`, from the root down to the budget it ends with."""
+def constraints(
+    snapshot: Snapshot, path: tuple[str, ...], model: str | None = None, provider: str | None = None
+) -> list[Constraint]:
+    """Every limit and per-call cap on `path` that decides a call of `model` and `provider` (None: may be any),
+    from the root down to the budget it ends with."""
     found: list[Constraint] = []
     for depth, current in enumerate(path):
         config = state_of(snapshot, current).config
         via = snapshot.budgets.get(path[depth + 1]) if depth + 1 < len(path) else None
         for limit in config.limits:
+            if not limit.decides(model, provider):
+                continue
             fig = figures(snapshot, current, limit)
-            carried_nanos, carried_tokens = unspent(via, limit.period) if via else (0, 0)
+            carried_nanos, carried_tokens, carried_calls = (
+                unspent(via, limit.period, snapshot.now) if via and not limit.filtered else (0, 0, 0)
+            )
             found.append(
                 Constraint(
                     current,
@@ -114,6 +143,8 @@ def constraints(snapshot: Snapshot, path: tuple[str, ...]) -> list[Constraint]:
                     _headroom(fig.available_nanos, carried_nanos, via is not None),
                     _headroom(fig.available_tokens, carried_tokens, via is not None),
                     fig.resets_at,
+                    _headroom(fig.available_calls, carried_calls, via is not None),
+                    ", ".join(limit.models + limit.providers) or None,
                 )
             )
         if config.per_call_nanos is not None:
@@ -129,15 +160,26 @@ def _headroom(available: int | None, carried: int, through_child: bool) -> int |
 
 
 def with_usage(
-    snapshot: Snapshot, path: tuple[str, ...], *, spent: tuple[int, int] = (0, 0), held: tuple[int, int] = (0, 0)
+    snapshot: Snapshot,
+    path: tuple[str, ...],
+    *,
+    spent: tuple[int, int, int] = (0, 0, 0),
+    held: tuple[int, int, int] = (0, 0, 0),
+    model: str | None = None,
+    provider: str | None = None,
 ) -> Snapshot:
-    """A copy of the snapshot with spend and/or holds added on every budget of `path` (itself if nothing is)."""
-    if spent == (0, 0) and held == (0, 0):
+    """A copy of the snapshot with spend and/or holds (nanos, tokens, calls) added on every budget of `path`;
+    spend of `model` and `provider` also in the filtered limits it counts in."""
+    if spent == (0, 0, 0) and held == (0, 0, 0):
         return snapshot
-    windows = dict.fromkeys(Period, (spent[0], spent[1], 0)) if spent != (0, 0) else {}
+    windows: dict[str, tuple[int, int, int]] = dict.fromkeys(Period, spent) if spent != (0, 0, 0) else {}
     budgets = dict(snapshot.budgets)
     for current in path:
-        budgets[current] = budgets[current].plus(windows, held)
+        own = windows
+        if windows and any(lim.filtered for lim in budgets[current].config.limits):
+            own = {**windows, **{lim.key: spent for lim in budgets[current].config.limits
+                                 if lim.filtered and lim.counts(model, provider)}}  # fmt: skip
+        budgets[current] = budgets[current].plus(own, held)
     return Snapshot(
         now=snapshot.now, budgets=budgets, reservation=snapshot.reservation,
         stored_result=snapshot.stored_result, alerts_raised=snapshot.alerts_raised,
@@ -156,7 +198,7 @@ def status(snapshot: Snapshot, budget_id: str) -> BudgetStatus:
     state = state_of(snapshot, budget_id)
     config = state.config
     limits = [figures(snapshot, budget_id, limit) for limit in config.limits]
-    primary = next((f for f in limits if f.limit.period is config.period), None) or figures(
+    primary = next((f for f in limits if f.limit.period is config.period and not f.limit.filtered), None) or figures(
         snapshot, budget_id, config.primary
     )
     burn_per_hour, forecast = _burn(snapshot, state, primary)
@@ -167,10 +209,9 @@ def status(snapshot: Snapshot, budget_id: str) -> BudgetStatus:
         description=config.description,
         enforcement=config.enforcement,
         timezone=config.timezone,
-        closed=config.closed,
+        closed=config.closed or config.expired(snapshot.now),
         per_call_usd=_usd(config.per_call_nanos),
         alert_at=[str(a) for a in config.alert_at],
-        calls=state.usage[config.period].calls,
         burn_rate_usd_per_hour=format_usd(burn_per_hour),
         forecast=forecast,
         limits=[_limit_status(f) for f in limits],
@@ -193,6 +234,10 @@ def _limit_status(fig: Figures) -> LimitStatus:
         allocated_tokens=fig.allocated_tokens,
         available_usd=_usd(fig.available_nanos),
         available_tokens=fig.available_tokens,
+        limit_calls=fig.limit.limit_calls,
+        calls=fig.spent_calls,
+        models=list(fig.limit.models),
+        providers=list(fig.limit.providers),
     )
 
 

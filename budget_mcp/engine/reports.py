@@ -135,7 +135,10 @@ def ledger_entry(entry: Entry) -> LedgerEntry:
 def _totals(status: BudgetStatus, rows: Sequence[SpendRow], spent: int, current: bool) -> ReportTotals:
     """The current window's figures come from the status; a past window's from its rows (nothing held then)."""
     calls = sum(r.calls for r in rows)
-    common = {"limit_usd": status.limit_usd, "limit_tokens": status.limit_tokens, "calls": calls}
+    common = {
+        "limit_usd": status.limit_usd, "limit_tokens": status.limit_tokens, "calls": calls,
+        "limit_calls": status.limit_calls,
+    }  # fmt: skip
     if current:
         return ReportTotals(
             spent_usd=status.spent_usd, spent_tokens=status.spent_tokens, held_usd=status.held_usd,

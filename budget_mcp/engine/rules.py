@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TypeVar
 
 from budget_mcp.domain.ids import new_entry_id, new_reservation_id, parent_of
 from budget_mcp.domain.inputs import AllocationRequest, ChargeRequest
@@ -30,8 +31,8 @@ from budget_mcp.domain.records import (
 )
 from budget_mcp.domain.results import (
     AdjustResult,
+    AllocationStatus,
     ApprovalNeeded,
-    BudgetStatus,
     ChargeResult,
     CheckResult,
     ReleaseResult,
@@ -94,7 +95,9 @@ def check(
     With `can_ask` and no `approval` yet, a check only `ask` limits deny is the question to ask, and writes nothing.
     """
     path, cost_nanos = request.path, request.cost_nanos
-    answer, overspend = _answer(snapshot, path, cost_nanos, request.tokens.total, request.source, approval)
+    answer, overspend = _answer(
+        snapshot, path, cost_nanos, request.tokens.total, request.source, approval, request.model, request.provider
+    )
     if overspend is not None and approval is None and can_ask:
         return ApprovalNeeded(question=overspend.question, denied=answer), Writes()
     writes = Writes()
@@ -150,9 +153,9 @@ def reserve(
     """An allowed check's hold on the whole path, and the answer with what remains beside it."""
     budget_id = path[-1]
     hold = Hold(new_reservation_id(), budget_id, cost_nanos, tokens.total, snapshot.now, snapshot.now + ttl)
-    held = fig.with_usage(snapshot, path, held=(cost_nanos, tokens.total))
+    held = fig.with_usage(snapshot, path, held=(cost_nanos, tokens.total, 1))
     check_totals(held, path)
-    left_nanos, left_tokens = fig.remaining(fig.constraints(held, path))
+    left_nanos, left_tokens = fig.remaining(fig.constraints(held, path, model, provider))
     entry = Entry(
         new_entry_id("hld"), EntryKind.HOLD, budget_id, snapshot.now, cost_nanos, tokens,
         model=model, provider=provider, price_source=source, reservation_id=hold.reservation_id,
@@ -192,18 +195,20 @@ def charge(
     hold = (
         settled_hold(snapshot, request.reservation_id, budget_id, visible, warnings) if request.reservation_id else None
     )
-    held = (0, 0)
+    held = (0, 0, 0)
     if hold is not None:
         writes.holds_removed.append(hold.reservation_id)
         if hold.expires_at <= snapshot.now:
             warnings.append(f"reservation {request.reservation_id} had expired; the charge is recorded anyway")
         else:
-            held = (hold.cost_nanos, hold.tokens)
+            held = (hold.cost_nanos, hold.tokens, 1)
     cost_nanos, source = _charged_cost(request, price, hold, warnings)
     if snapshot.budgets[budget_id].config.closed:
         warnings.append(f"budget '{budget_id}' is closed; the charge is recorded because the money is spent")
-    before = fig.with_usage(snapshot, path, held=(-held[0], -held[1]))
-    after = fig.with_usage(before, path, spent=(cost_nanos, request.tokens.total))
+    before = fig.with_usage(snapshot, path, held=(-held[0], -held[1], -held[2]))
+    after = fig.with_usage(
+        before, path, spent=(cost_nanos, request.tokens.total, 1), model=price.model, provider=price.provider
+    )
     check_totals(after, path)
     entry = Entry(
         new_entry_id("chg"), EntryKind.CHARGE, budget_id, snapshot.now, cost_nanos, request.tokens,
@@ -238,7 +243,7 @@ def _charge_result(
     after: Snapshot, request: ChargeRequest, entry: Entry, alerts: list[AlertRecord], warnings: list[str]
 ) -> ChargeResult:
     state = after.budgets[request.budget_id]
-    left_nanos, left_tokens = fig.remaining(fig.constraints(after, request.path))
+    left_nanos, left_tokens = fig.remaining(fig.constraints(after, request.path, entry.model, entry.provider))
     return ChargeResult(
         charge_id=entry.entry_id, budget_id=request.budget_id, cost_usd=format_usd(entry.cost_nanos),
         tokens=request.tokens.total, model=entry.model, price_source=entry.price_source,
@@ -255,7 +260,7 @@ def adjustment(snapshot: Snapshot, path: Path, amount_nanos: int, reason: str) -
     entry = Entry(
         new_entry_id("adj"), EntryKind.ADJUST, budget_id, snapshot.now, amount_nanos, metadata={"reason": reason}
     )
-    after = fig.with_usage(snapshot, path, spent=(amount_nanos, 0))
+    after = fig.with_usage(snapshot, path, spent=(amount_nanos, 0, 0))
     check_totals(after, path)
     state = after.budgets[budget_id]
     result = AdjustResult(
@@ -269,20 +274,39 @@ def adjustment(snapshot: Snapshot, path: Path, amount_nanos: int, reason: str) -
 
 
 def allocation(
-    snapshot: Snapshot, request: AllocationRequest, owner: str | None, guard: Guard | None
-) -> tuple[BudgetStatus, Writes]:
-    """A new or resized budget: its config merged from what was asked and what it had, carved from its parent."""
+    snapshot: Snapshot, request: AllocationRequest, owner: str | None, guard: Guard | None,
+    declared: str | None = None,
+) -> tuple[AllocationStatus, Writes]:  # fmt: skip
+    """A new or resized budget: its config merged from what was asked and what it had, carved from its parent.
+
+    `declared` (the digest of a budgets-file entry) applies the entry only if it is not the one last applied
+    to this budget, so changes made at run time survive a restart with the same file.
+    """
     budget_id, parent = request.budget_id, parent_of(request.budget_id)
     existing = snapshot.budgets.get(budget_id)
     old = existing.config if existing else None
+    if declared is not None and old is not None and old.declared == declared:
+        return AllocationStatus(**dict(fig.status(snapshot, budget_id)), expires_at=old.expires_at), Writes()
     parent_config = fig.state_of(snapshot, parent).config if parent else None
-    if parent_config is not None and parent_config.closed:
+    if parent_config is not None and (parent_config.closed or parent_config.expired(snapshot.now)):
         raise BudgetNotFoundError(f"parent budget '{parent}' is closed; reopen it with allocate first")
+    if parent_config is not None and parent_config.expires_at is not None and existing is None:
+        raise InvalidInputError(
+            f"'{parent}' expires at {parent_config.expires_at:%Y-%m-%d %H:%M:%S} UTC, so it takes no sub-budgets; "
+            "allocate this one under a budget that does not expire"
+        )
+    if request.expires_at is not None and existing is not None and existing.children:
+        raise InvalidInputError(
+            f"'{budget_id}' has open children ({', '.join(existing.children[:5])}); only a budget without "
+            "sub-budgets may expire"
+        )
     config = merged_config(request, old, parent_config, snapshot, owner)
+    if declared is not None:
+        config = dataclasses.replace(config, declared=declared)
     if guard is not None:
         guard(old, config)
-    if config == old:
-        return fig.status(snapshot, budget_id), Writes()  # declaring the same budget again changes nothing
+    if config == old:  # declaring the same budget again changes nothing
+        return AllocationStatus(**dict(fig.status(snapshot, budget_id)), expires_at=config.expires_at), Writes()
     if parent is not None:
         check_carving(snapshot, parent, budget_id, config)
     if old is not None:
@@ -291,7 +315,8 @@ def allocation(
         new_entry_id("alc"), EntryKind.ALLOCATE, budget_id, snapshot.now,
         metadata={"limits": [_limit_json(lim) for lim in config.limits], "created": old is None},
     )  # fmt: skip
-    return fig.status(with_config(snapshot, config), budget_id), Writes(budgets=[config], entries=[entry])
+    status = fig.status(with_config(snapshot, config), budget_id)
+    return AllocationStatus(**dict(status), expires_at=config.expires_at), Writes(budgets=[config], entries=[entry])
 
 
 def merged_config(
@@ -308,7 +333,9 @@ def merged_config(
     return BudgetConfig(
         budget_id=request.budget_id,
         period=period,
-        limits=limits(old, period, request.limit_nanos, request.limit_tokens, request.extra_limits),
+        limits=limits(
+            old, period, request.limit_nanos, request.limit_tokens, request.extra_limits, request.limit_calls
+        ),
         per_call_nanos=request.per_call_nanos if request.per_call_nanos is not None else _old(old).per_call_nanos,
         enforcement=request.enforcement or (old.enforcement if old else Enforcement.BLOCK),
         alert_at=request.alert_at or (old.alert_at if old else DEFAULT_ALERT_AT),
@@ -318,6 +345,8 @@ def merged_config(
         closed=False,
         created_at=old.created_at if old else snapshot.now,
         owner=old.owner if old else owner,
+        declared=old.declared if old else None,
+        expires_at=request.expires_at or (old.expires_at if old and not old.closed else None),
     )
 
 
@@ -326,8 +355,9 @@ def _old(old: BudgetConfig | None) -> BudgetConfig:
     return old or BudgetConfig("", Period.TOTAL)
 
 
-def close(snapshot: Snapshot, budget_id: str) -> tuple[ReleaseResult, Writes]:
-    """Closing an allocation: the budget stops spending, its unspent part returns to its parent."""
+def close(snapshot: Snapshot, budget_id: str, *, expired: bool = False) -> tuple[ReleaseResult, Writes]:
+    """Closing an allocation (`expired`: because its time ran out): the budget stops spending, its unspent part
+    returns to its parent."""
     state = fig.state_of(snapshot, budget_id)
     if state.config.closed:
         raise BudgetNotFoundError(f"budget '{budget_id}' is already closed")
@@ -335,15 +365,56 @@ def close(snapshot: Snapshot, budget_id: str) -> tuple[ReleaseResult, Writes]:
         raise InvalidInputError(
             f"budget '{budget_id}' has open children ({', '.join(state.children[:5])}); close them first"
         )
-    nanos, tokens = fig.unspent(state, state.config.period)
+    nanos, tokens, _ = fig.unspent(state, state.config.period)
     closed = dataclasses.replace(state.config, closed=True)
-    entry = Entry(new_entry_id("cls"), EntryKind.CLOSE, budget_id, snapshot.now, metadata={"returned_nanos": nanos})
+    why = {"expired": True} if expired else {}
+    entry = Entry(
+        new_entry_id("cls"), EntryKind.CLOSE, budget_id, snapshot.now, metadata={"returned_nanos": nanos, **why}
+    )
     back_to = parent_of(budget_id) or "nobody (it is a root)"
     result = ReleaseResult(
         released="allocation", budget_id=budget_id, released_usd=format_usd(nanos), released_tokens=tokens,
         message=f"closed {budget_id}; {human_usd(nanos)} unspent returned to {back_to}",
     )  # fmt: skip
     return result, Writes(budgets=[closed], entries=[entry])
+
+
+def expire(snapshot: Snapshot) -> tuple[Snapshot, Writes]:
+    """The snapshot with every sub-budget in it past its `expires_at` closed (its unspent part back to its
+    parent), and the writes that close them; the snapshot itself and no writes when none has expired."""
+    expired = sorted(b for b, s in snapshot.budgets.items() if s.config.expired(snapshot.now))
+    writes = Writes()
+    for budget_id in expired:
+        _, closing = close(snapshot, budget_id, expired=True)
+        writes.budgets.extend(closing.budgets)
+        writes.entries.extend(closing.entries)
+        snapshot = with_config(snapshot, closing.budgets[0])
+    return snapshot, writes
+
+
+def sweep(snapshot: Snapshot) -> tuple[list[str], Writes]:
+    """The expired sub-budgets of the snapshot closed, and their ids."""
+    writes = expire(snapshot)[1]
+    return [c.budget_id for c in writes.budgets], writes
+
+
+T = TypeVar("T")
+
+
+def expiring(decide: Callable[[Snapshot], tuple[T, Writes]]) -> Callable[[Snapshot], tuple[T, Writes]]:
+    """`decide`, on its snapshot with the expired sub-budgets in it closed first: every write to a tree closes
+    what has expired in it, in the same transaction."""
+
+    def run(snapshot: Snapshot) -> tuple[T, Writes]:
+        fresh, closing = expire(snapshot)
+        result, writes = decide(fresh)
+        if not closing.entries:
+            return result, writes
+        rewritten = {c.budget_id for c in writes.budgets}  # stored once: the decision's config is the later one
+        budgets = [c for c in closing.budgets if c.budget_id not in rewritten] + writes.budgets
+        return result, dataclasses.replace(writes, budgets=budgets, entries=closing.entries + writes.entries)
+
+    return run
 
 
 def release_hold(
@@ -380,12 +451,13 @@ def evaluate(
 
 
 def _answer(
-    snapshot: Snapshot, path: Path, cost_nanos: int, tokens: int, source: str | None, approval: Approval | None
-) -> tuple[CheckResult, Overspend | None]:
+    snapshot: Snapshot, path: Path, cost_nanos: int, tokens: int, source: str | None, approval: Approval | None,
+    model: str | None = None, provider: str | None = None,
+) -> tuple[CheckResult, Overspend | None]:  # fmt: skip
     """The answer of a check, and the overspend a person approves or refuses when only `ask` limits deny it."""
     budget_id = path[-1]
     state = fig.state_of(snapshot, budget_id)
-    found = fig.constraints(snapshot, path)
+    found = fig.constraints(snapshot, path, model, provider)
     left_nanos, left_tokens = fig.remaining(found)
     violations = [c for c in found if _violates(c, cost_nanos, tokens)]
     blocking = [c for c in violations if c.enforcement is Enforcement.BLOCK]
@@ -393,7 +465,7 @@ def _answer(
     flagged = [c for c in violations if c.enforcement in _FLAGGING]
     warnings = [_violation_text(c, cost_nanos, tokens) for c in flagged]
     overspend = None
-    if state.config.closed:
+    if state.config.closed or state.config.expired(snapshot.now):
         decision, decider, reason = Decision.DENY, None, f"budget '{budget_id}' is closed; reopen it with allocate"
     elif blocking:
         decider = _most_restrictive(blocking)
@@ -407,7 +479,10 @@ def _answer(
         decision, reason = Decision.WARN, "allowed with a warning: " + _violation_text(decider, cost_nanos, tokens)
     else:
         limited = [
-            c for c in found if c.period is not None and (c.headroom_nanos is not None or c.headroom_tokens is not None)
+            c
+            for c in found
+            if c.period is not None
+            and (c.headroom_nanos is not None or c.headroom_tokens is not None or c.headroom_calls is not None)
         ]
         decider = _most_restrictive(limited) if limited else None
         where = f" in {decider.budget_id} ({decider.period})" if decider else ""
@@ -464,7 +539,10 @@ def _overspend(snapshot: Snapshot, c: fig.Constraint, cost_nanos: int, tokens: i
         text = f"{c.budget_id} would go {_exact(over)} over its {size} {c.period} limit{resets}"
         over_tokens = max(tokens - c.headroom_tokens, 0) if c.headroom_tokens is not None else 0
         return Overspend(c, over, over_tokens, text, others)
-    over_tokens = tokens - (c.headroom_tokens or 0)
+    if c.headroom_tokens is None or tokens <= c.headroom_tokens:
+        text = f"{c.budget_id} would go over its {limit.limit_calls}-call {c.period} limit{resets}"
+        return Overspend(c, 0, 0, text, others)
+    over_tokens = tokens - c.headroom_tokens
     text = f"{c.budget_id} would go {over_tokens} tokens over its {limit.limit_tokens}-token {c.period} limit{resets}"
     return Overspend(c, 0, over_tokens, text, others)
 
@@ -482,11 +560,12 @@ def _when(at: datetime, now: datetime) -> str:
 def _violates(c: fig.Constraint, cost_nanos: int, tokens: int) -> bool:
     over_usd = c.headroom_nanos is not None and cost_nanos > c.headroom_nanos
     over_tokens = c.headroom_tokens is not None and tokens > c.headroom_tokens
-    return over_usd or over_tokens
+    over_calls = c.headroom_calls is not None and c.headroom_calls < 1  # the call asked about is one more
+    return over_usd or over_tokens or over_calls
 
 
 def _most_restrictive(found: list[fig.Constraint]) -> fig.Constraint:
-    """Per-call caps first, then the smallest USD headroom, then the smallest token headroom; deeper wins ties."""
+    """Per-call caps first, then the smallest USD headroom, then tokens, then calls; deeper wins ties."""
 
     def rank(c: fig.Constraint) -> tuple[int, int, int]:
         depth = -c.budget_id.count("/")
@@ -494,7 +573,9 @@ def _most_restrictive(found: list[fig.Constraint]) -> fig.Constraint:
             return (0, c.headroom_nanos or 0, depth)
         if c.headroom_nanos is not None:
             return (1, c.headroom_nanos, depth)
-        return (2, c.headroom_tokens or 0, depth)
+        if c.headroom_tokens is not None:
+            return (2, c.headroom_tokens, depth)
+        return (3, c.headroom_calls or 0, depth)
 
     return min(found, key=rank)
 
@@ -505,10 +586,14 @@ def _violation_text(c: fig.Constraint, cost_nanos: int, tokens: int) -> str:
             f"{human_usd(cost_nanos)} exceeds the per-call cap of {human_usd(c.headroom_nanos or 0)} on {c.budget_id}"
         )
     resets = f", resets {c.resets_at:%Y-%m-%d %H:%M} UTC" if c.resets_at else ""
+    if c.only:
+        resets = f", {c.only} only{resets}"
     if c.headroom_nanos is not None and cost_nanos > c.headroom_nanos:
         left = human_usd(max(c.headroom_nanos, 0))
         return f"{human_usd(cost_nanos)} needed but only {left} left in {c.budget_id} ({c.period}{resets})"
-    left_tokens = max(c.headroom_tokens or 0, 0)
+    if c.headroom_tokens is None or tokens <= c.headroom_tokens:
+        return f"1 call needed but no calls left in {c.budget_id} ({c.period}{resets})"
+    left_tokens = max(c.headroom_tokens, 0)
     return f"{tokens} tokens needed but only {left_tokens} left in {c.budget_id} ({c.period}{resets})"
 
 
@@ -517,10 +602,12 @@ def over_limit(snapshot: Snapshot, path: Path) -> bool:
     for current in path:
         state = snapshot.budgets[current]
         for limit in state.config.limits:
-            used = state.usage[limit.period]
+            used = state.filtered.get(limit.key) or WindowUsage() if limit.filtered else state.usage[limit.period]
             if limit.limit_nanos is not None and used.spent_nanos > limit.limit_nanos:
                 return True
             if limit.limit_tokens is not None and used.spent_tokens > limit.limit_tokens:
+                return True
+            if limit.limit_calls is not None and used.calls > limit.limit_calls:
                 return True
     return False
 
@@ -531,6 +618,8 @@ def crossed_alerts(before: Snapshot, after: Snapshot, path: Path) -> list[AlertR
     for current in path:
         state = after.budgets[current]
         for limit in state.config.limits:
+            if limit.filtered:
+                continue  # alerts are kept per budget, period and window: the whole spend's
             key = window_key(limit.period, state.config.timezone, after.now)
             old, new = before.budgets[current].usage[limit.period], state.usage[limit.period]
             for threshold in state.config.alert_at:
@@ -642,6 +731,8 @@ def check_shrink(snapshot: Snapshot, budget_id: str, old: BudgetConfig, new: Bud
     """
     state = snapshot.budgets[budget_id]
     for limit in new.limits:
+        if limit.filtered:
+            continue  # nothing is carved from a filtered limit
         before = old.limit_for(limit.period)
         figures = fig.figures(snapshot, budget_id, limit)
         for unit, want, had, allocated, used in (
@@ -649,6 +740,8 @@ def check_shrink(snapshot: Snapshot, budget_id: str, old: BudgetConfig, new: Bud
              figures.spent_nanos + state.held_nanos),
             ("tokens", limit.limit_tokens, before.limit_tokens if before else None, figures.allocated_tokens,
              figures.spent_tokens + state.held_tokens),
+            ("calls", limit.limit_calls, before.limit_calls if before else None, figures.allocated_calls,
+             figures.spent_calls + state.held_calls),
         ):  # fmt: skip
             lowest = allocated + max(used, 0)
             if want is None or allocated <= 0 or want >= lowest or (had is not None and want >= had):
@@ -656,7 +749,7 @@ def check_shrink(snapshot: Snapshot, budget_id: str, old: BudgetConfig, new: Bud
             if unit == "usd":
                 given, floor = f"{human_usd(allocated)} allocated", f'limit_usd="{format_usd(lowest)}"'
             else:
-                given, floor = f"{allocated} tokens allocated", f"limit_tokens={lowest}"
+                given, floor = f"{allocated} {unit} allocated", f"limit_{unit}={lowest}"
             raise InsufficientFundsError(
                 f"'{budget_id}' has {given} to its open children in its {limit.period} limit; lowering it below "
                 f"{floor} (with what it spent and holds) would let them overspend it: ask for at least that, "
@@ -670,12 +763,12 @@ def check_carving(snapshot: Snapshot, parent: str, budget_id: str, config: Budge
     child = snapshot.budgets.get(budget_id)
     for limit in config.limits:
         parent_limit = parent_state.config.limit_for(limit.period)
-        if parent_limit is None:
+        if parent_limit is None or limit.filtered:
             continue
         available = fig.figures(snapshot, parent, parent_limit)
-        old_nanos, old_tokens = fig.unspent(child, limit.period) if child else (0, 0)
+        old_nanos, old_tokens, old_calls = fig.unspent(child, limit.period) if child else (0, 0, 0)
         used = child.usage[limit.period] if child else None
-        held = (child.held_nanos, child.held_tokens) if child else (0, 0)
+        held = (child.held_nanos, child.held_tokens, child.held_calls) if child else (0, 0, 0)
         for want, have, old, used_now, unit in (
             (
                 limit.limit_nanos,
@@ -691,6 +784,7 @@ def check_carving(snapshot: Snapshot, parent: str, budget_id: str, config: Budge
                 (used.spent_tokens if used else 0) + held[1],
                 "tokens",
             ),
+            (limit.limit_calls, available.available_calls, old_calls, (used.calls if used else 0) + held[2], "calls"),
         ):
             if want is None or have is None:
                 continue
@@ -705,7 +799,7 @@ def _carving_message(parent: str, budget_id: str, period: Period, free: int, use
     if unit == "usd":
         has, ask = human_usd(free), f'limit_usd="{format_usd(most)}"'
     else:
-        has, ask = f"{free} tokens", f"limit_tokens={most}"
+        has, ask = f"{free} {unit}", f"limit_{unit}={most}"
     return (
         f"'{parent}' has only {has} available in its {period} limit for '{budget_id}'; "
         f"ask for at most {ask}, or raise the limit of '{parent}' first"
@@ -724,21 +818,24 @@ def limits(
     limit_nanos: int | None,
     limit_tokens: int | None,
     extras: tuple[Limit, ...] | None,
+    limit_calls: int | None = None,
 ) -> tuple[Limit, ...]:
     """A budget's limits: the primary one (as asked, else as it was), then the others of other periods."""
-    if limit_nanos is not None or limit_tokens is not None:
-        primary: Limit | None = Limit(period, limit_nanos, limit_tokens)
+    if limit_nanos is not None or limit_tokens is not None or limit_calls is not None:
+        primary: Limit | None = Limit(period, limit_nanos, limit_tokens, limit_calls)
     elif old is not None:
         kept = old.limit_for(old.period)
-        primary = Limit(period, kept.limit_nanos, kept.limit_tokens) if kept else None
+        primary = Limit(period, kept.limit_nanos, kept.limit_tokens, kept.limit_calls) if kept else None
     else:
         primary = None
     if extras is None:
-        extras = tuple(lim for lim in (old.limits if old else ()) if lim.period is not (old.period if old else period))
-    others = [lim for lim in extras if lim.period is not period]
-    periods = [lim.period for lim in others]
-    if len(set(periods)) != len(periods):
-        raise InvalidInputError("extra_limits has two limits of the same period; give at most one per period")
+        extras = tuple(lim for lim in old.limits if lim.filtered or lim.period is not old.period) if old else ()
+    others = [lim for lim in extras if lim.filtered or lim.period is not period]
+    keys = [lim.key for lim in others]
+    if len(set(keys)) != len(keys):
+        raise InvalidInputError(
+            "extra_limits has two limits of the same period (and models and providers); give at most one of each"
+        )
     return tuple([primary] if primary else []) + tuple(others)
 
 
@@ -758,4 +855,10 @@ def _usd(nanos: int | None) -> str | None:
 
 
 def _limit_json(limit: Limit) -> dict[str, object]:
-    return {"period": limit.period.value, "limit_nanos": limit.limit_nanos, "limit_tokens": limit.limit_tokens}
+    """A limit as an allocation entry records it (reconcile replays these to know which filtered limits counted)."""
+    calls = {"limit_calls": limit.limit_calls} if limit.limit_calls is not None else {}
+    filters = {"models": list(limit.models), "providers": list(limit.providers)} if limit.filtered else {}
+    return {
+        "period": limit.period.value, "limit_nanos": limit.limit_nanos, "limit_tokens": limit.limit_tokens,
+        **calls, **filters,
+    }  # fmt: skip

@@ -12,7 +12,7 @@ so `decide` may be called more than once for one write: it must only read its sn
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind, Hold
 from budget_mcp.domain.windows import Period
@@ -45,6 +45,9 @@ class WindowUsage:
         return self.spent_nanos, self.spent_tokens
 
 
+_NONE = WindowUsage()
+
+
 @dataclass
 class BudgetState:
     """A budget as loaded: its definition, current-window usage per period, live holds, open children."""
@@ -53,22 +56,30 @@ class BudgetState:
     usage: dict[Period, WindowUsage]
     held_nanos: int = 0
     held_tokens: int = 0
+    held_calls: int = 0  # live holds: each holds one call
     children: list[str] = field(default_factory=list)
+    filtered: dict[str, WindowUsage] = field(default_factory=dict)  # by filtered limit's key (no holds in them)
 
-    def plus(self, spent: Mapping[Period, tuple[int, int, int]], held: tuple[int, int] = (0, 0)) -> "BudgetState":
-        """This state with (nanos, tokens, calls) added to the windows of `spent` and `held` added to its holds.
+    def plus(self, spent: Mapping[str, tuple[int, int, int]], held: tuple[int, int, int] = (0, 0, 0)) -> "BudgetState":
+        """This state with (nanos, tokens, calls) added to the windows of `spent` and to its holds (`held`).
 
         The one definition of how spend and holds change a budget's figures: the engine deciding on a
         snapshot and a ledger keeping one up to date both use it.
         """
-        usage = self.usage
+        usage, filtered = self.usage, self.filtered
         if spent:
             usage = dict(usage)
-            for period, (nanos, tokens, calls) in spent.items():
-                was = usage[period]
-                usage[period] = WindowUsage(was.spent_nanos + nanos, was.spent_tokens + tokens, was.calls + calls)
+            for key, (nanos, tokens, calls) in spent.items():
+                into: dict[Any, WindowUsage] = usage if key in usage else filtered
+                if into is self.filtered:
+                    into = filtered = dict(filtered)
+                was = into.get(key, _NONE)
+                into[key] = WindowUsage(was.spent_nanos + nanos, was.spent_tokens + tokens, was.calls + calls)
         # A constructor rather than dataclasses.replace: this runs several times per charge, and replace is slow.
-        return BudgetState(self.config, usage, self.held_nanos + held[0], self.held_tokens + held[1], self.children)
+        return BudgetState(
+            self.config, usage, self.held_nanos + held[0], self.held_tokens + held[1], self.held_calls + held[2],
+            self.children, filtered,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -180,6 +191,10 @@ class Ledger(Protocol):
 
     async def known_entries(self, entry_ids: Sequence[str]) -> set[str]:
         """Those of `entry_ids` the ledger holds already (an import's records are entries with ids of their own)."""
+        ...
+
+    async def expired_budgets(self, now: datetime) -> list[str]:
+        """The open budgets whose `expires_at` is at or before `now`."""
         ...
 
     async def budget_ids(self) -> list[str]:

@@ -2,8 +2,10 @@
 
 import functools
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from budget_mcp.domain.records import BudgetConfig, Enforcement, Limit
 from budget_mcp.domain.windows import Period
@@ -26,10 +28,7 @@ def config_to_json(config: BudgetConfig) -> str:
     return json.dumps(
         {
             "period": config.period.value,
-            "limits": [
-                {"period": lim.period.value, "limit_nanos": lim.limit_nanos, "limit_tokens": lim.limit_tokens}
-                for lim in config.limits
-            ],
+            "limits": [limit_to_json(lim) for lim in config.limits],
             "per_call_nanos": config.per_call_nanos,
             "enforcement": config.enforcement.value,
             "alert_at": [str(a) for a in config.alert_at],
@@ -37,6 +36,8 @@ def config_to_json(config: BudgetConfig) -> str:
             "description": config.description,
             "metadata": config.metadata,
             **({"owner": config.owner} if config.owner else {}),
+            **({"declared": config.declared} if config.declared else {}),
+            **({"expires_at_us": to_us(config.expires_at)} if config.expires_at else {}),
         },
         separators=(",", ":"),
         sort_keys=True,
@@ -55,7 +56,7 @@ def config_from_json(budget_id: str, text: str, *, closed: bool, created_at: dat
     return BudgetConfig(
         budget_id=budget_id,
         period=Period(raw["period"]),
-        limits=tuple(Limit(Period(x["period"]), x["limit_nanos"], x["limit_tokens"]) for x in raw["limits"]),
+        limits=tuple(limit_from_json(x) for x in raw["limits"]),
         per_call_nanos=raw["per_call_nanos"],
         enforcement=Enforcement(raw["enforcement"]),
         alert_at=tuple(Decimal(a) for a in raw["alert_at"]),
@@ -65,7 +66,27 @@ def config_from_json(budget_id: str, text: str, *, closed: bool, created_at: dat
         closed=closed,
         created_at=created_at,
         owner=raw.get("owner"),
+        declared=raw.get("declared"),
+        expires_at=from_us(raw["expires_at_us"]) if raw.get("expires_at_us") is not None else None,
     )
+
+
+def limit_to_json(lim: Limit) -> dict[str, Any]:
+    """One limit as stored; a filtered one also stores its totals' `key`, which the PostgreSQL load reads."""
+    out: dict[str, Any] = {"period": lim.period.value, "limit_nanos": lim.limit_nanos, "limit_tokens": lim.limit_tokens}
+    if lim.limit_calls is not None:
+        out["limit_calls"] = lim.limit_calls
+    if lim.filtered:
+        out.update(models=list(lim.models), providers=list(lim.providers), key=lim.key)
+    return out
+
+
+def limit_from_json(x: Mapping[str, Any]) -> Limit:
+    """The inverse of limit_to_json."""
+    return Limit(
+        Period(x["period"]), x["limit_nanos"], x["limit_tokens"], x.get("limit_calls"),
+        tuple(x.get("models", ())), tuple(x.get("providers", ())),
+    )  # fmt: skip
 
 
 def redact_url(url: str) -> str:

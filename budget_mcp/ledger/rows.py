@@ -5,11 +5,11 @@ from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from budget_mcp.domain.accounting import TotalKey, spend_windows
-from budget_mcp.domain.records import SPEND_KINDS, AlertRecord, Entry, EntryKind, TokenCounts
+from budget_mcp.domain.accounting import FiltersOf, TotalKey, filters, spend_windows
+from budget_mcp.domain.records import SPEND_KINDS, AlertRecord, Entry, EntryKind, Limit, TokenCounts
 from budget_mcp.domain.windows import Period
 from budget_mcp.ledger.base import SpendRow
-from budget_mcp.ledger.codec import from_us, to_us
+from budget_mcp.ledger.codec import from_us, limit_from_json, to_us
 
 _BUCKET_US = 15 * 60 * 1_000_000
 ENTRY_COLUMNS = (
@@ -18,19 +18,22 @@ ENTRY_COLUMNS = (
 )
 
 
-def total_deltas(entries: Iterable[Entry], timezone_of: Callable[[str], str]) -> dict[TotalKey, list[int]]:
+def total_deltas(
+    entries: Iterable[Entry], timezone_of: Callable[[str], str], filters_of: FiltersOf | None = None
+) -> dict[TotalKey, list[int]]:
     """(spent nanos, tokens, calls) to add to each running total for these entries."""
     deltas: dict[TotalKey, list[int]] = {}
     # Every window starts on a 15-minute boundary (timezone offsets are multiples of it), so entries of one
-    # budget in one 15-minute bucket move the same totals: an import of many entries finds them once per bucket.
-    found: dict[tuple[str, int], list[TotalKey]] = {}
+    # budget in one 15-minute bucket (for one model and provider, as filtered limits count them) move the same
+    # totals: an import of many entries finds them once per bucket.
+    found: dict[tuple[str, int, str | None, str | None], list[TotalKey]] = {}
     for entry in entries:
         if entry.kind not in SPEND_KINDS:
             continue
-        bucket = (entry.budget_id, to_us(entry.at) // _BUCKET_US)
+        bucket = (entry.budget_id, to_us(entry.at) // _BUCKET_US, entry.model, entry.provider)
         keys = found.get(bucket)
         if keys is None:
-            keys = found[bucket] = list(spend_windows(entry, timezone_of))
+            keys = found[bucket] = list(spend_windows(entry, timezone_of, filters_of))
         cost, tokens, calls = entry.cost_nanos, entry.tokens.total, 1 if entry.kind is EntryKind.CHARGE else 0
         for key in keys:
             delta = deltas.get(key)
@@ -43,6 +46,26 @@ def total_deltas(entries: Iterable[Entry], timezone_of: Callable[[str], str]) ->
     return deltas
 
 
+class Replay:
+    """Running totals recomputed from the entry log in order (spend, and the allocations that set limits), for
+    reconcile: a filtered limit counts the matching spend made while it was in place, as the writes did."""
+
+    def __init__(self, timezone_of: Callable[[str], str]) -> None:
+        self.timezone_of = timezone_of
+        self.filters: dict[str, tuple[Limit, ...]] = {}
+        self.totals: dict[TotalKey, list[int]] = {}
+
+    def add(self, entries: Iterable[Entry]) -> None:
+        for entry in entries:
+            if entry.kind is EntryKind.ALLOCATE:
+                self.filters[entry.budget_id] = filters([limit_from_json(x) for x in entry.metadata.get("limits", ())])
+            else:
+                add_deltas(self.totals, total_deltas([entry], self.timezone_of, lambda b: self.filters.get(b, ())))
+
+
+REPLAYED_KINDS = "('charge', 'adjust', 'allocate')"
+
+
 def add_deltas(into: dict[TotalKey, list[int]], deltas: dict[TotalKey, list[int]]) -> None:
     """Add `deltas` into the running sums of `into`."""
     for key, delta in deltas.items():
@@ -53,12 +76,12 @@ def add_deltas(into: dict[TotalKey, list[int]], deltas: dict[TotalKey, list[int]
 
 def differences(expected: dict[TotalKey, list[int]], rows: Iterable[Sequence[Any]]) -> list[str]:
     """Each running total (rows of budget, period, window, nanos, tokens, calls) that the entries disagree with."""
-    actual = {(b, Period(p), k): [n, t, c] for b, p, k, n, t, c in rows}
+    actual = {(b, p, k): [n, t, c] for b, p, k, n, t, c in rows}
     found = []
     for key in sorted(expected.keys() | actual.keys()):
         want, have = expected.get(key, [0, 0, 0]), actual.get(key, [0, 0, 0])
         if want != have:
-            found.append(f"{key[0]} {key[1].value} window {key[2]}: entries give {want}, totals hold {have}")
+            found.append(f"{key[0]} {key[1]} window {key[2]}: entries give {want}, totals hold {have}")
     return found
 
 

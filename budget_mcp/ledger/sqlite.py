@@ -36,10 +36,10 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from budget_mcp.domain.accounting import TotalKey
+from budget_mcp.domain.accounting import TotalKey, filters
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.money import MAX_TOTAL
-from budget_mcp.domain.records import AlertRecord, DeliveryAttempt, Entry, EntryKind, Hold
+from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind, Hold, Limit
 from budget_mcp.domain.windows import Period, window_key
 from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
@@ -57,7 +57,8 @@ from budget_mcp.ledger.batching import GroupCommit, Pending, settle
 from budget_mcp.ledger.codec import config_from_row, config_to_json, from_us, to_us
 from budget_mcp.ledger.rows import (
     ENTRY_COLUMNS,
-    add_deltas,
+    REPLAYED_KINDS,
+    Replay,
     alert_from_row,
     alert_to_row,
     differences,
@@ -360,6 +361,19 @@ class SqliteLedger:
             },
         )
 
+    async def expired_budgets(self, now: datetime) -> list[str]:
+        """The open budgets whose `expires_at` is at or before `now`."""
+        return await self._in_thread(
+            self._reader,
+            lambda conn: [
+                row[0] for row in conn.execute(
+                    "SELECT budget_id FROM budgets WHERE closed = 0 AND json_extract(config, '$.expires_at_us') <= ? "
+                    "ORDER BY 1",
+                    (to_us(now),),
+                )
+            ],
+        )  # fmt: skip
+
     async def budget_ids(self) -> list[str]:
         """Every budget's id, sorted."""
         return await self._in_thread(
@@ -605,7 +619,10 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
 
     configs = {budget_id: config_from_row(budget_id, row[2], row[3], row[4]) for budget_id, row in loaded.items()}
     keys = [(b, p.value, window_key(p, c.timezone, now)) for b, c in configs.items() for p in Period]
+    keys += [(b, lim.key, window_key(lim.period, c.timezone, now)) for b, c in configs.items() for lim in c.limits
+             if lim.filtered]  # fmt: skip
     usage: dict[str, dict[Period, WindowUsage]] = {b: {p: WindowUsage() for p in Period} for b in configs}
+    filtered: dict[str, dict[str, WindowUsage]] = {b: {} for b in configs}
     alerts_raised: set[tuple[str, Period, int, str]] = set()
     if keys:
         keys_json = json.dumps(keys)
@@ -614,26 +631,29 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
             + _JOIN_KEYS.format(table="totals"),
             (keys_json,),
         ):
-            usage[budget_id][Period(period)] = WindowUsage(spent, tokens, calls)
+            if "~" in period:
+                filtered[budget_id][period] = WindowUsage(spent, tokens, calls)
+            else:
+                usage[budget_id][Period(period)] = WindowUsage(spent, tokens, calls)
         for budget_id, period, start, threshold in conn.execute(
             "SELECT t.budget_id, t.period, t.window_start, t.threshold FROM " + _JOIN_KEYS.format(table="alerts"),
             (keys_json,),
         ):
             alerts_raised.add((budget_id, Period(period), start, threshold))
 
-    held: dict[str, tuple[int, int]] = {}
+    held: dict[str, tuple[int, int, int]] = {}
     first_expiry: int | None = None
     if configs:
-        for budget_id, nanos, tokens, expiry in conn.execute(
-            "SELECT budget_id, SUM(cost_nanos), SUM(tokens), MIN(expires_at_us) FROM hold_budgets "
+        for budget_id, nanos, tokens, count, expiry in conn.execute(
+            "SELECT budget_id, SUM(cost_nanos), SUM(tokens), COUNT(*), MIN(expires_at_us) FROM hold_budgets "
             "WHERE budget_id IN (SELECT value FROM json_each(?)) AND expires_at_us > ? GROUP BY budget_id",
             (json.dumps(list(configs)), now_us),
         ):
-            held[budget_id] = (nanos, tokens)
+            held[budget_id] = (nanos, tokens, count)
             first_expiry = expiry if first_expiry is None else min(first_expiry, expiry)
 
     budgets = {
-        b: BudgetState(c, usage[b], *held.get(b, (0, 0)), children=sorted(children.get(b, [])))
+        b: BudgetState(c, usage[b], *held.get(b, (0, 0, 0)), children=sorted(children.get(b, [])), filtered=filtered[b])
         for b, c in configs.items()
     }
     snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised)
@@ -680,22 +700,30 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> dict
             f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES ({', '.join('?' * 16)})",
             [entry_to_row(entry) for entry in writes.entries],
         )
-        written = {c.budget_id: c.timezone for c in writes.budgets}
+        written = {c.budget_id: c for c in writes.budgets}
 
-        def timezone_of(budget_id: str) -> str:
+        def config_of(budget_id: str) -> BudgetConfig | None:
             if budget_id in written:
                 return written[budget_id]
             state = snapshot.budgets.get(budget_id)
-            return state.config.timezone if state else _timezone(conn, budget_id)
+            return state.config if state else _config(conn, budget_id)
 
-        deltas = total_deltas(writes.entries, timezone_of)
+        def timezone_of(budget_id: str) -> str:
+            config = config_of(budget_id)
+            return config.timezone if config else "UTC"
+
+        def filters_of(budget_id: str) -> tuple[Limit, ...]:
+            config = config_of(budget_id)
+            return filters(config.limits) if config else ()
+
+        deltas = total_deltas(writes.entries, timezone_of, filters_of)
         if deltas:
             conn.executemany(
                 "INSERT INTO totals (budget_id, period, window_start, spent_nanos, spent_tokens, calls) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (budget_id, period, window_start) DO UPDATE SET "
                 "spent_nanos = spent_nanos + excluded.spent_nanos, spent_tokens = spent_tokens + excluded.spent_tokens,"
                 " calls = calls + excluded.calls",
-                [(b, p.value, k, *d) for (b, p, k), d in deltas.items()],
+                [(b, str(p), k, *d) for (b, p, k), d in deltas.items()],
             )
     for hold in writes.holds_added:
         row = (hold.reservation_id, hold.budget_id, hold.cost_nanos, hold.tokens)
@@ -723,18 +751,18 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> dict
     return deltas
 
 
-def _timezone(conn: sqlite3.Connection, budget_id: str) -> str:
-    row = conn.execute("SELECT config FROM budgets WHERE budget_id = ?", (budget_id,)).fetchone()
-    return str(json.loads(row[0])["timezone"]) if row else "UTC"
+def _config(conn: sqlite3.Connection, budget_id: str) -> BudgetConfig | None:
+    row = conn.execute("SELECT config, closed, created_at_us FROM budgets WHERE budget_id = ?", (budget_id,)).fetchone()
+    return config_from_row(budget_id, row[0], row[1], row[2]) if row else None
 
 
 def _totals_from_entries(conn: sqlite3.Connection) -> dict[TotalKey, list[int]]:
     timezones = {b: json.loads(cfg)["timezone"] for b, cfg in conn.execute("SELECT budget_id, config FROM budgets")}
-    expected: dict[TotalKey, list[int]] = {}
-    cursor = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind IN ('charge', 'adjust') ORDER BY seq")
+    replay = Replay(lambda b: timezones.get(b, "UTC"))
+    cursor = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind IN {REPLAYED_KINDS} ORDER BY seq")
     while rows := cursor.fetchmany(10_000):
-        add_deltas(expected, total_deltas(map(entry_from_row, rows), lambda b: timezones.get(b, "UTC")))
-    return expected
+        replay.add(map(entry_from_row, rows))
+    return replay.totals
 
 
 def _rebuild_totals(conn: sqlite3.Connection) -> None:
@@ -744,9 +772,9 @@ def _rebuild_totals(conn: sqlite3.Connection) -> None:
         if any(abs(n) > MAX_TOTAL for n in sums):
             logger.warning(
                 "budget %s holds %s spend beyond the ledger's range (entries sum to %s nano-USD, %s tokens); "
-                "kept at the bound: correct it with `budget-mcp adjust`", budget_id, period.value, *sums[:2],
+                "kept at the bound: correct it with `budget-mcp adjust`", budget_id, period, *sums[:2],
             )  # fmt: skip
-        rows.append((budget_id, period.value, start, *(max(-MAX_TOTAL, min(MAX_TOTAL, n)) for n in sums)))
+        rows.append((budget_id, str(period), start, *(max(-MAX_TOTAL, min(MAX_TOTAL, n)) for n in sums)))
     conn.execute("DELETE FROM totals")
     conn.executemany("INSERT INTO totals VALUES (?, ?, ?, ?, ?, ?)", rows)
 

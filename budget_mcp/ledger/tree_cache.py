@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from budget_mcp.domain.accounting import TotalKey
+from budget_mcp.domain.accounting import TotalKey, filters, period_of
 from budget_mcp.domain.ids import path_of
-from budget_mcp.domain.records import Hold
+from budget_mcp.domain.records import Hold, Limit
 from budget_mcp.domain.windows import Period, window
 from budget_mcp.ledger.base import ReservationState, Scope, Snapshot, Writes
 
@@ -51,6 +51,10 @@ class TreeCache:
     def timezone_of(self, budget_id: str) -> str:
         """The timezone of a budget of the snapshot (KeyError for one it does not hold)."""
         return self.snapshot.budgets[budget_id].config.timezone
+
+    def filters_of(self, budget_id: str) -> tuple[Limit, ...]:
+        """The filtered limits of a budget of the snapshot (KeyError for one it does not hold)."""
+        return filters(self.snapshot.budgets[budget_id].config.limits)
 
 
 def cacheable(scope: Scope) -> bool:
@@ -102,11 +106,11 @@ def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]
     if at >= tree.until or writes.budgets or any(r not in tree.holds for r in writes.holds_removed):
         return None
     budgets = tree.snapshot.budgets
-    spent: dict[str, dict[Period, tuple[int, int, int]]] = {}
+    spent: dict[str, dict[str, tuple[int, int, int]]] = {}
     for (budget_id, period, key), (nanos, tokens, calls) in deltas.items():
         if budget_id not in budgets:
             continue
-        if tree.windows[(budget_id, period)] != key:
+        if tree.windows[(budget_id, period_of(period))] != key:
             return None
         spent.setdefault(budget_id, {})[period] = (nanos, tokens, calls)
     holds, until = tree.holds, tree.until
@@ -119,15 +123,16 @@ def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]
         changes = [(h, 1) for h in writes.holds_added] + [(holds.pop(r), -1) for r in writes.holds_removed]
         for hold, sign in changes:
             for budget_id in path_of(hold.budget_id):
-                change = held.setdefault(budget_id, [0, 0])
+                change = held.setdefault(budget_id, [0, 0, 0])
                 change[0] += sign * hold.cost_nanos
                 change[1] += sign * hold.tokens
+                change[2] += sign
     if spent or held:
         budgets = dict(budgets)
         for budget_id in spent.keys() | held.keys():
             if budget_id in budgets:
-                nanos, tokens = held.get(budget_id, (0, 0))
-                budgets[budget_id] = budgets[budget_id].plus(spent.get(budget_id, {}), (nanos, tokens))
+                nanos, tokens, calls = held.get(budget_id, (0, 0, 0))
+                budgets[budget_id] = budgets[budget_id].plus(spent.get(budget_id, {}), (nanos, tokens, calls))
     raised = tree.snapshot.alerts_raised
     if writes.alerts:
         raised = raised | {

@@ -22,7 +22,7 @@ from budget_mcp.ledger import open_ledger
 from budget_mcp.pricing import PriceCatalog
 from budget_mcp.server.access import ScopedSubscriptions, TokenTable
 from budget_mcp.server.legacy import LegacySubscribers, LegacySubscriptions
-from budget_mcp.server.notify import Announcer, watch_other_processes
+from budget_mcp.server.notify import Announcer, close_expired_periodically, watch_other_processes
 from budget_mcp.server.prompts import register_prompts
 from budget_mcp.server.resources import BudgetResourceList, register_resources
 from budget_mcp.server.state import AppState, CurrentState, LiveState, refresh_prices_periodically
@@ -82,6 +82,7 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
                 await tasks.start(subscribers.run)
                 tasks.start_soon(announcer.run)
                 tasks.start_soon(watch_other_processes, engine, announcer, settings.change_poll_seconds)
+                tasks.start_soon(close_expired_periodically, engine, announcer, settings.expiry_sweep_seconds)
                 if webhook is not None:
                     tasks.start_soon(webhook.run)
                 if settings.prices_refresh_hours:

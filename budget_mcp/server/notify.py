@@ -80,6 +80,18 @@ class Announcer:
                 logger.exception("announcing changes failed")
 
 
+async def close_expired_periodically(engine: BudgetEngine, announcer: Announcer, interval_seconds: float) -> None:
+    """Close the sub-budgets whose time ran out, now and every interval, so they close without traffic."""
+    while True:
+        try:
+            closed = await engine.close_expired()
+            if closed:
+                announcer.budgets_changed(closed)
+        except Exception:  # a background task logs its own failures and keeps going
+            logger.exception("closing expired budgets failed")
+        await anyio.sleep(interval_seconds)
+
+
 async def watch_other_processes(engine: BudgetEngine, announcer: Announcer, poll_seconds: float) -> None:
     """Announce the budgets other processes wrote to (the ledger says which)."""
     await engine.changed_budgets()  # from here on

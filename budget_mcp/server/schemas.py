@@ -59,25 +59,30 @@ def _inline(node: Any, enums: dict[str, Any]) -> Any:
     return {k: _inline(v, enums) for k, v in node.items() if k != "$defs"}
 
 
-def compact(schema: Any, *, descriptions: bool = True) -> Any:
+def compact(schema: Any, *, descriptions: bool = True, nested: bool = False) -> Any:
     """`schema` without titles or null defaults, optional types as `["integer", "null"]`; without `descriptions`,
-    no prose and no required lists (for output schemas)."""
+    no prose, required lists, formats, item types of lists of strings or `"type": "object"` beside properties
+    (for output schemas: every field a result holds stays named, and nothing a result may hold is refused)."""
     if isinstance(schema, list):
-        return [compact(item, descriptions=descriptions) for item in schema]
+        return [compact(item, descriptions=descriptions, nested=True) for item in schema]
     if not isinstance(schema, dict):
         return schema
     out: dict[str, Any] = {}
     for key, value in schema.items():
         if (key == "title" and isinstance(value, str)) or (key == "default" and value is None):
             continue
-        if key in {"description", "required", "default"} and not descriptions:
+        if key in {"description", "required", "default", "format"} and not descriptions:
             continue
+        if key == "type" and value == "object" and "properties" in schema and not descriptions and nested:
+            continue  # an output's inner objects are plain by their properties (the SDK needs the outer one's)
+        if key == "items" and value == {"type": "string"} and not descriptions:
+            continue  # an output's lists of text (warnings, models) say so by their names
         if key == "additionalProperties" and value is True:
             continue
         if key == "properties":
-            out[key] = {name: compact(field, descriptions=descriptions) for name, field in value.items()}
+            out[key] = {name: compact(field, descriptions=descriptions, nested=True) for name, field in value.items()}
         else:
-            out[key] = compact(value, descriptions=descriptions)
+            out[key] = compact(value, descriptions=descriptions, nested=True)
     options = out.get("anyOf")
     if isinstance(options, list) and len(options) == 2 and _NULL in options:
         other = options[0] if options[1] == _NULL else options[1]

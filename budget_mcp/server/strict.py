@@ -8,7 +8,7 @@ middleware does the same for `prompts/get`, whose failures the SDK answers as in
 
 import difflib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mcp import MCPError
@@ -73,10 +73,20 @@ def describe(errors: list[ErrorDetails], schema: Mapping[str, Any]) -> str:
             message = f"should be {_types(schema.get('properties', {}).get(field, {}))}"
         else:
             message = str(first["msg"]).replace("Input should be", "should be").replace("Value error, ", "")[:90]
-        where = ".".join(str(part) for part in first["loc"][1:] if isinstance(part, int))
         given = repr(first.get("input"))
-        parts.append(f"{field}{'[' + where + ']' if where else ''}: {message} (got {_cut(given, 30)})")
+        parts.append(f"{field}{_where(first['loc'][1:])}: {message} (got {_cut(given, 30)})")
     return _bounded(parts, len(by_field), "see the tool's input schema")
+
+
+def _where(loc: Sequence[int | str]) -> str:
+    """'[0].limit_calls' for an item's field; the names pydantic gives union branches are left out."""
+    out, after_item = "", False
+    for part in loc:
+        if isinstance(part, int):
+            out, after_item = f"{out}[{part}]", True
+        elif after_item:
+            out, after_item = f"{out}.{part}", False
+    return out
 
 
 def _types(schema: Mapping[str, Any]) -> str:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from budget_mcp.domain.money import human_amount as money
 from budget_mcp.domain.records import Decision, Enforcement
 from budget_mcp.domain.results import (
+    AllocationStatus,
     BudgetNode,
     BudgetStatus,
     ChargeResult,
@@ -44,13 +45,16 @@ from budget_mcp.server.wire import (
 
 
 class ExtraLimit(BaseModel):
-    """Another period's limit."""
+    # Another period's limit (no docstring: it would be in every tools/list).
 
     model_config = ConfigDict(extra="forbid")
 
     period: Period
     limit_usd: Usd | None = None
     limit_tokens: Tokens | None = None
+    limit_calls: Tokens | None = None
+    models: list[Name] | None = Field(default=None, max_length=20)
+    providers: list[Name] | None = Field(default=None, max_length=20)
 
 
 class BudgetList(BaseModel):
@@ -62,20 +66,18 @@ class BudgetList(BaseModel):
 
 async def check_budget(
     budget_id: BudgetId,
-    estimated_cost_usd: Annotated[
-        Usd | None, Field(description='USD, e.g. "0.25"; or give model + input_tokens')
-    ] = None,
+    estimated_cost_usd: Annotated[Usd | None, Field(description='USD, e.g. "0.25"')] = None,
     model: Annotated[Name | None, Field(description="e.g. 'gpt-4o'")] = None,
     provider: Annotated[Name | None, Field(description="if the model is ambiguous")] = None,
     input_tokens: Annotated[Tokens | None, Field(description="prompt size")] = None,
     max_output_tokens: Annotated[Tokens | None, Field(description="the call's output limit")] = None,
-    reserve: Annotated[bool, Field(description="hold the amount until charged or released")] = False,
-    ttl_seconds: Annotated[Count | None, Field(description="hold lifetime, default 600")] = None,
+    reserve: Annotated[bool, Field(description="hold it until charge or release")] = False,
+    ttl_seconds: Annotated[Count | None, Field(description="hold seconds, default 600")] = None,
     *,
     ctx: Context[Any, Any],
     answer: Asked,
 ) -> Annotated[CallToolResult, CheckResult]:
-    """Ask before an LLM call whether it fits the budget (every budget up the path must allow it).
+    """Ask before an LLM call whether it fits (every budget up the path must allow it).
 
     Give estimated_cost_usd, or model + input_tokens (+ max_output_tokens) to price the worst case.
     With reserve=true the amount is held until you charge or release it, so parallel agents cannot
@@ -109,15 +111,13 @@ async def charge(
     reasoning_tokens: Annotated[Tokens, Field(description="only those billed beyond output_tokens")] = 0,
     cost_usd: Annotated[
         Usd | None,
-        Field(description="as the provider reported it (OpenRouter usage.cost); wins over the catalog"),
+        Field(description="provider-reported (OpenRouter usage.cost); wins over the catalog"),
     ] = None,
     reservation_id: Annotated[Name | None, Field(description="the hold to settle")] = None,
-    idempotency_key: Annotated[
-        Name | None, Field(description="unique per call: a retry with it is recorded once")
-    ] = None,
+    idempotency_key: Annotated[Name | None, Field(description="unique per call; a retry is recorded once")] = None,
     metadata: Annotated[Metadata | None, Field(description="JSON object, at most 4 KB")] = None,
 ) -> Annotated[CallToolResult, ChargeResult]:
-    """Record what an LLM call really cost, right after it returns. Always recorded, even over the limit.
+    """Record what an LLM call cost, right after it returns. Always recorded, even over the limit.
 
     Give model + token counts (priced from the catalog) and/or cost_usd. Pass the reservation_id from
     check_budget to settle a hold, and an idempotency_key so a retry never charges twice.
@@ -145,6 +145,7 @@ async def allocate(
     budget_id: BudgetId,
     limit_usd: Annotated[Usd | None, Field(description='USD per period, e.g. "5"')] = None,
     limit_tokens: Annotated[Tokens | None, Field(description="all kinds, per period")] = None,
+    limit_calls: Annotated[Tokens | None, Field(description="calls per period")] = None,
     period: Annotated[Period | None, Field(description="default: the parent's, or total")] = None,
     extra_limits: Annotated[
         list[ExtraLimit] | None,
@@ -156,23 +157,23 @@ async def allocate(
     per_call_usd: Annotated[Usd | None, Field(description="cap on one call")] = None,
     enforcement: Annotated[
         Enforcement | None,
-        Field(
-            description="over the limit: block denies, warn flags, soft flags and suggests a model, ask asks the user"
-        ),
+        Field(description="block denies, warn flags, soft also suggests a model, ask asks the user"),
     ] = None,
     alert_at: Annotated[
         list[Usd] | None,
         Field(description="fractions of a limit; default [0.5, 0.8, 0.9, 1]", max_length=20),
     ] = None,
-    timezone: Annotated[Name | None, Field(description="IANA name for the windows; default UTC", max_length=64)] = None,
+    timezone: Annotated[Name | None, Field(description="IANA; default UTC", max_length=64)] = None,
     description: Annotated[Text | None, Field(description="what it is for")] = None,
     metadata: Annotated[Metadata | None, Field(description="JSON object, at most 4 KB")] = None,
-) -> Annotated[CallToolResult, BudgetStatus]:
-    """Create or resize a budget: a root ('acme') or a sub-budget for a sub-agent or task ('acme/research').
+    expires_at: Annotated[Name | None, Field(description="ISO time it closes itself", max_length=40)] = None,
+    ttl_seconds: Annotated[Count | None, Field(description="or seconds until then")] = None,
+) -> Annotated[CallToolResult, AllocationStatus]:
+    """Create or resize a budget: a root ('acme') or a sub-budget ('acme/research').
 
-    A child's limit is carved out of its parent's limit of the same period, so the child can really
-    spend it; asking for more than the parent has left is an error that says how much it has.
-    Omit both limits for a tracking-only budget. On a resize, fields you omit keep their values.
+    A child's limit is carved out of its parent's limit of the same period; asking for more than the
+    parent has left is an error saying how much it has. Omit the limits to only track spend.
+    On a resize, fields you omit keep their values.
     USD as a decimal string is exact.
     """
     state = current_state()
@@ -180,11 +181,11 @@ async def allocate(
         caller = await state.caller()
         caller.check(budget_id, allocating=True)
         status = await state.engine.allocate(
-            budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, period=period,
+            budget_id, limit_usd=limit_usd, limit_tokens=limit_tokens, limit_calls=limit_calls, period=period,
             extra_limits=[x.model_dump(exclude_none=True) for x in extra_limits] if extra_limits else None,
             per_call_usd=per_call_usd, enforcement=enforcement, alert_at=alert_at, timezone=timezone,
             description=description, metadata=metadata, owner=caller.new_owner(budget_id),
-            guard=caller.allocation_guard(budget_id),
+            guard=caller.allocation_guard(budget_id), expires_at=expires_at, ttl_seconds=ttl_seconds,
         )  # fmt: skip
     state.announcer.budgets_changed([budget_id])
     return result(status, status_summary(status))
@@ -196,7 +197,7 @@ async def release(
 ) -> Annotated[CallToolResult, ReleaseResult]:
     """Give money back: drop a reservation you will not use, or close a finished sub-budget.
 
-    Pass exactly one of reservation_id or budget_id. Returns what was released.
+    Pass exactly one of reservation_id or budget_id.
     """
     state = current_state()
     with tool_errors():
@@ -209,7 +210,7 @@ async def release(
 
 
 async def get_budget(budget_id: BudgetId) -> Annotated[CallToolResult, BudgetStatus]:
-    """A budget's status now: limits, spent, held, allocated to children, available, window and reset time."""
+    """A budget's status now: each limit's spent, held, allocated, available and reset time."""
     state = current_state()
     with tool_errors():
         (await state.caller()).check(budget_id)
@@ -220,7 +221,7 @@ async def get_budget(budget_id: BudgetId) -> Annotated[CallToolResult, BudgetSta
 async def list_budgets(
     prefix: Annotated[BudgetId | None, Field(description="only this subtree")] = None,
 ) -> Annotated[CallToolResult, BudgetList]:
-    """Every budget (or those under prefix) as a tree, each with its current status."""
+    """Every budget (or those under prefix) as a tree of statuses."""
     state = current_state()
     with tool_errors():
         tree = await visible_tree(state.engine, await state.caller(), prefix)
@@ -239,8 +240,7 @@ async def estimate_cost(
 ) -> Annotated[CallToolResult, EstimateResult]:
     """What a call would cost, exactly, from the price catalog; nothing is charged or held.
 
-    Returns cost_usd, the per-million-token rates used and the price source. An unknown model is
-    an error listing close names.
+    An unknown model is an error listing close names.
     """
     with tool_errors():
         estimate = current_state().engine.estimate(
@@ -266,9 +266,8 @@ async def recommend_model(
 ) -> Annotated[CallToolResult, RecommendResult]:
     """The cheapest models that can do this task within what the budget has left.
 
-    Keeps models with the needed capabilities, tier, providers and context window, prices the call
-    for each, and ranks those that fit the budget first, then by estimated cost; assumptions says
-    what was inferred from the task.
+    Filters by capabilities, tier, providers and context window, and ranks those that fit the budget
+    first, then by cost; assumptions says what was inferred.
     """
     state = current_state()
     with tool_errors():

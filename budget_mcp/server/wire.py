@@ -93,12 +93,14 @@ def charge_summary(charge: ChargeResult) -> str:
 
 
 def status_summary(status: BudgetStatus) -> str:
+    calls = f"; {status.calls} of {status.limit_calls} calls" if status.limit_calls is not None else ""
     if status.limit_usd is None and status.limit_tokens is None:
-        return f"{status.budget_id}: spent {money(status.spent_usd)} ({status.period}, no limit: tracking only)"
+        tracking = "" if calls else ", no limit: tracking only"
+        return f"{status.budget_id}: spent {money(status.spent_usd)} ({status.period}{tracking}){calls}"
     limit = money(status.limit_usd) if status.limit_usd is not None else f"{status.limit_tokens} tokens"
     left = money(status.available_usd) if status.limit_usd is not None else f"{status.available_tokens} tokens"
     closed = " (closed)" if status.closed else ""
     return (
         f"{status.budget_id}{closed}: spent {money(status.spent_usd)} of {limit} ({status.period}), "
-        f"{left} available, resets {when(status.resets_at)}"
+        f"{left} available, resets {when(status.resets_at)}{calls}"
     )

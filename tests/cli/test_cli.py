@@ -134,3 +134,13 @@ def test_serve_with_a_missing_tokens_file_says_so_in_one_line(tmp_path: Path) ->
     assert served.returncode == 1
     assert "Traceback" not in served.stderr
     assert f"Error: cannot read the tokens file {tmp_path / 'missing.toml'}: No such file or directory" in served.stderr
+
+
+def test_budgets_set_takes_a_call_limit_and_refuses_a_negative_one(ledger_path: Path) -> None:
+    db = ["--db", str(ledger_path)]
+    code, out = run("budgets", "set", "acme", "--limit-calls", "200", "--period", "daily", *db)
+    assert code == 0 and "0 of 200 calls" in out
+    assert json.loads(run("budgets", "show", "acme", *db)[1])["limits"][0]["limit_calls"] == 200
+    code, out = run("budgets", "set", "acme", "--limit-calls", "-1", *db)
+    assert code == 1 and "limit_calls must be a whole number of calls" in out and "Traceback" not in out
+    assert json.loads(run("budgets", "show", "acme", *db)[1])["limit_calls"] == 200

@@ -65,6 +65,8 @@ from budget_mcp.ledger.postgres.statements import (
 )
 from budget_mcp.ledger.rows import (
     ENTRY_COLUMNS,
+    REPLAYED_KINDS,
+    Replay,
     add_deltas,
     alert_from_row,
     differences,
@@ -181,7 +183,7 @@ class PostgresLedger:
             except Exception:
                 return False  # a refusal is only ever given on a fresh snapshot
             try:
-                added = total_deltas(writes.entries, tree.timezone_of)
+                added = total_deltas(writes.entries, tree.timezone_of, tree.filters_of)
             except KeyError:  # a budget the kept snapshot does not hold
                 return False
             tree = advance(tree, writes, added, pending.now)
@@ -270,7 +272,8 @@ class PostgresLedger:
                 tree = merged(tree, version, pending.scope, found.snapshot, found.first_hold_expiry)
             if tree is not None:
                 try:
-                    tree = advance(tree, writes, total_deltas(writes.entries, tree.timezone_of), pending.now)
+                    deltas_of = total_deltas(writes.entries, tree.timezone_of, tree.filters_of)
+                    tree = advance(tree, writes, deltas_of, pending.now)
                 except KeyError:  # written budgets the snapshot does not hold
                     tree = None
             # When these writes could not be applied, what was loaded before them is out of date; what is
@@ -362,17 +365,18 @@ class PostgresLedger:
         async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             configs = await conn.fetch("SELECT budget_id, config FROM budgets")
             timezones = {r[0]: json.loads(r[1])["timezone"] for r in configs}
-            expected: dict[Any, list[int]] = {}
+            replay = Replay(lambda b: timezones.get(b, "UTC"))
             cursor = conn.cursor(
-                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind IN ('charge', 'adjust') ORDER BY seq", prefetch=10_000
+                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind IN {REPLAYED_KINDS} ORDER BY seq", prefetch=10_000
             )
             batch: list[Entry] = []
             async for row in cursor:
                 batch.append(entry_from_row(tuple(row)))
                 if len(batch) == 10_000:
-                    add_deltas(expected, total_deltas(batch, lambda b: timezones.get(b, "UTC")))
+                    replay.add(batch)
                     batch = []
-            add_deltas(expected, total_deltas(batch, lambda b: timezones.get(b, "UTC")))
+            replay.add(batch)
+            expected = replay.totals
             actual = await conn.fetch(
                 "SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals"
             )
@@ -382,6 +386,16 @@ class PostgresLedger:
         """Those of `entry_ids` already in the entry log."""
         rows = await self._fetch("SELECT entry_id FROM entries WHERE entry_id = ANY($1::text[])", list(entry_ids))
         return {row[0] for row in rows}
+
+    async def expired_budgets(self, now: datetime) -> list[str]:
+        """The open budgets whose `expires_at` is at or before `now`."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT budget_id FROM budgets WHERE NOT closed AND (config::json->>'expires_at_us')::bigint <= $1 "
+                "ORDER BY 1",
+                to_us(now),
+            )
+        return [row[0] for row in rows]
 
     async def budget_ids(self) -> list[str]:
         """Every budget's id, sorted."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from budget_mcp.domain.accounting import TotalKey
+from budget_mcp.domain.accounting import TotalKey, filters, period_of
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.records import Hold
 from budget_mcp.domain.windows import Period, window_keys
@@ -72,14 +72,18 @@ SELECT tree.version, tree.previous, json_build_array(
        FROM c),
     (SELECT coalesce(json_agg(json_build_array(t.budget_id, t.period, t.window_start, t.spent_nanos,
                                                t.spent_tokens, t.calls)), '[]')
-       FROM every CROSS JOIN unnest($2::text[]) AS p(period)
+       FROM every CROSS JOIN LATERAL (
+           SELECT unnest($2::text[]) UNION ALL
+           SELECT l->>'key' FROM json_array_elements(every.config::json->'limits') AS l WHERE l->>'key' IS NOT NULL
+       ) AS p(period)
        CROSS JOIN LATERAL (SELECT * FROM totals t WHERE t.budget_id = every.budget_id AND t.period = p.period
                            AND t.window_start <= $3 ORDER BY t.window_start DESC LIMIT 1) AS t),
     (SELECT coalesce(json_agg(json_build_array(a.budget_id, a.period, a.window_start, a.threshold)), '[]')
        FROM alerts a WHERE a.budget_id IN (SELECT budget_id FROM every)
        AND (a.window_start >= $4 OR a.window_start = 0)),
-    (SELECT coalesce(json_agg(json_build_array(budget_id, nanos, tokens, first_expiry)), '[]') FROM (
-       SELECT budget_id, SUM(cost_nanos) AS nanos, SUM(tokens) AS tokens, MIN(expires_at_us) AS first_expiry
+    (SELECT coalesce(json_agg(json_build_array(budget_id, nanos, tokens, first_expiry, n)), '[]') FROM (
+       SELECT budget_id, SUM(cost_nanos) AS nanos, SUM(tokens) AS tokens, MIN(expires_at_us) AS first_expiry,
+              COUNT(*) AS n
        FROM hold_budgets
        WHERE budget_id IN (SELECT budget_id FROM every) AND expires_at_us > $5 GROUP BY budget_id) AS h),
     (SELECT json_build_array(reservation_id, budget_id, cost_nanos, tokens, created_at_us, expires_at_us)
@@ -144,16 +148,20 @@ async def load(conn: asyncpg.Connection, scope: Scope, now: datetime, kept: Tree
     configs = {r[0]: config_from_row(r[0], r[2], r[3], r[4]) for r in rows}
     current = {b: window_keys(c.timezone, now) for b, c in configs.items()}  # Period is a str: "daily" finds it
     usage: dict[str, dict[Period, WindowUsage]] = {b: dict(_UNUSED) for b in configs}
+    filtered: dict[str, dict[str, WindowUsage]] = {b: {} for b in configs}
     for budget_id, period, start, spent, tokens, calls in totals:
-        if current[budget_id].get(period) == start:
-            usage[budget_id][_PERIOD_OF[period]] = WindowUsage(spent, tokens, calls)
+        if period in _PERIOD_OF:
+            if current[budget_id].get(period) == start:
+                usage[budget_id][_PERIOD_OF[period]] = WindowUsage(spent, tokens, calls)
+        elif current[budget_id].get(period_of(period)) == start:  # a filtered limit's own total
+            filtered[budget_id][period] = WindowUsage(spent, tokens, calls)
     alerts_raised = {
         (b, _PERIOD_OF[p], start, threshold) for b, p, start, threshold in alerts if current[b].get(p) == start
     }
-    held = {budget_id: (int(nanos), int(tokens)) for budget_id, nanos, tokens, _ in holds}
+    held = {budget_id: (int(nanos), int(tokens), int(n)) for budget_id, nanos, tokens, _, n in holds}
     first_expiry = min(int(h[3]) for h in holds) if holds else None
     budgets = {
-        b: BudgetState(c, usage[b], *held.get(b, (0, 0)), children=sorted(children.get(b, [])))
+        b: BudgetState(c, usage[b], *held.get(b, (0, 0, 0)), children=sorted(children.get(b, [])), filtered=filtered[b])
         for b, c in configs.items()
     }
     snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised)
@@ -293,7 +301,7 @@ def rows_of(
             for c in w.budgets
         ],
         "entries": [entry_to_row(e) for e in entries],
-        "totals": sorted((b, p.value, k, *d) for (b, p, k), d in deltas.items()),
+        "totals": sorted((b, str(p), k, *d) for (b, p, k), d in deltas.items()),
         "holds": [
             (h.reservation_id, h.budget_id, h.cost_nanos, h.tokens, to_us(h.created_at), to_us(h.expires_at))
             for h in holds
@@ -319,14 +327,19 @@ async def store(conn: asyncpg.Connection, writes: Writes, snapshot: Snapshot) ->
     """All of a decision's writes, and the change notification, in one statement."""
     if writes == Writes():
         return
-    timezones = {b: s.config.timezone for b, s in snapshot.budgets.items()}
-    timezones.update({c.budget_id: c.timezone for c in writes.budgets})
-    missing = {b for e in writes.entries for b in path_of(e.budget_id)} - timezones.keys()
+    configs = {b: s.config for b, s in snapshot.budgets.items()}
+    configs.update({c.budget_id: c for c in writes.budgets})
+    missing = {b for e in writes.entries for b in path_of(e.budget_id)} - configs.keys()
     if missing:
-        for budget_id, config in await conn.fetch(
-            "SELECT budget_id, config FROM budgets WHERE budget_id = ANY($1::text[])", sorted(missing)
+        for budget_id, config, closed, created_at_us in await conn.fetch(
+            "SELECT budget_id, config, closed, created_at_us FROM budgets WHERE budget_id = ANY($1::text[])",
+            sorted(missing),
         ):
-            timezones[budget_id] = json.loads(config)["timezone"]
-    deltas = total_deltas(writes.entries, lambda b: timezones.get(b, "UTC"))
+            configs[budget_id] = config_from_row(budget_id, config, closed, created_at_us)
+    deltas = total_deltas(
+        writes.entries,
+        lambda b: configs[b].timezone if b in configs else "UTC",
+        lambda b: filters(configs[b].limits) if b in configs else (),
+    )
     statement, args = write_statement(rows_of([writes], deltas, to_us(snapshot.now)), notice([writes]))
     await conn.execute(statement, *args)

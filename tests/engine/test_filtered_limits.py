@@ -1,0 +1,127 @@
+"""Limits on some models or providers (SPEC 13): only their charges count, only their checks are decided by them.
+
+On both backends, through two servers on one ledger (where a kept snapshot missing a filtered total would
+show), and with reconcile() recomputing every filtered total from the entries.
+"""
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+
+from budget_mcp import BudgetEngine, PriceCatalog
+from budget_mcp.errors import InvalidInputError
+from budget_mcp.ledger import open_ledger
+from tests.conftest import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def other_engine(ledger_location: str, prices: PriceCatalog, clock: FakeClock) -> AsyncIterator[BudgetEngine]:
+    """A second server's engine on the same ledger and clock."""
+    ledger = await open_ledger(ledger_location)
+    yield BudgetEngine(ledger, prices, clock)
+    await ledger.close()
+
+
+OPENAI_DAILY = {"period": "daily", "limit_usd": "5", "providers": ["openai"]}
+
+
+async def test_a_provider_cap_counts_only_that_provider_s_charges_and_decides_only_its_checks(
+    engine: BudgetEngine, other_engine: BudgetEngine
+) -> None:
+    await engine.allocate("acme", limit_usd="100", period="monthly", extra_limits=[OPENAI_DAILY])
+    await engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="3")
+    await other_engine.charge("acme", model="claude-sonnet-4-5", provider="anthropic", cost_usd="20")
+    status = await other_engine.status("acme")
+    capped = next(lim for lim in status.limits if lim.providers)
+    assert (capped.providers, capped.spent_usd, capped.available_usd) == (["openai"], "3.000000", "2.000000")
+    assert Decimal(status.spent_usd) == 23  # the monthly limit counts everything
+    over = await engine.check("acme", estimated_cost_usd="2.5")  # a check that names no provider may be for openai
+    assert (over.allowed, over.decided_period) == (False, "daily")
+    assert "openai" in over.reason
+    anthropic = await other_engine.check(
+        "acme", estimated_cost_usd="2.5", provider="anthropic", model="claude-sonnet-4-5"
+    )
+    assert anthropic.allowed
+    await engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="2")
+    assert (
+        await other_engine.check("acme", estimated_cost_usd="0.01", provider="openai", model="gpt-4o")
+    ).allowed is False
+    assert await engine.ledger.reconcile() == []
+
+
+async def test_a_model_list_counts_only_charges_for_those_models(engine: BudgetEngine) -> None:
+    await engine.allocate("acme", extra_limits=[{"period": "total", "limit_calls": 2, "models": ["gpt-4o"]}])
+    for model in ("gpt-4o", "gpt-4o-mini", "gpt-4o-mini", "gpt-4o"):
+        await engine.charge("acme", model=model, cost_usd="0.1")
+    assert not (await engine.check("acme", estimated_cost_usd="0.1", model="gpt-4o")).allowed
+    assert (await engine.check("acme", estimated_cost_usd="0.1", model="gpt-4o-mini")).allowed
+    capped = (await engine.status("acme")).limits[0]
+    assert (capped.models, capped.calls, capped.limit_calls) == (["gpt-4o"], 2, 2)
+    assert await engine.ledger.reconcile() == []
+
+
+async def test_a_filtered_limit_counts_its_children_s_matching_charges(engine: BudgetEngine) -> None:
+    await engine.allocate("acme", limit_usd="50", extra_limits=[OPENAI_DAILY])
+    await engine.allocate("acme/bot", limit_usd="10")
+    await engine.charge("acme/bot", model="gpt-4o", provider="openai", cost_usd="4")
+    await engine.charge("acme/bot", model="claude-sonnet-4-5", provider="anthropic", cost_usd="4")
+    capped = next(lim for lim in (await engine.status("acme")).limits if lim.providers)
+    assert capped.spent_usd == "4.000000"
+    denied = await engine.check("acme/bot", estimated_cost_usd="1.5", provider="openai", model="gpt-4o")
+    assert (denied.allowed, denied.decided_by) == (False, "acme")
+    assert await engine.ledger.reconcile() == []
+
+
+async def test_a_daily_and_a_provider_daily_limit_live_side_by_side(engine: BudgetEngine, clock: FakeClock) -> None:
+    created = await engine.allocate("acme", limit_usd="20", period="daily", extra_limits=[OPENAI_DAILY])
+    assert [(lim.period, lim.providers) for lim in created.limits] == [("daily", []), ("daily", ["openai"])]
+    await engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="5")
+    assert not (await engine.check("acme", estimated_cost_usd="1", provider="openai", model="gpt-4o")).allowed
+    clock.advance(days=1)
+    assert (await engine.check("acme", estimated_cost_usd="1", provider="openai", model="gpt-4o")).allowed
+    with pytest.raises(InvalidInputError, match="two limits of the same period"):
+        await engine.allocate("acme", extra_limits=[OPENAI_DAILY, OPENAI_DAILY])
+
+
+async def test_an_unknown_provider_is_allowed_and_said_in_warnings(engine: BudgetEngine) -> None:
+    created = await engine.allocate(
+        "acme", extra_limits=[{"period": "daily", "limit_usd": "1", "providers": ["opnai"]}]
+    )
+    assert created.limits[0].providers == ["opnai"]
+    assert any("opnai" in w for w in created.warnings)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"period": "daily", "limit_usd": "1", "providers": []}, "providers"),
+        ({"period": "daily", "limit_usd": "1", "models": "gpt-4o"}, "models"),
+        ({"period": "daily", "limit_usd": "1", "models": [""]}, "models"),
+    ],
+)
+async def test_a_bad_filter_is_refused_and_writes_nothing(
+    engine: BudgetEngine, extra: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        await engine.allocate("acme", extra_limits=[extra])
+    assert await engine.ledger.budget_ids() == []
+
+
+async def test_a_filtered_limit_counts_from_when_it_is_set_and_reconcile_agrees_across_changes(
+    engine: BudgetEngine, other_engine: BudgetEngine
+) -> None:
+    await engine.allocate("acme", limit_usd="100")
+    await engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="1")  # before the cap: not in it
+    await engine.allocate("acme", extra_limits=[OPENAI_DAILY])
+    await other_engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="2")
+    await engine.allocate("acme", extra_limits=[])  # lifted: charges stop counting in it
+    await engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="4")
+    await other_engine.allocate("acme", extra_limits=[OPENAI_DAILY])  # set again: the same total goes on
+    await engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="0.5")
+    capped = next(lim for lim in (await other_engine.status("acme")).limits if lim.providers)
+    assert capped.spent_usd == "2.500000"
+    assert await engine.ledger.reconcile() == []
+    assert await other_engine.ledger.reconcile() == []
