@@ -115,5 +115,13 @@ async def engine(ledger: Ledger, prices: PriceCatalog, clock: FakeClock) -> Budg
 
 
 @pytest.fixture
+async def other_engine(ledger_location: str, prices: PriceCatalog, clock: FakeClock) -> AsyncIterator[BudgetEngine]:
+    """A second server's engine on the same ledger and clock."""
+    ledger = await open_ledger(ledger_location)
+    yield BudgetEngine(ledger, prices, clock)
+    await ledger.close()
+
+
+@pytest.fixture
 def settings(ledger_path: Path, tmp_path: Path) -> Settings:
     return Settings.load({}, db_path=ledger_path, change_poll_seconds=0.05, prices_cache_dir=tmp_path / "prices")

@@ -16,7 +16,16 @@ from typing import Any
 
 from budget_mcp.domain.records import TokenCounts
 from budget_mcp.errors import BudgetMcpError, InvalidInputError
-from budget_mcp.importers.record import Invalid, SourceBudget, SourceRecord, segment, text, tokens, utc_time
+from budget_mcp.importers.record import (
+    Invalid,
+    SourceBudget,
+    SourceRecord,
+    budget_with_limits,
+    segment,
+    text,
+    tokens,
+    utc_time,
+)
 
 _ENFORCEMENT = {"warn": "warn", "soft_limit": "warn", "hard_limit": "block"}
 _PERIODS = ("hourly", "daily", "weekly", "monthly")
@@ -63,16 +72,10 @@ class ApolloSource:
             limits.setdefault(budget_id, {}).setdefault(period, {"period": period, "limit_tokens": policy["limit"]})
             if _ENFORCEMENT[kind] == "block" or budget_id not in enforcement:
                 enforcement[budget_id] = _ENFORCEMENT[kind]
-        found = []
-        for budget_id, by_period in limits.items():
-            first, *others = by_period.values()
-            found.append(
-                SourceBudget(
-                    budget_id, period=first["period"], limit_tokens=first["limit_tokens"], extra_limits=tuple(others),
-                    enforcement=enforcement[budget_id], description="Apollo token budget (imported)",
-                )
-            )  # fmt: skip
-        return found
+        return [
+            budget_with_limits(budget_id, by_period, enforcement[budget_id], "Apollo token budget (imported)")
+            for budget_id, by_period in limits.items()
+        ]
 
     def count(self) -> int:
         return sum(len(self._load(path)) for path in self.files)

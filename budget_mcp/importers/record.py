@@ -55,6 +55,18 @@ class SourceBudget:
     description: str | None = None
 
 
+def budget_with_limits(
+    budget_id: str, by_period: Mapping[str, Mapping[str, Any]], enforcement: str, description: str
+) -> SourceBudget:
+    """A budget with a source's limits, one per period: the first the source gave is the primary one."""
+    first, *others = by_period.values()
+    return SourceBudget(
+        budget_id, period=first["period"], limit_usd=Decimal(first["limit_usd"]) if "limit_usd" in first else None,
+        limit_tokens=first.get("limit_tokens"), extra_limits=tuple(others), enforcement=enforcement,
+        description=description,
+    )  # fmt: skip
+
+
 class Source(Protocol):
     """A file, folder or database of one format."""
 

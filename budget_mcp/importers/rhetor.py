@@ -8,14 +8,23 @@ not (a budget here limits a path of budgets, not a provider). Times without an o
 
 from collections.abc import Iterator
 from datetime import tzinfo
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from budget_mcp.domain.records import TokenCounts
 from budget_mcp.errors import BudgetMcpError, InvalidInputError
 from budget_mcp.importers.foreign_db import ForeignDb
-from budget_mcp.importers.record import Invalid, SourceBudget, SourceRecord, segment, text, tokens, usd, utc_time
+from budget_mcp.importers.record import (
+    Invalid,
+    SourceBudget,
+    SourceRecord,
+    budget_with_limits,
+    segment,
+    text,
+    tokens,
+    usd,
+    utc_time,
+)
 
 _ENFORCEMENT = {"enforce": "block", "warn": "warn"}
 _PERIODS = ("daily", "weekly", "monthly")
@@ -47,13 +56,7 @@ class RhetorSource:
                 enforcement = "block"
         if not limits:
             return []
-        first, *others = limits.values()
-        return [
-            SourceBudget(
-                "rhetor", period=first["period"], limit_usd=Decimal(first["limit_usd"]), extra_limits=tuple(others),
-                enforcement=enforcement, description="Rhetor (imported)",
-            )
-        ]  # fmt: skip
+        return [budget_with_limits("rhetor", limits, enforcement, "Rhetor (imported)")]
 
     def count(self) -> int:
         return self.db.count("usage")

@@ -10,14 +10,23 @@ Times are naive local times of the machine Tekton ran on: pass `--timezone`.
 
 from collections.abc import Iterator
 from datetime import tzinfo
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from budget_mcp.domain.records import TokenCounts
 from budget_mcp.errors import BudgetMcpError, InvalidInputError
 from budget_mcp.importers.foreign_db import ForeignDb
-from budget_mcp.importers.record import Invalid, SourceBudget, SourceRecord, segment, text, tokens, usd, utc_time
+from budget_mcp.importers.record import (
+    Invalid,
+    SourceBudget,
+    SourceRecord,
+    budget_with_limits,
+    segment,
+    text,
+    tokens,
+    usd,
+    utc_time,
+)
 
 _ENFORCEMENT = {"warn": "warn", "soft_limit": "warn", "hard_limit": "block"}
 _PERIODS = ("hourly", "daily", "weekly", "monthly")
@@ -62,21 +71,10 @@ class TektonSource:
                 limits.setdefault(budget_id, {}).setdefault(period, limit)
                 if _ENFORCEMENT[kind] == "block" or budget_id not in enforcement:
                     enforcement[budget_id] = _ENFORCEMENT[kind]
-        found = []
-        for budget_id, by_period in limits.items():
-            first, *others = by_period.values()
-            found.append(
-                SourceBudget(
-                    budget_id,
-                    period=first["period"],
-                    limit_usd=Decimal(first["limit_usd"]) if "limit_usd" in first else None,
-                    limit_tokens=first.get("limit_tokens"),
-                    extra_limits=tuple(others),
-                    enforcement=enforcement[budget_id],
-                    description="Tekton Budget (imported)",
-                )
-            )
-        return found
+        return [
+            budget_with_limits(budget_id, by_period, enforcement[budget_id], "Tekton Budget (imported)")
+            for budget_id, by_period in limits.items()
+        ]
 
     def count(self) -> int:
         return self.db.count("usage_record")

@@ -5,25 +5,15 @@ and a child's call limit is carved out of its parent's limit of the same period.
 engine is where a kept snapshot that forgot a call or a hold would show.
 """
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
 
-from budget_mcp import BudgetEngine, PriceCatalog
+from budget_mcp import BudgetEngine
 from budget_mcp.errors import InsufficientFundsError, InvalidInputError
-from budget_mcp.ledger import open_ledger
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def other_engine(ledger_location: str, prices: PriceCatalog, clock: FakeClock) -> AsyncIterator[BudgetEngine]:
-    """A second server's engine on the same ledger and clock."""
-    ledger = await open_ledger(ledger_location)
-    yield BudgetEngine(ledger, prices, clock)
-    await ledger.close()
 
 
 async def test_with_three_calls_allowed_and_three_charged_the_next_check_is_denied(engine: BudgetEngine) -> None:

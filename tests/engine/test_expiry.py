@@ -1,25 +1,15 @@
 """Sub-budgets that expire (SPEC 13): closed at their time, at the next write to their tree or by the sweep,
 with what they did not spend back in their parent; on both backends, time moved by the FakeClock."""
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
 
-from budget_mcp import BudgetEngine, PriceCatalog
+from budget_mcp import BudgetEngine
 from budget_mcp.errors import InvalidInputError
-from budget_mcp.ledger import open_ledger
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def other_engine(ledger_location: str, prices: PriceCatalog, clock: FakeClock) -> AsyncIterator[BudgetEngine]:
-    """A second server's engine on the same ledger and clock."""
-    ledger = await open_ledger(ledger_location)
-    yield BudgetEngine(ledger, prices, clock)
-    await ledger.close()
 
 
 async def test_a_sub_budget_closes_at_its_time_and_its_unspent_part_returns_to_the_parent(

@@ -4,25 +4,15 @@ On both backends, through two servers on one ledger (where a kept snapshot missi
 show), and with reconcile() recomputing every filtered total from the entries.
 """
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
 
-from budget_mcp import BudgetEngine, PriceCatalog
+from budget_mcp import BudgetEngine
 from budget_mcp.errors import InvalidInputError
-from budget_mcp.ledger import open_ledger
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def other_engine(ledger_location: str, prices: PriceCatalog, clock: FakeClock) -> AsyncIterator[BudgetEngine]:
-    """A second server's engine on the same ledger and clock."""
-    ledger = await open_ledger(ledger_location)
-    yield BudgetEngine(ledger, prices, clock)
-    await ledger.close()
 
 
 OPENAI_DAILY = {"period": "daily", "limit_usd": "5", "providers": ["openai"]}

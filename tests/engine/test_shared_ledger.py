@@ -4,27 +4,17 @@ A PostgreSQL server decides a write on the snapshot it kept from its own last wr
 nobody changed the tree since; these tests are where a stale or outlived snapshot would show.
 """
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import anyio
 import pytest
 
-from budget_mcp import BudgetEngine, PriceCatalog
+from budget_mcp import BudgetEngine
 from budget_mcp.errors import ReservationNotFoundError
-from budget_mcp.ledger import open_ledger
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def other_engine(ledger_location: str, prices: PriceCatalog, clock: FakeClock) -> AsyncIterator[BudgetEngine]:
-    """A second server's engine on the same ledger and clock."""
-    ledger = await open_ledger(ledger_location)
-    yield BudgetEngine(ledger, prices, clock)
-    await ledger.close()
 
 
 async def test_a_charge_through_one_server_counts_in_the_next_answer_of_the_other(
