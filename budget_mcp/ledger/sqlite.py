@@ -74,7 +74,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
-INLINE_COMMIT_S = 0.001  # commits quicker than this on average run on the event loop (see `_on_writer`)
+INLINE_COMMIT_S = 0.002  # lone commits quicker than this on average run on the event loop (see `_on_writer`)
 PRUNE_EVERY_BATCHES = 256
 _BUCKET_US = 15 * 60 * 1_000_000
 HOLD_GRACE = timedelta(days=1)  # an expired hold can still be settled (and found) for this long
@@ -106,7 +106,7 @@ class SqliteLedger:
         self._trees: dict[str, TreeCache] = {}  # kept snapshots, by root, current at the writer's data_version:
         self._version: int | None = None
         self._busy_timeout_ms = BUSY_TIMEOUT_MS
-        self._commit_seconds = 0.0  # running average of a batch's commit
+        self._commit_seconds = 0.0  # running average of a lone charge's commit (a batch of one)
 
     @classmethod
     async def open(cls, path: str | Path) -> "SqliteLedger":
@@ -201,7 +201,9 @@ class SqliteLedger:
 
         async with self._writer_lock:
             try:
-                outcomes, version, trees = await self._on_writer(run, inline=True)
+                # A lone write may run inline; a batch (concurrent writers) goes to the thread, so the loop
+                # keeps taking requests for the next batch while this one commits.
+                outcomes, version, trees = await self._on_writer(run, inline=len(batch) == 1)
             except BudgetMcpError as exc:
                 settle(batch, [(False, exc)] * len(batch))
                 return
