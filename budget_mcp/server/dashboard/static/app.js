@@ -95,6 +95,7 @@
 
   const usd = (amount) => (amount === null || amount === undefined ? "no limit" : `$${amount}`);
   const when = (iso) => (iso ? `${new Date(iso).toISOString().slice(0, 16).replace("T", " ")} UTC` : "never");
+  const calls = (n) => `${n} call${n === 1 ? "" : "s"}`;
   const number = (text) => Number(text || 0); // for drawing only: every figure shown is the API's own text
 
   function el(tag, attributes = {}, ...children) {
@@ -192,15 +193,33 @@
     points.forEach((p, i) => {
       const height = (number(p.cost_usd) / max) * 38;
       chart.append(svg("rect", { class: "column", x: i * width + width * 0.1, y: 40 - height, width: width * 0.8, height },
-        svg("title", {}, `${p.label}: ${usd(p.cost_usd)}, ${p.calls} calls`)));
+        svg("title", {}, `${p.label}: ${usd(p.cost_usd)}, ${calls(p.calls)}`)));
     });
     return el("div", {}, chart, el("div", { class: "axis" }, el("span", {}, points[0].label), el("span", {}, points[points.length - 1].label)));
   }
 
+  // Every hour (or day) of the window so far, the quiet ones as empty columns; a long window shows its spend only.
+  function windowSteps(report, stepMs, most, key) {
+    const start = Date.parse(report.window_start);
+    const end = Math.min(Date.now(), report.resets_at ? Date.parse(report.resets_at) - 1 : Date.now());
+    const keys = new Set();
+    if (end >= start && (end - start) / stepMs <= most) for (let t = start; t <= end; t += stepMs / 2) keys.add(key(t));
+    return keys;
+  }
+
   function overTime(report) {
-    const hours = report.by_hour || [];
-    if (hours.length) return columns(hours.map((h) => ({ ...h, label: when(h.hour) })));
-    return columns((report.by_day || []).map((d) => ({ ...d, label: d.day })));
+    const empty = { cost_usd: "0", calls: 0 };
+    if ((report.by_hour || []).length) {
+      const spent = new Map(report.by_hour.map((h) => [Date.parse(h.hour), h]));
+      const hours = windowSteps(report, 3_600_000, 48, (t) => Math.floor(t / 3_600_000) * 3_600_000);
+      const keys = [...new Set([...hours, ...spent.keys()])].sort((a, b) => a - b);
+      return columns(keys.map((k) => ({ ...empty, ...spent.get(k), label: when(new Date(k).toISOString()) })));
+    }
+    const spent = new Map((report.by_day || []).map((d) => [d.day, d]));
+    const day = new Intl.DateTimeFormat("en-CA", { timeZone: report.timezone, year: "numeric", month: "2-digit", day: "2-digit" });
+    const days = windowSteps(report, 86_400_000, 62, (t) => day.format(new Date(t)));
+    const keys = [...new Set([...days, ...spent.keys()])].sort();
+    return columns(keys.map((k) => ({ ...empty, ...spent.get(k), label: k })));
   }
 
   function byModel(report) {
@@ -213,7 +232,7 @@
         el("span", { class: "model" }, name),
         svg("svg", { class: "hbar", viewBox: "0 0 100 6", preserveAspectRatio: "none", "aria-hidden": "true" },
           svg("rect", { class: "seg spent", x: 0, y: 0, width: (number(r.cost_usd) / max) * 100, height: 6 })),
-        el("span", { class: "amount" }, `${usd(r.cost_usd)} · ${r.calls} calls`));
+        el("span", { class: "amount" }, `${usd(r.cost_usd)} · ${calls(r.calls)}`));
     }));
   }
 
@@ -243,7 +262,7 @@
     if (!report) return;
     $("detail-heading").textContent = report.budget_id;
     $("detail-window").textContent = `${report.period} window from ${when(report.window_start)}, resets at ${when(report.resets_at)}; `
-      + `spent ${usd(report.totals.spent_usd)} in ${report.totals.calls} calls, burn rate $${report.burn_rate_usd_per_hour} an hour`;
+      + `spent ${usd(report.totals.spent_usd)} in ${calls(report.totals.calls)}, burn rate $${report.burn_rate_usd_per_hour} an hour`;
     $("over-time").replaceChildren(overTime(report));
     $("by-model").replaceChildren(byModel(report));
     $("alerts").replaceChildren(...alertsView(report));
