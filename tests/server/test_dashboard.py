@@ -4,8 +4,11 @@ are created, resized and closed from the page by a token that may and refused fo
 asked for once, and a phone-width screen needs no sideways scrolling. One browser for the module; a context per test.
 """
 
+import asyncio
+import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +23,13 @@ import httpx2
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, ViewportSize, expect, sync_playwright
 
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
+
 from budget_mcp.config import Settings
 from budget_mcp.server import build_server
+from budget_mcp.server.dashboard import EVENTS_PATH
 from budget_mcp.server.http import http_app
 from tests.conftest import ledger_dump
 from tests.loopback import Loopback
@@ -101,14 +109,17 @@ def _console(watched: Dashboard, message: ConsoleMessage) -> None:
 
 
 @contextmanager
-def dashboard_server(settings: Settings, **env: str) -> Iterator[str]:
-    """budget-mcp's streamable HTTP app under uvicorn on loopback with a static token (and `env`); its base URL."""
+def dashboard_server(settings: Settings, routes: tuple[Route, ...] = (), **env: str) -> Iterator[str]:
+    """budget-mcp's streamable HTTP app under uvicorn on loopback with a static token (and `env`); its base URL.
+    `routes` go first, ahead of the server's own."""
 
     async def make(port: int) -> Any:
         served = Settings.load(
             {"BUDGET_MCP_TOKEN": TOKEN, **env}, **{**dict(settings), "transport": "http", "port": port}
         )
-        return await http_app(served, build_server(served))
+        app = await http_app(served, build_server(served))
+        app.router.routes[:0] = routes
+        return app
 
     with serving_app(make) as base:
         yield base
@@ -137,7 +148,9 @@ def flatten(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def money(amount: str | None) -> str:
-    return "no limit" if amount is None else f"${amount}"
+    if amount is None:
+        return "no limit"
+    return f"-${amount[1:]}" if amount.startswith("-") else f"${amount}"
 
 
 def shown_time(iso: str | None) -> str:
@@ -157,6 +170,7 @@ def seed(base: str) -> None:
     call(base, "allocate", budget_id="acme/support", limit_usd="10")
     call(base, "charge", budget_id="acme/research", model="gpt-4o", input_tokens=200_000, output_tokens=50_000)
     call(base, "charge", budget_id="acme/research", model="gpt-4o-mini", input_tokens=100_000, output_tokens=20_000)
+    call(base, "charge", budget_id="acme/research", cost_usd="3.5")  # over the daily $4: available is negative
     call(base, "check_budget", budget_id="acme/support", estimated_cost_usd="1.25", reserve=True)
 
 
@@ -187,12 +201,14 @@ def test_the_tree_bars_report_and_ledger_show_the_apis_figures_at_1280_and_375_p
                 page.locator('li:has(> [data-budget="acme"]) > ul > li > [data-budget="acme/research"]')
             ).to_have_count(1)
             assert tree[0]["limits"][0]["held_usd"] == "1.250000" and tree[0]["allocated_usd"] != "0.000000"
+            assert tree[0]["children"][0]["limits"][1]["available_usd"].startswith("-")
             expect(page.locator("#detail-heading")).to_have_text("acme")
             board.budget("acme/research").get_by_role("button", name="acme/research").click()
             expect(page.locator("#detail-heading")).to_have_text("acme/research")
             report = read(base, "/reports/acme/research")
             for spend in report["by_model"]:
-                expect(page.locator(f'#by-model [data-model="{spend["model"]}"]')).to_contain_text(
+                model = spend["model"] or "(no model)"  # a charge of a cost alone
+                expect(page.locator(f'#by-model [data-model="{model}"]')).to_contain_text(
                     f"{money(spend['cost_usd'])} · {spend['calls']} call"
                 )
             entries = read(base, "/ledger/acme/research?limit=15")["entries"]
@@ -382,3 +398,64 @@ def test_the_page_and_its_files_come_from_the_server_itself(settings: Settings) 
             assert "http://" not in text and "https://" not in text, name
         assert httpx2.get(f"{base}/dashboard/..%2Fapi.py", timeout=30).status_code == 404
         assert httpx2.get(f"{base}/dashboard/index.html", timeout=30).status_code == 404
+
+
+class EventFeed:
+    """A real Server-Sent Events route at GET /api/v1/events in the shape SPEC section 10 gives it, which the test
+    feeds by hand: the server's own stream is built on another branch, and this checks the page's side of it (it
+    follows the stream instead of polling, falls back to polling when the stream drops, and resumes with
+    Last-Event-ID). Each connection's Authorization and Last-Event-ID headers are kept."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+        self._drop = False
+        self.connections: list[tuple[str | None, str | None]] = []
+
+    def push(self, kind: str, seq: int, data: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending.append(f"event: {kind}\nid: {seq}\ndata: {json.dumps(data)}\n\n")
+
+    def drop(self) -> None:
+        with self._lock:
+            self._drop = True
+
+    async def route(self, request: Request) -> StreamingResponse:
+        self.connections.append((request.headers.get("authorization"), request.headers.get("last-event-id")))
+
+        async def stream() -> Any:
+            yield ": connected\n\n"
+            while True:
+                with self._lock:
+                    chunk, dropping, self._pending, self._drop = "".join(self._pending), self._drop, [], False
+                if chunk:
+                    yield chunk
+                if dropping:
+                    return
+                await asyncio.sleep(0.02)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+def test_the_page_follows_the_event_stream_and_polls_while_it_is_down(browser: Browser, settings: Settings) -> None:
+    feed = EventFeed()
+    with dashboard_server(settings, (Route(EVENTS_PATH, feed.route),)) as base:
+        call(base, "allocate", budget_id="team", limit_usd="50")
+        with dashboard(browser, base) as board:
+            status = board.page.get_by_role("status")
+            expect(status).to_have_text("live")
+            spent = board.budget("team").locator('[data-field="spent_usd"]')
+            expect(spent).to_have_text("$0.000000")
+            first = call(base, "charge", budget_id="team", cost_usd="1.5")
+            board.page.wait_for_timeout(1_500)  # more than a polling interval: the page waits for the stream's word
+            expect(spent).to_have_text("$0.000000")
+            feed.push("charge", 7, {"entry": {"entry_id": first["charge_id"], "budget_id": "team"}, "budgets": []})
+            expect(spent).to_have_text("$1.500000", timeout=2_000)
+
+            feed.drop()
+            expect(status).to_contain_text("reconnecting")
+            call(base, "charge", budget_id="team", cost_usd="2")
+            expect(spent).to_have_text("$3.500000", timeout=2_000)  # re-fetched every second meanwhile
+            expect(status).to_have_text("live")  # back on the stream, resuming after the last event it saw
+            board.no_errors_but()
+    assert feed.connections == [(f"Bearer {TOKEN}", None), (f"Bearer {TOKEN}", "7")]

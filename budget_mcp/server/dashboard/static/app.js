@@ -93,7 +93,10 @@
 
   // ---- formatting ----
 
-  const usd = (amount) => (amount === null || amount === undefined ? "no limit" : `$${amount}`);
+  const usd = (amount) => {
+    if (amount === null || amount === undefined) return "no limit";
+    return amount.startsWith("-") ? `-$${amount.slice(1)}` : `$${amount}`;
+  };
   const when = (iso) => (iso ? `${new Date(iso).toISOString().slice(0, 16).replace("T", " ")} UTC` : "never");
   const calls = (n) => `${n} call${n === 1 ? "" : "s"}`;
   const number = (text) => Number(text || 0); // for drawing only: every figure shown is the API's own text
