@@ -10,7 +10,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +22,6 @@ import anyio
 import httpx2
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, ViewportSize, expect, sync_playwright
-
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
@@ -263,15 +262,38 @@ def test_a_charge_made_over_mcp_shows_up_within_2_seconds_without_a_reload(
             board.no_errors_but()
 
 
+def attempt(page: Page, opener: Locator, title: str, fields: dict[str, str], submit: str) -> Locator:
+    """Open a dialog with `opener`, fill in `fields` by their labels, press `submit`; the dialog."""
+    opener.click()
+    dialog = page.get_by_role("dialog", name=title)
+    for label, value in fields.items():
+        dialog.get_by_label(label).fill(value)
+    dialog.get_by_role("button", name=submit).click()
+    return dialog
+
+
+@contextmanager
+def oauth_dashboard_server(settings: Settings, identity: Loopback) -> Iterator[tuple[str, Callable[..., str]]]:
+    """The server trusting `identity` as its OAuth issuer, with a root budget `acme`: its base URL, and a function
+    signing an access token for it with the given scope (and budget_prefixes claim)."""
+    key = SigningKey.new("k1")
+    idp(identity, [key])
+    with dashboard_server(settings, BUDGET_MCP_OAUTH_ISSUER=identity.url) as base:
+
+        def token(scope: str, prefixes: list[str] | None = None) -> str:
+            claims: dict[str, Any] = {"iss": identity.url, "aud": f"{base}/mcp", "sub": "person", "scope": scope}
+            claims["exp"] = int(time.time()) + 3600
+            return key.sign(claims if prefixes is None else {**claims, "budget_prefixes": prefixes})
+
+        call(base, "allocate", budget_id="acme", limit_usd="100")
+        yield base, token
+
+
 def test_creating_resizing_and_closing_a_budget_from_the_page_with_an_admin_token(
     browser: Browser, settings: Settings, price_server: Loopback
 ) -> None:
-    key = SigningKey.new("k1")
-    idp(price_server, [key])
-    with dashboard_server(settings, BUDGET_MCP_OAUTH_ISSUER=price_server.url) as base:
-        call(base, "allocate", budget_id="acme", limit_usd="100")
-        admin = oauth_token(key, price_server.url, base, "budget:read budget:spend budget:admin")
-        with dashboard(browser, base, admin) as board:
+    with oauth_dashboard_server(settings, price_server) as (base, token):
+        with dashboard(browser, base, token("budget:read budget:spend budget:admin")) as board:
             page = board.page
             page.get_by_role("button", name="New budget").click()
             dialog = page.get_by_role("dialog", name="New budget")
@@ -312,48 +334,28 @@ def test_creating_resizing_and_closing_a_budget_from_the_page_with_an_admin_toke
             board.no_errors_but(400)
 
 
-def oauth_token(key: SigningKey, issuer: str, base: str, scope: str, prefixes: list[str] | None = None) -> str:
-    claims: dict[str, Any] = {"iss": issuer, "aud": f"{base}/mcp", "sub": "person", "exp": int(time.time()) + 3600}
-    claims["scope"] = scope
-    if prefixes is not None:
-        claims["budget_prefixes"] = prefixes
-    return key.sign(claims)
-
-
 def test_a_read_only_token_is_refused_with_a_visible_error_and_nothing_written(
     browser: Browser, settings: Settings, price_server: Loopback
 ) -> None:
-    key = SigningKey.new("k1")
-    idp(price_server, [key])
-    with dashboard_server(settings, BUDGET_MCP_OAUTH_ISSUER=price_server.url) as base:
-        call(base, "allocate", budget_id="acme", limit_usd="100")
+    with oauth_dashboard_server(settings, price_server) as (base, token):
         call(base, "allocate", budget_id="acme/web", limit_usd="10")
-        reader = oauth_token(key, price_server.url, base, "budget:read", ["acme"])
+        reader = token("budget:read", ["acme"])
         before = ledger_dump(settings.db_path)
         with dashboard(browser, base, reader) as board:
             page = board.page
             expect(board.budget("acme/web").locator('[data-field="limit_usd"]')).to_have_text("$10.000000")
 
-            page.get_by_role("button", name="New budget").click()
-            dialog = page.get_by_role("dialog", name="New budget")
-            dialog.get_by_label("Budget id").fill("acme/other")
-            dialog.get_by_label("Limit (USD)").fill("1")
-            dialog.get_by_role("button", name="Create").click()
-            expect(dialog.get_by_role("alert")).to_contain_text("needs the scope budget:admin")
-            dialog.get_by_role("button", name="Cancel").click()
-
-            board.budget("acme/web").get_by_role("button", name="Resize", exact=True).click()
-            dialog = page.get_by_role("dialog", name="Resize acme/web")
-            dialog.get_by_label("Limit (USD)").fill("5")
-            dialog.get_by_role("button", name="Resize").click()
-            expect(dialog.get_by_role("alert")).to_contain_text("needs the scope budget:admin")
-            dialog.get_by_role("button", name="Cancel").click()
-
-            board.budget("acme/web").get_by_role("button", name="Close", exact=True).click()
-            dialog = page.get_by_role("dialog", name="Close acme/web")
-            dialog.get_by_role("button", name="Close budget").click()
-            expect(dialog.get_by_role("alert")).to_contain_text("needs the scope budget:admin")
-            dialog.get_by_role("button", name="Cancel").click()
+            web = board.budget("acme/web")
+            new, resize = {"Budget id": "acme/other", "Limit (USD)": "1"}, {"Limit (USD)": "5"}
+            for opener, title, fields, submit in (
+                (page.get_by_role("button", name="New budget"), "New budget", new, "Create"),
+                (web.get_by_role("button", name="Resize", exact=True), "Resize acme/web", resize, "Resize"),
+                (web.get_by_role("button", name="Close", exact=True), "Close acme/web", {}, "Close budget"),
+            ):  # fmt: skip
+                dialog = attempt(page, opener, title, fields, submit)
+                expect(dialog.get_by_role("alert")).to_contain_text("needs the scope budget:admin")
+                dialog.get_by_role("button", name="Cancel").click()
+                expect(dialog).to_be_hidden()
 
             expect(board.budget("acme/web").locator('[data-field="limit_usd"]')).to_have_text("$10.000000")
             expect(page.get_by_role("group", name="acme/other")).to_have_count(0)
