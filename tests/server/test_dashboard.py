@@ -250,6 +250,8 @@ def test_a_charge_made_over_mcp_shows_up_within_2_seconds_without_a_reload(
             spent = board.budget("team").locator('[data-field="spent_usd"]')
             expect(spent).to_have_text("$0.000000")
             board.page.evaluate("window.loaded = true")  # gone if the page reloaded
+            resize = board.budget("team").get_by_role("button", name="Resize", exact=True)
+            resize.focus()  # where the keyboard is stays there as figures change
             for n in (1, 2):
                 charged = charge_over_mcp(base, budget_id="team", cost_usd="1.5", idempotency_key=f"k{n}")
                 started = time.monotonic()
@@ -259,6 +261,7 @@ def test_a_charge_made_over_mcp_shows_up_within_2_seconds_without_a_reload(
                     "data-entry", charged["charge_id"]
                 )
             assert board.page.evaluate("window.loaded") is True
+            expect(resize).to_be_focused()
             board.no_errors_but()
 
 

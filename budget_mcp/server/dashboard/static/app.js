@@ -259,7 +259,9 @@
     const drawn = JSON.stringify([tree, report, listing, selected]);
     if (drawn === shown) return;
     shown = drawn;
+    const focused = document.activeElement && document.activeElement.closest("#tree [data-budget]") ? document.activeElement : null;
     $("tree").replaceChildren(...tree.map(budgetView));
+    if (focused) refocus(focused.closest("[data-budget]").dataset.budget, focused.textContent);
     $("empty").hidden = tree.length > 0;
     $("detail").hidden = !report;
     if (!report) return;
@@ -270,6 +272,13 @@
     $("by-model").replaceChildren(byModel(report));
     $("alerts").replaceChildren(...alertsView(report));
     $("ledger").tBodies[0].replaceChildren(...ledgerRows(listing));
+  }
+
+  // Redrawing the tree keeps the keyboard where it was: on the same control of the same budget.
+  function refocus(budgetId, label) {
+    const row = [...$("tree").querySelectorAll("[data-budget]")].find((r) => r.dataset.budget === budgetId);
+    const control = row && [...row.querySelectorAll("button")].find((b) => b.textContent === label);
+    if (control) control.focus();
   }
 
   function showError(text) {
