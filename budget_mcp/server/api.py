@@ -47,6 +47,7 @@ from budget_mcp.server.tools import budget_tools
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+API_ROUTE = "/api/v1{rest:path}"  # the one route of the whole API
 MAX_BODY_BYTES = MAX_REQUEST_BYTES  # as /mcp
 # The cause of a tool or resource error, its status and the last part of its problem type (first match wins).
 STATUSES: tuple[tuple[type[BudgetMcpError], int, str], ...] = (

@@ -132,13 +132,15 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
         return JSONResponse({"status": "ok"})
 
     if settings.transport == "http":
-        from budget_mcp.server.api import HttpApi, loopback_security
+        from budget_mcp.server.api import API_ROUTE, HttpApi, loopback_security
+        from budget_mcp.server.dashboard import register_dashboard
 
         api = HttpApi(
             server, live, require_token=bool(tokens), metadata_url=metadata_url,
             security=loopback_security(settings.host),
         )  # fmt: skip
         methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
-        server.custom_route("/api/v1{rest:path}", methods=methods)(api.handle)
+        server.custom_route(API_ROUTE, methods=methods)(api.handle)
+        register_dashboard(server, require_token=bool(tokens))
 
     return server
