@@ -9,6 +9,7 @@ import pytest
 from budget_mcp import BudgetEngine, PriceCatalog
 from budget_mcp.errors import LedgerError
 from budget_mcp.ledger.postgres import STEPS, PostgresLedger, lock_key, migrate
+from budget_mcp.ledger.postgres.statements import begin_statement, write_statement
 
 pytestmark = pytest.mark.anyio
 
@@ -110,3 +111,30 @@ async def test_a_lost_connection_fails_the_request_in_flight_cleanly_and_the_nex
     finally:
         await admin.close()
         await ledger.close()
+
+
+async def test_a_hold_commits_without_waiting_for_the_disk_and_leaves_no_setting_on_the_connection(
+    fresh_dsn: str,
+) -> None:
+    """Both ways a batch is stored (one version-guarded statement; a locked transaction) turn synchronous_commit
+    off for their own transaction when it holds only holds, and only then: pooled connections keep no setting."""
+    ledger = await PostgresLedger.open(fresh_dsn)
+    await BudgetEngine(ledger, PriceCatalog()).allocate("acme", limit_usd="5")
+    await ledger.close()
+    conn = await asyncpg.connect(fresh_dsn)
+    try:
+        seen = []
+        for durable in (False, True):
+            version = await conn.fetchval("SELECT version FROM trees WHERE root = 'acme'")
+            statement, args = write_statement({}, None, guard=("acme", version), durable=durable)
+            async with conn.transaction():  # to read the setting inside the statement's transaction
+                assert await conn.fetchval(statement, *args) > version
+                seen.append(await conn.fetchval("SHOW synchronous_commit"))
+            seen.append(await conn.fetchval("SHOW synchronous_commit"))
+            await conn.execute(begin_statement([lock_key("key:k")], ("acme",), durable=durable))
+            seen.append(await conn.fetchval("SHOW synchronous_commit"))
+            await conn.execute("ROLLBACK")
+            seen.append(await conn.fetchval("SHOW synchronous_commit"))
+    finally:
+        await conn.close()
+    assert seen == ["off", "on", "off", "on"] + ["on"] * 4

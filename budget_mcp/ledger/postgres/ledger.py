@@ -90,6 +90,12 @@ _FAR = 2**62
 class _Pending(Pending):
     roots: tuple[str, ...] = ()
     key_locks: list[int] = field(default_factory=list)
+    durable: bool = True
+
+
+def _durable(batch: list[_Pending]) -> bool:
+    """Whether the batch's commit must wait for the disk (any write in it but a hold)."""
+    return any(pending.durable for pending in batch)
 
 
 async def _reset(conn: asyncpg.Connection) -> None:
@@ -153,12 +159,14 @@ class PostgresLedger:
         kept from its last writes to the tree and stored by one statement that also checks the tree's
         version (one round trip). When that cannot be done, or another writer changed the tree meanwhile,
         the batch runs locked: BEGIN with the locks, then per write its snapshot and its writes, then COMMIT.
-        Every write is committed durably (`durable` is accepted for the interface).
+        A batch of writes that are all not `durable` (holds only) commits without waiting for the WAL flush
+        (`synchronous_commit = off` for its transaction): visible at once, lost only if the database machine
+        crashes; any other batch waits for the disk.
         """
         roots, key_locks = locks_of(scope)
         if scope.reservation_id and not scope.budget_ids:
             roots = await self._owner_root(scope.reservation_id)
-        pending = _Pending(scope, now, decide, asyncio.get_running_loop().create_future(), roots, key_locks)
+        pending = _Pending(scope, now, decide, asyncio.get_running_loop().create_future(), roots, key_locks, durable)
         return cast(T, await self._commits.submit(roots, pending))
 
     async def _store_batch(self, batch: list[_Pending]) -> None:
@@ -196,7 +204,10 @@ class PostgresLedger:
             return False
         all_writes = [writes for _, writes in decided]
         statement, args = write_statement(
-            rows_of(all_writes, deltas, to_us(batch[-1].now)), notice(all_writes), guard=(root, kept.version)
+            rows_of(all_writes, deltas, to_us(batch[-1].now)),
+            notice(all_writes),
+            guard=(root, kept.version),
+            durable=_durable(batch),
         )
         try:
             async with self._connection() as conn:
@@ -225,7 +236,9 @@ class PostgresLedger:
             async with self._connection() as conn:
                 try:
                     await conn.execute(
-                        begin_statement(sorted({k for pending in batch for k in pending.key_locks}), roots)
+                        begin_statement(
+                            sorted({k for pending in batch for k in pending.key_locks}), roots, durable=_durable(batch)
+                        )
                     )
                     for pending in batch:
                         found = await load(conn, pending.scope, pending.now)

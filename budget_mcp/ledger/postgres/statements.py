@@ -219,12 +219,17 @@ _WRITE_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 def write_statement(
-    rows: dict[str, list[tuple[Any, ...]]], notify: str | None, *, guard: tuple[str, int] | None = None
+    rows: dict[str, list[tuple[Any, ...]]],
+    notify: str | None,
+    *,
+    guard: tuple[str, int] | None = None,
+    durable: bool = True,
 ) -> tuple[str, list[Any]]:
     """The statement (and its arguments) writing the non-empty `rows` of each part, then notifying.
 
     With a `guard` (root, version), the statement first moves that tree to a new version, which it
     returns, and fails with a serialization error, storing nothing, when the tree is at another version.
+    A guarded statement that is not `durable` commits without waiting for the WAL to reach the disk.
     """
     parts = tuple(name for name, found in rows.items() if found)
     args: list[Any] = list(guard) if guard is not None else []
@@ -232,14 +237,22 @@ def write_statement(
         args.extend(list(column) for column in zip(*rows[name], strict=True))
     if guard is None or notify is not None:
         args.append(notify)
-    return _statement_text(parts, guard is not None, notify is not None), args
+    return _statement_text(parts, guard is not None, notify is not None, durable), args
+
+
+# Its own transaction's commit (the statement's, in autocommit) does not wait for the WAL flush: a hold
+# that a crash of the database machine loses ends with the calls it was for (SET LOCAL, in one statement).
+_NOT_DURABLE = "s AS (SELECT set_config('synchronous_commit', 'off', true))"
 
 
 @functools.cache
-def _statement_text(parts: tuple[str, ...], guarded: bool, notifying: bool) -> str:
+def _statement_text(parts: tuple[str, ...], guarded: bool, notifying: bool, durable: bool = True) -> str:
     """The text of a write statement with these parts (a few shapes, each built once)."""
     ctes: list[str] = []
     count = 0
+    lazy = guarded and not durable
+    if lazy:
+        ctes.append(_NOT_DURABLE)
     if guarded:
         count = 2
         ctes.append(
@@ -256,14 +269,17 @@ def _statement_text(parts: tuple[str, ...], guarded: bool, notifying: bool) -> s
     # The other parts run after this select has read `v` (PostgreSQL runs unread data-modifying parts
     # last), so the tree's row is locked first, as a locked batch does, and a stale guard stops at once.
     checked = "coalesce((SELECT version FROM v), budget_tree_changed())"
-    if not notifying:
-        return f"{head}SELECT {checked}"
-    return f"{head}SELECT {checked} FROM pg_notify('{CHANNEL}', ${count + 1})"
+    sources = [f"pg_notify('{CHANNEL}', ${count + 1})"] if notifying else []
+    sources += ["s"] if lazy else []  # read, so the setting is made (an unread plain CTE never runs)
+    return f"{head}SELECT {checked}" + (f" FROM {', '.join(sources)}" if sources else "")
 
 
-def begin_statement(key_locks: list[int], roots: tuple[str, ...]) -> str:
-    """BEGIN, the advisory locks of idempotency keys, then each tree's row locked by moving it to a new version."""
-    statements = ["BEGIN"] + [f"SELECT pg_advisory_xact_lock({k})" for k in key_locks]
+def begin_statement(key_locks: list[int], roots: tuple[str, ...], *, durable: bool = True) -> str:
+    """BEGIN, the advisory locks of idempotency keys, then each tree's row locked by moving it to a new version.
+
+    A transaction that is not `durable` commits without waiting for the WAL to reach the disk."""
+    statements = ["BEGIN"] + ([] if durable else ["SET LOCAL synchronous_commit = off"])
+    statements += [f"SELECT pg_advisory_xact_lock({k})" for k in key_locks]
     if roots:
         values = ", ".join(f"('{root.replace(chr(39), chr(39) * 2)}', nextval('tree_versions'))" for root in roots)
         statements.append(
