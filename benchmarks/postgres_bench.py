@@ -117,7 +117,7 @@ def ledger_sql(ledger: PostgresLedger, shape: str) -> Charge:
     async def charge(n: int) -> None:
         args = list(prepared["s" + paths(shape)[n]])
         args[entry_ids] = [new_entry_id("chg")]  # random, as the ledger's are (the unique index sees the same)
-        async with ledger._pool.acquire() as conn:
+        async with ledger._lender.pool.acquire() as conn:
             await conn.fetchval(statement, *args)
 
     return charge
@@ -164,7 +164,7 @@ async def check_latency(dsn: str, checks: int, *, other_writes: bool) -> tuple[f
     statement, args = statements.load_statement(Scope(budget_ids=("e0",)), datetime.now(UTC))
 
     async def raw_read() -> None:
-        async with ledger._pool.acquire() as conn:
+        async with ledger._lender.pool.acquire() as conn:
             await conn.fetchrow(statement, *args)
 
     async def check() -> None:

@@ -138,3 +138,26 @@ async def test_a_hold_commits_without_waiting_for_the_disk_and_leaves_no_setting
     finally:
         await conn.close()
     assert seen == ["off", "on", "off", "on"] + ["on"] * 4
+
+
+async def test_a_kept_connection_the_server_closed_while_idle_is_not_used_again(fresh_dsn: str) -> None:
+    ledger = await PostgresLedger.open(fresh_dsn)
+    engine = BudgetEngine(ledger, PriceCatalog())
+    admin = await asyncpg.connect(fresh_dsn)
+    try:
+        await engine.allocate("acme", limit_usd="5")
+        await engine.charge("acme", cost_usd="1")  # its connection is kept for the next request
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        with anyio.fail_after(10):
+            while await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ):
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.1)  # the client side has read the end of each closed connection
+        assert (await engine.charge("acme", cost_usd="1")).spent_usd == "2.000000"
+    finally:
+        await admin.close()
+        await ledger.close()

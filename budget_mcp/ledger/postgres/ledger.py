@@ -50,7 +50,7 @@ from budget_mcp.ledger.base import (
 )
 from budget_mcp.ledger.batching import GroupCommit, Pending, settle
 from budget_mcp.ledger.codec import from_us, redact_url, to_us
-from budget_mcp.ledger.postgres.connections import Translated
+from budget_mcp.ledger.postgres.connections import Lender, Translated
 from budget_mcp.ledger.postgres.schema import TABLES, migrate
 from budget_mcp.ledger.postgres.statements import (
     CHANNEL,
@@ -112,7 +112,7 @@ class PostgresLedger:
 
     def __init__(self, dsn: str, pool: asyncpg.Pool) -> None:
         self.dsn = dsn
-        self._pool = pool
+        self._lender = Lender(pool)
         self._listener: asyncpg.Connection | None = None
         self._heard: set[str] | None = set()
         self._writes = 0
@@ -139,7 +139,7 @@ class PostgresLedger:
         await self._commits.drained()
         if self._listener is not None and not self._listener.is_closed():
             await self._listener.close()
-        await self._pool.close()
+        await self._lender.close()
 
     async def read(self, scope: Scope, now: datetime) -> Snapshot:
         """A consistent snapshot of `scope`: one statement, so one MVCC snapshot, and no lock.
@@ -446,7 +446,7 @@ class PostgresLedger:
             self._heard = None
 
     def _connection(self) -> Any:
-        return Translated(self._pool)
+        return Translated(self._lender)
 
     async def _fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
         async with self._connection() as conn:
