@@ -57,7 +57,7 @@ class Translated:
     async def __aenter__(self) -> asyncpg.Connection:
         try:
             self._conn = await self._lender.acquire()
-            return self._conn  # type: ignore[no-any-return]
+            return self._conn
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _ledger_error(exc) from exc
 
