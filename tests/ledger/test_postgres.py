@@ -161,3 +161,21 @@ async def test_a_kept_connection_the_server_closed_while_idle_is_not_used_again(
     finally:
         await admin.close()
         await ledger.close()
+
+
+async def test_requests_waiting_for_a_connection_get_one_when_all_are_lent(fresh_dsn: str) -> None:
+    """More requests at once than connections: those that wait for one get it as the others finish, though the
+    others would keep theirs for the next request."""
+    ledger = await PostgresLedger.open(fresh_dsn, max_connections=2)
+    engine = BudgetEngine(ledger, PriceCatalog())
+    try:
+        for n in range(8):
+            await engine.allocate(f"tree{n}", limit_usd="5")
+        with anyio.fail_after(30):
+            for _ in range(3):
+                async with anyio.create_task_group() as tasks:
+                    for n in range(8):  # separate trees: their writes do not queue behind each other
+                        tasks.start_soon(lambda n=n: engine.charge(f"tree{n}", cost_usd="1"))
+        assert [(await engine.status(f"tree{n}")).spent_usd for n in range(8)] == ["3.000000"] * 8
+    finally:
+        await ledger.close()

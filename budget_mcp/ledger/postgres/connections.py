@@ -13,12 +13,14 @@ class Lender:
     Through asyncpg's pool each acquire and release costs a task and a few turns of the event loop (about
     0.1 ms a request on the benchmark's machine, a tenth of a guarded call); taking a kept connection is a
     list pop. A request that ended with an error (or a cancellation), or left a transaction open, gives its
-    connection back through the pool, which rolls back and waits out a cancelled query.
+    connection back through the pool, which rolls back and waits out a cancelled query; so does any request
+    while others wait for the pool (with every connection lent, a kept one would never reach them).
     """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self._kept: list[Any] = []
+        self._waiting = 0  # requests inside pool.acquire()
 
     async def acquire(self) -> Any:
         """A kept connection that is still open, else one from the pool."""
@@ -30,11 +32,16 @@ class Lender:
             except asyncpg.InterfaceError:  # closed by the server while kept: the pool took it back already
                 continue
             await self.pool.release(conn)
-        return await self.pool.acquire()
+        self._waiting += 1
+        try:
+            return await self.pool.acquire()
+        finally:
+            self._waiting -= 1
 
     async def release(self, conn: Any, clean: bool) -> None:
-        """Keep `conn` for the next request if it ended `clean`ly and is idle, else give it back to the pool."""
-        if clean and not conn.is_closed() and not conn.is_in_transaction():
+        """Keep `conn` for the next request if it ended `clean`ly, is idle and nobody waits for the pool; else give
+        it back to the pool."""
+        if clean and not self._waiting and not conn.is_closed() and not conn.is_in_transaction():
             self._kept.append(conn)
         else:
             await self.pool.release(conn)
