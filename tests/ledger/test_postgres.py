@@ -1,5 +1,6 @@
 """What only the PostgreSQL backend has to prove: concurrent migrations, notifications, connection loss."""
 
+import functools
 import secrets
 
 import anyio
@@ -175,7 +176,7 @@ async def test_requests_waiting_for_a_connection_get_one_when_all_are_lent(fresh
             for _ in range(3):
                 async with anyio.create_task_group() as tasks:
                     for n in range(8):  # separate trees: their writes do not queue behind each other
-                        tasks.start_soon(lambda n=n: engine.charge(f"tree{n}", cost_usd="1"))
+                        tasks.start_soon(functools.partial(engine.charge, f"tree{n}", cost_usd="1"))
         assert [(await engine.status(f"tree{n}")).spent_usd for n in range(8)] == ["3.000000"] * 8
     finally:
         await ledger.close()
