@@ -8,7 +8,8 @@ round, so drift on a shared machine hits all alike), and a ratio is the median o
 Durability is the same on every side: one fsync per charge (WAL journal, synchronous=FULL, one
 BEGIN IMMEDIATE per charge for SQLite; write, flush, os.fsync per line for the JSONL ledger).
 Check latency alternates checks on ledgers of every size, open side by side. The stdio targets
-(stdio_bench.py) and the memory targets (memory_bench.py) run after, and one table ends the run.
+(stdio_bench.py), the memory targets (memory_bench.py) and the rolling-window ones (rolling_bench.py) run
+after, and one table ends the run.
 """
 
 import argparse
@@ -28,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import memory_bench
+import rolling_bench
 import stdio_bench
 from memory_bench import seed_history
 
@@ -242,6 +244,12 @@ async def main(quick: bool) -> None:
         stdio = await stdio_bench.measure(base, quick)
         for line in stdio_bench.describe(stdio):
             print(f"  {line}")
+
+        section("rolling windows (a 5-hour limit: check latency by ledger size, charges with and without it)")
+        rolling = await rolling_bench.measure(base, quick)
+        for line in rolling_bench.describe(rolling):
+            print(f"  {line}")
+        table += rolling_bench.targets(rolling)
 
         table += [
             ("check p50 in-process (worst size)", f"{worst:.3f} ms", "<= 0.15 ms", worst <= 0.15),

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_spend_leaves_a_rolling_window_once_its_bucket_has_left_it(
-    engine: BudgetEngine, clock: FakeClock
+    engine: BudgetEngine, other_engine: BudgetEngine, clock: FakeClock
 ) -> None:
     await engine.allocate("acme", limit_usd="10", period="5h")
     start = clock.now
@@ -23,8 +23,10 @@ async def test_spend_leaves_a_rolling_window_once_its_bucket_has_left_it(
     assert (status.period, status.spent_usd, status.available_usd) == ("5h", "9.000000", "1.000000")
     assert status.resets_at == start + timedelta(hours=5, minutes=1)  # the first charge's bucket leaves then
     assert not (await engine.check("acme", estimated_cost_usd="2")).allowed
-    clock.advance(hours=3)  # 5h after the first charge: its minute has not wholly left the window yet
+    clock.advance(hours=3, seconds=30)  # 5h after the first charge: its minute has not wholly left the window yet
     assert not (await engine.check("acme", estimated_cost_usd="2")).allowed
+    assert (await other_engine.status("acme")).spent_usd == "9.000000"  # a fresh load agrees
+    clock.advance(seconds=-30)
     clock.advance(minutes=1)
     status = await engine.status("acme")
     assert (status.spent_usd, status.resets_at) == ("3.000000", start + timedelta(hours=7, minutes=1))
