@@ -170,9 +170,11 @@ async def throughput(base: Path, quick: bool) -> dict[str, Any]:
     }
 
 
-async def check_latency(paths: dict[int, Path], samples: int) -> dict[int, tuple[float, float]]:
+async def check_latency(
+    paths: dict[int, Path], samples: int, opener: Callable[[Path], Awaitable[tuple[Ledger, BudgetEngine]]] = open_engine
+) -> dict[int, tuple[float, float]]:
     """p50 and p99 (ms) of engine.check on each ledger, the ledgers open side by side and checked in turn."""
-    opened = {size: await open_engine(path) for size, path in paths.items()}
+    opened = {size: await opener(path) for size, path in paths.items()}
     for _ in range(50):  # warm-up
         for _, engine in opened.values():
             await engine.check("bench/agent", estimated_cost_usd="0.01")

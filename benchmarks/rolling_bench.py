@@ -51,23 +51,6 @@ def seed_rolling(path: Path, entries: int) -> None:
     conn.close()
 
 
-async def check_latency(paths: dict[int, Path], samples: int) -> dict[int, float]:
-    """p50 (ms) of engine.check on each ledger, open side by side and checked in turn."""
-    opened = {size: await open_engine(path, "5h") for size, path in paths.items()}
-    for _ in range(50):
-        for _, engine in opened.values():
-            await engine.check("bench/agent", estimated_cost_usd="0.01")
-    timings: dict[int, list[float]] = {size: [] for size in paths}
-    for _ in range(samples):
-        for size, (_, engine) in opened.items():
-            started = time.perf_counter()
-            await engine.check("bench/agent", estimated_cost_usd="0.01")
-            timings[size].append((time.perf_counter() - started) * 1000)
-    for ledger, _ in opened.values():
-        await ledger.close()
-    return {size: statistics.median(found) for size, found in timings.items()}
-
-
 async def charges_per_second(engine: BudgetEngine, charges: int) -> float:
     started = time.perf_counter()
     for _ in range(charges):
@@ -103,7 +86,10 @@ async def measure(base: Path, quick: bool) -> dict[str, Any]:
         ledger, _ = await open_engine(paths[size], "5h")
         await ledger.close()
         seed_rolling(paths[size], size)
-    latencies = await check_latency(paths, 1000 if quick else 2000)
+    from ledger_bench import check_latency  # here: ledger_bench imports this module
+
+    found = await check_latency(paths, 1000 if quick else 2000, lambda path: open_engine(path, "5h"))
+    latencies = {size: p50 for size, (p50, _) in found.items()}
     return {"sizes": sizes, "p50": latencies, "flat": latencies[sizes[1]] / latencies[sizes[0]],
             **await throughput(base, quick)}  # fmt: skip
 
