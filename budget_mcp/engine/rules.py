@@ -37,7 +37,7 @@ from budget_mcp.domain.results import (
     CheckResult,
     ReleaseResult,
 )
-from budget_mcp.domain.windows import AnyPeriod, Period, window_key
+from budget_mcp.domain.windows import AnyPeriod, Period, Rolling, window_key
 from budget_mcp.engine import figures as fig
 from budget_mcp.engine.reports import alert_info
 from budget_mcp.errors import (
@@ -828,6 +828,8 @@ def limits(
         primary = Limit(period, kept.limit_nanos, kept.limit_tokens, kept.limit_calls) if kept else None
     else:
         primary = None
+    if primary is None and isinstance(period, Rolling):
+        primary = Limit(period)  # tracking only: a rolling window's spend is kept only for a limit in place
     if extras is None:
         extras = tuple(lim for lim in old.limits if lim.filtered or lim.period != old.period) if old else ()
     others = [lim for lim in extras if lim.filtered or lim.period != period]

@@ -49,3 +49,13 @@ async def test_holds_and_calls_count_in_a_rolling_window(engine: BudgetEngine, c
     clock.advance(minutes=31)
     limit = (await engine.status("acme")).limits[0]
     assert (limit.calls, limit.spent_usd, limit.resets_at) == (0, "0.000000", None)
+
+
+async def test_a_rolling_budget_without_a_limit_tracks_its_spend(engine: BudgetEngine, clock: FakeClock) -> None:
+    await engine.allocate("acme", period="2h")
+    await engine.charge("acme", cost_usd="1.25")
+    status = await engine.status("acme")
+    assert (status.period, status.spent_usd, status.available_usd) == ("2h", "1.250000", None)
+    clock.advance(hours=2, minutes=1)
+    assert (await engine.status("acme")).spent_usd == "0.000000"
+    assert await engine.ledger.reconcile() == []
