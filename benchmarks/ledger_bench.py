@@ -8,7 +8,8 @@ round, so drift on a shared machine hits all alike), and a ratio is the median o
 Durability is the same on every side: one fsync per charge (WAL journal, synchronous=FULL, one
 BEGIN IMMEDIATE per charge for SQLite; write, flush, os.fsync per line for the JSONL ledger).
 Check latency alternates checks on ledgers of every size, open side by side. The stdio targets
-(stdio_bench.py) and the memory targets (memory_bench.py) run after, and one table ends the run.
+(stdio_bench.py), the memory targets (memory_bench.py) and the rolling-window ones (rolling_bench.py) run
+after, and one table ends the run.
 """
 
 import argparse
@@ -28,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import memory_bench
+import rolling_bench
 import stdio_bench
 from memory_bench import seed_history
 
@@ -168,9 +170,11 @@ async def throughput(base: Path, quick: bool) -> dict[str, Any]:
     }
 
 
-async def check_latency(paths: dict[int, Path], samples: int) -> dict[int, tuple[float, float]]:
+async def check_latency(
+    paths: dict[int, Path], samples: int, opener: Callable[[Path], Awaitable[tuple[Ledger, BudgetEngine]]] = open_engine
+) -> dict[int, tuple[float, float]]:
     """p50 and p99 (ms) of engine.check on each ledger, the ledgers open side by side and checked in turn."""
-    opened = {size: await open_engine(path) for size, path in paths.items()}
+    opened = {size: await opener(path) for size, path in paths.items()}
     for _ in range(50):  # warm-up
         for _, engine in opened.values():
             await engine.check("bench/agent", estimated_cost_usd="0.01")
@@ -242,6 +246,12 @@ async def main(quick: bool) -> None:
         stdio = await stdio_bench.measure(base, quick)
         for line in stdio_bench.describe(stdio):
             print(f"  {line}")
+
+        section("rolling windows (a 5-hour limit: check latency by ledger size, charges with and without it)")
+        rolling = await rolling_bench.measure(base, quick)
+        for line in rolling_bench.describe(rolling):
+            print(f"  {line}")
+        table += rolling_bench.targets(rolling)
 
         table += [
             ("check p50 in-process (worst size)", f"{worst:.3f} ms", "<= 0.15 ms", worst <= 0.15),

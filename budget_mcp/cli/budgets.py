@@ -12,7 +12,6 @@ from budget_mcp.cli.operations import close
 from budget_mcp.domain.money import human_amount
 from budget_mcp.domain.records import Enforcement
 from budget_mcp.domain.results import BudgetNode, BudgetStatus
-from budget_mcp.domain.windows import Period
 from budget_mcp.ledger import redact_url
 
 
@@ -77,7 +76,7 @@ def show(budget_id: str, db_path: Path | None) -> None:
 @click.option("--limit-usd", default=None, help='USD limit per period, e.g. "100".')
 @click.option("--limit-tokens", type=int, default=None, help="Token limit per period.")
 @click.option("--limit-calls", type=int, default=None, help="Call (charge) limit per period.")
-@click.option("--period", type=click.Choice([p.value for p in Period]), default=None)
+@click.option("--period", default=None, help="hourly, daily, weekly, monthly, total, or rolling 30m, 5h, 7d.")
 @click.option("--per-call-usd", default=None, help="Cap on one call's cost.")
 @click.option("--enforcement", type=click.Choice([e.value for e in Enforcement]), default=None)
 @click.option("--timezone", default=None, help="IANA timezone of the windows (only when creating).")

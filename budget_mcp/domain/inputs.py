@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from budget_mcp.domain.ids import path_of, validate_budget_id, validate_reservation_id
 from budget_mcp.domain.money import parse_tokens, parse_usd, to_nanos
 from budget_mcp.domain.records import Enforcement, Limit, TokenCounts
-from budget_mcp.domain.windows import Period, zone
+from budget_mcp.domain.windows import AnyPeriod, Period, parse_period, zone
 from budget_mcp.errors import InvalidInputError
 
 DEFAULT_TTL_SECONDS = 600
@@ -110,7 +110,7 @@ def extra_limit(raw: Mapping[str, Any]) -> Limit:
     if nanos is None and tokens is None and calls is None:
         raise InvalidInputError("each extra limit needs limit_usd, limit_tokens and/or limit_calls")
     models, providers = names(raw.get("models"), "models"), names(raw.get("providers"), "providers")
-    return Limit(choice(Period, raw["period"], "period"), nanos, tokens, calls, models, providers)
+    return Limit(parse_period(raw["period"], "extra_limits.period"), nanos, tokens, calls, models, providers)
 
 
 _EXTRA_FIELDS = ("period", "limit_usd", "limit_tokens", "limit_calls", "models", "providers")
@@ -195,7 +195,7 @@ class AllocationRequest:
     limit_nanos: int | None
     limit_tokens: int | None
     limit_calls: int | None
-    period: Period | None
+    period: AnyPeriod | None
     extra_limits: tuple[Limit, ...] | None
     per_call_nanos: int | None
     enforcement: Enforcement | None
@@ -263,7 +263,7 @@ def allocation_request(
         limit_nanos=_optional_usd(limit_usd, "limit_usd"),
         limit_tokens=None if limit_tokens is None else parse_tokens(limit_tokens, "limit_tokens"),
         limit_calls=optional_calls(limit_calls, "limit_calls"),
-        period=None if period is None else choice(Period, period, "period"),
+        period=None if period is None else parse_period(period),
         extra_limits=None if extra_limits is None else tuple(extra_limit(x) for x in extra_limits),
         per_call_nanos=_optional_usd(per_call_usd, "per_call_usd"),
         enforcement=None if enforcement is None else choice(Enforcement, enforcement, "enforcement"),

@@ -11,7 +11,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from budget_mcp.domain.windows import Period
+from budget_mcp.domain.windows import AnyPeriod, Period, Rolling
 
 DEFAULT_ALERT_AT = (Decimal("0.5"), Decimal("0.8"), Decimal("0.9"), Decimal("1.0"))
 
@@ -70,13 +70,14 @@ class Approval:
 
 @dataclass(frozen=True)
 class Limit:
-    """One limit of a budget: USD, tokens and/or calls (charges) per window of `period`.
+    """One limit of a budget: USD, tokens and/or calls (charges) per window of `period` (calendar or rolling).
 
     With `models` and/or `providers` (lowercase), only charges for those count against it, on running totals of
-    its own (`key`), and only checks that may be for those are decided by it.
+    its own (`key`), and only checks that may be for those are decided by it. A rolling limit also keeps running
+    totals of its own (per bucket, `key` "5h" or "5h~1f2e..."), from when it was set.
     """
 
-    period: Period
+    period: AnyPeriod
     limit_nanos: int | None = None
     limit_tokens: int | None = None
     limit_calls: int | None = None
@@ -86,6 +87,15 @@ class Limit:
     @property
     def filtered(self) -> bool:
         return bool(self.models or self.providers)
+
+    @property
+    def rolling(self) -> Rolling | None:
+        return self.period if isinstance(self.period, Rolling) else None
+
+    @property
+    def keeps_own(self) -> bool:
+        """Whether it reads running totals of its own (filtered or rolling) rather than its period's."""
+        return self.filtered or isinstance(self.period, Rolling)
 
     @functools.cached_property
     def key(self) -> str:
@@ -113,7 +123,7 @@ class BudgetConfig:
     """A budget's definition as stored. `limits[0]` is the primary limit when there is one."""
 
     budget_id: str
-    period: Period
+    period: AnyPeriod
     limits: tuple[Limit, ...] = ()
     per_call_nanos: int | None = None
     enforcement: Enforcement = Enforcement.BLOCK
@@ -131,9 +141,9 @@ class BudgetConfig:
         """Whether it is open past its `expires_at` (it closes at the next write to its tree, or the sweep)."""
         return not self.closed and self.expires_at is not None and self.expires_at <= now
 
-    def limit_for(self, period: Period) -> Limit | None:
+    def limit_for(self, period: AnyPeriod) -> Limit | None:
         """This budget's limit of `period` on all its spend (not one filtered by model or provider), if it has one."""
-        return next((lim for lim in self.limits if lim.period is period and not lim.filtered), None)
+        return next((lim for lim in self.limits if lim.period == period and not lim.filtered), None)
 
     @property
     def primary(self) -> Limit:

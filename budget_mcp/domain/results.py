@@ -17,7 +17,7 @@ class _Result(BaseModel):
 class LimitStatus(_Result):
     """One limit's figures for its own current window."""
 
-    period: Period
+    period: str
     limit_usd: str | None
     limit_tokens: int | None
     window_start: datetime
@@ -81,7 +81,7 @@ class CheckResult(_Result):
     reason: str
     budget_id: str
     decided_by: str | None
-    decided_period: Period | None
+    decided_period: str | None
     estimated_cost_usd: str
     estimated_tokens: int
     remaining_usd: str | None
@@ -287,7 +287,7 @@ class SpendReport(_Result):
     """Where the money of one window went (SPEC section 4)."""
 
     budget_id: str
-    period: Period
+    period: str
     timezone: str
     window_start: datetime
     resets_at: datetime | None

@@ -4,6 +4,11 @@ Windows are computed in the budget's IANA timezone (weeks start on Monday) and
 returned as aware UTC datetimes, so a day in Europe/Paris across a DST change is
 23 or 25 hours long, as a person there would expect. `total` is one window from the
 epoch that never resets.
+
+A rolling window (`Rolling`, "30m", "5h", "7d") counts the spend of the last N minutes. Its running
+totals are kept in buckets (a minute long for windows up to a day, an hour beyond), and a bucket counts
+until the whole of it has left the window: a charge may count up to one bucket longer than N, never
+shorter, so the rounding never lets an agent spend more than the exact window would.
 """
 
 import functools
@@ -26,6 +31,80 @@ class Period(StrEnum):
     DAILY = "daily"
     WEEKLY = "weekly"
     MONTHLY = "monthly"
+
+
+class Rolling(str):
+    """A rolling window of `minutes` (1 minute to 90 days), as canonical text: "300m" is "5h", "1440m" is "1d"."""
+
+    minutes: int
+
+    def __new__(cls, minutes: int) -> "Rolling":
+        if minutes % 1440 == 0:
+            text = f"{minutes // 1440}d"
+        elif minutes % 60 == 0:
+            text = f"{minutes // 60}h"
+        else:
+            text = f"{minutes}m"
+        made = super().__new__(cls, text)
+        made.minutes = minutes
+        return made
+
+    @property
+    def value(self) -> str:
+        return str(self)
+
+    @property
+    def seconds(self) -> int:
+        return self.minutes * 60
+
+    @property
+    def bucket_seconds(self) -> int:
+        """How long one bucket of its running totals is."""
+        return 60 if self.minutes <= 1440 else 3600
+
+    def bucket(self, at: datetime) -> int:
+        """The start (Unix seconds) of the bucket holding `at`: the key its running total is stored under."""
+        size = self.bucket_seconds
+        return int((at - EPOCH) // timedelta(seconds=1)) // size * size
+
+    def first_bucket(self, at: datetime) -> int:
+        """The start of the oldest bucket still counted at `at`: the first whose end is after `at` - N."""
+        size = self.bucket_seconds
+        earliest = int((at - EPOCH) // timedelta(seconds=1)) - self.seconds - size + 1  # start > floor(at) - N - size
+        return -(-earliest // size) * size
+
+    def drops_out(self, start: int) -> datetime:
+        """When the bucket starting at `start` has wholly left the window."""
+        return EPOCH + timedelta(seconds=start + self.bucket_seconds + self.seconds)
+
+
+AnyPeriod = Period | Rolling
+MAX_ROLLING_MINUTES = 90 * 1440
+_ROLLING = re.compile(r"([0-9]{1,7})([mhd])")
+_UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440}
+PERIOD_FORMS = (
+    "one of 'total', 'hourly', 'daily', 'weekly', 'monthly', or a rolling window of whole minutes, hours or days "
+    "from '1m' to '90d' (e.g. '30m', '5h', '7d')"
+)
+
+
+def parse_period(value: object, field: str = "period") -> AnyPeriod:
+    """A calendar period or a rolling window from its text, or InvalidInputError naming the valid forms."""
+    if isinstance(value, Period | Rolling):
+        return value
+    if isinstance(value, str):
+        if value in _PERIOD_VALUES:
+            return Period(value)
+        found = _ROLLING.fullmatch(value)
+        if found:
+            minutes = int(found[1]) * _UNIT_MINUTES[found[2]]
+            if 1 <= minutes <= MAX_ROLLING_MINUTES:
+                return Rolling(minutes)
+    shown = value[:40] if isinstance(value, str) else type(value).__name__
+    raise InvalidInputError(f"{field} {shown!r} is not a period; use {PERIOD_FORMS}")
+
+
+_PERIOD_VALUES = frozenset(p.value for p in Period)
 
 
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
@@ -51,8 +130,13 @@ def _zone(name: str) -> ZoneInfo:
 _recent: dict[tuple[Period, str], tuple[datetime, datetime]] = {}
 
 
-def window(period: Period, tz: str, at: datetime) -> tuple[datetime, datetime | None]:
-    """The [start, end) of the window holding `at`, as aware UTC datetimes; end is None for `total`."""
+def window(period: AnyPeriod, tz: str, at: datetime) -> tuple[datetime, datetime | None]:
+    """The [start, end) of the window holding `at`, as aware UTC datetimes; end is None for `total`.
+
+    For a rolling window: from the start of its oldest counted bucket to `at`.
+    """
+    if isinstance(period, Rolling):
+        return EPOCH + timedelta(seconds=period.first_bucket(at)), at
     if period is Period.TOTAL:
         return EPOCH, None
     # Nearly every call asks about the current window again: reuse the last one computed when it still holds `at`.

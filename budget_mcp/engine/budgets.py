@@ -43,7 +43,7 @@ from budget_mcp.domain.results import (
     ReleaseResult,
     SpendReport,
 )
-from budget_mcp.domain.windows import window, zone
+from budget_mcp.domain.windows import parse_period, window, zone
 from budget_mcp.engine import figures as fig
 from budget_mcp.engine import past, recommend, rules
 from budget_mcp.engine.recommend import Requirements
@@ -113,7 +113,7 @@ class BudgetEngine:
                 at = at.replace(tzinfo=tz)
             if at > now:
                 raise InvalidInputError(f"{window_of} is in the future; ask for a window that has started")
-            start, end = window(status.period, status.timezone, at.astimezone(UTC))
+            start, end = window(parse_period(status.period), status.timezone, at.astimezone(UTC))
         rows = await self.ledger.spend(budget_id, start, end)
         alerts = await self.ledger.alerts(budget_id, since=start)
         deliveries = await self.ledger.deliveries(budget_id, since=start)

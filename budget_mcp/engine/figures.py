@@ -3,7 +3,8 @@
 Carving: an open child with a limit of period P holds its unspent part
 (`limit - spent - held`, never below zero) out of its parent's limit of period P. A
 request arriving at a parent through that child may use the child's unspent part plus
-whatever the parent has available beyond its allocations.
+whatever the parent has available beyond its allocations. P may be a rolling window ("5h"):
+its spend is the sum of the buckets still inside it (see domain/windows.py).
 """
 
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from budget_mcp.domain.ids import parent_of
 from budget_mcp.domain.money import format_usd, human_usd
 from budget_mcp.domain.records import Enforcement, Limit
 from budget_mcp.domain.results import BudgetStatus, Forecast, LimitStatus
-from budget_mcp.domain.windows import Period, window
+from budget_mcp.domain.windows import AnyPeriod, Period, window
 from budget_mcp.errors import BudgetNotFoundError
 from budget_mcp.ledger import BudgetState, Snapshot, WindowUsage
 
@@ -60,7 +61,7 @@ class Constraint:
     """How much one limit (or per-call cap) on the path lets a request through; headroom None = unlimited."""
 
     budget_id: str
-    period: Period | None  # None for a per-call cap
+    period: AnyPeriod | None  # None for a per-call cap
     enforcement: Enforcement
     headroom_nanos: int | None
     headroom_tokens: int | None
@@ -81,13 +82,13 @@ def state_of(snapshot: Snapshot, budget_id: str) -> BudgetState:
     return state
 
 
-def unspent(state: BudgetState, period: Period, now: datetime | None = None) -> tuple[int, int, int]:
+def unspent(state: BudgetState, period: AnyPeriod, now: datetime | None = None) -> tuple[int, int, int]:
     """The part (nanos, tokens, calls) of an open child's limit of `period` it has not used: what it holds out of
     its parent (nothing once it has expired at `now`, though not yet closed)."""
     limit = state.config.limit_for(period)
     if limit is None or state.config.closed or (now is not None and state.config.expired(now)):
         return 0, 0, 0
-    used = state.usage[period]
+    used = state.used(limit.key)
     nanos = max(0, limit.limit_nanos - used.spent_nanos - state.held_nanos) if limit.limit_nanos is not None else 0
     tokens = max(0, limit.limit_tokens - used.spent_tokens - state.held_tokens) if limit.limit_tokens is not None else 0
     calls = max(0, limit.limit_calls - used.calls - state.held_calls) if limit.limit_calls is not None else 0
@@ -102,6 +103,8 @@ def figures(snapshot: Snapshot, budget_id: str, limit: Limit) -> Figures:
     """
     state = state_of(snapshot, budget_id)
     start, end = window(limit.period, state.config.timezone, snapshot.now)
+    if limit.rolling is not None:
+        end = _rolling_reset(state, limit, snapshot.now)
     if limit.filtered:
         own = state.filtered.get(limit.key) or WindowUsage()
         return Figures(budget_id, limit, start, end, own.spent_nanos, own.spent_tokens, 0, 0, 0, 0, own.calls)
@@ -111,12 +114,25 @@ def figures(snapshot: Snapshot, budget_id: str, limit: Limit) -> Figures:
         allocated_nanos += nanos
         allocated_tokens += tokens
         allocated_calls += calls
-    used = state.usage[limit.period]
+    used = state.used(limit.key)
     return Figures(
         budget_id, limit, start, end, used.spent_nanos, used.spent_tokens,
         state.held_nanos, state.held_tokens, allocated_nanos, allocated_tokens,
         used.calls, state.held_calls, allocated_calls,
     )  # fmt: skip
+
+
+def _rolling_reset(state: BudgetState, limit: Limit, now: datetime) -> datetime | None:
+    """When the oldest spend inside a rolling limit drops out of it; None when nothing is inside."""
+    rolling = limit.rolling
+    assert rolling is not None
+    oldest = state.oldest.get(limit.key)
+    if oldest is None:
+        used = state.used(limit.key)
+        if not (used.spent_nanos or used.spent_tokens or used.calls):
+            return None
+        oldest = rolling.bucket(now)  # spend added on this snapshot, not yet stored: it is in the current bucket
+    return rolling.drops_out(oldest)
 
 
 def constraints(
@@ -176,9 +192,9 @@ def with_usage(
     budgets = dict(snapshot.budgets)
     for current in path:
         own = windows
-        if windows and any(lim.filtered for lim in budgets[current].config.limits):
+        if windows and any(lim.keeps_own for lim in budgets[current].config.limits):
             own = {**windows, **{lim.key: spent for lim in budgets[current].config.limits
-                                 if lim.filtered and lim.counts(model, provider)}}  # fmt: skip
+                                 if lim.keeps_own and lim.counts(model, provider)}}  # fmt: skip
         budgets[current] = budgets[current].plus(own, held)
     return Snapshot(
         now=snapshot.now, budgets=budgets, reservation=snapshot.reservation,
@@ -198,7 +214,7 @@ def status(snapshot: Snapshot, budget_id: str) -> BudgetStatus:
     state = state_of(snapshot, budget_id)
     config = state.config
     limits = [figures(snapshot, budget_id, limit) for limit in config.limits]
-    primary = next((f for f in limits if f.limit.period is config.period and not f.limit.filtered), None) or figures(
+    primary = next((f for f in limits if f.limit.period == config.period and not f.limit.filtered), None) or figures(
         snapshot, budget_id, config.primary
     )
     burn_per_hour, forecast = _burn(snapshot, state, primary)
@@ -275,14 +291,14 @@ _US_PER_HOUR = 3_600_000_000
 _LATEST = datetime.max.replace(tzinfo=UTC)
 
 
-def _spent_within_allocations(snapshot: Snapshot, state: BudgetState, period: Period) -> int:
+def _spent_within_allocations(snapshot: Snapshot, state: BudgetState, period: AnyPeriod) -> int:
     """What the open children spent of their own limits of `period` (spend that draws on their allocation)."""
     total = 0
     for child in state.children:
         child_state = snapshot.budgets[child]
         limit = child_state.config.limit_for(period)
         if limit is not None and limit.limit_nanos is not None:
-            total += min(max(child_state.usage[period].spent_nanos, 0), limit.limit_nanos)
+            total += min(max(child_state.used(limit.key).spent_nanos, 0), limit.limit_nanos)
     return total
 
 

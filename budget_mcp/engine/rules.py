@@ -37,7 +37,7 @@ from budget_mcp.domain.results import (
     CheckResult,
     ReleaseResult,
 )
-from budget_mcp.domain.windows import Period, window_key
+from budget_mcp.domain.windows import AnyPeriod, Period, Rolling, window_key
 from budget_mcp.engine import figures as fig
 from budget_mcp.engine.reports import alert_info
 from budget_mcp.errors import (
@@ -247,7 +247,7 @@ def _charge_result(
     return ChargeResult(
         charge_id=entry.entry_id, budget_id=request.budget_id, cost_usd=format_usd(entry.cost_nanos),
         tokens=request.tokens.total, model=entry.model, price_source=entry.price_source,
-        spent_usd=format_usd(state.usage[state.config.period].spent_nanos), remaining_usd=_usd(left_nanos),
+        spent_usd=format_usd(state.used(state.config.primary.key).spent_nanos), remaining_usd=_usd(left_nanos),
         remaining_tokens=left_tokens, over_limit=over_limit(after, request.path),
         alerts=[alert_info(a) for a in alerts], warnings=warnings, reservation_id=request.reservation_id,
     )  # fmt: skip
@@ -265,7 +265,7 @@ def adjustment(snapshot: Snapshot, path: Path, amount_nanos: int, reason: str) -
     state = after.budgets[budget_id]
     result = AdjustResult(
         entry_id=entry.entry_id, budget_id=budget_id, amount_usd=format_usd(amount_nanos),
-        spent_usd=format_usd(state.usage[state.config.period].spent_nanos),
+        spent_usd=format_usd(state.used(state.config.primary.key).spent_nanos),
     )  # fmt: skip
     return result, Writes(entries=[entry])
 
@@ -602,7 +602,7 @@ def over_limit(snapshot: Snapshot, path: Path) -> bool:
     for current in path:
         state = snapshot.budgets[current]
         for limit in state.config.limits:
-            used = state.filtered.get(limit.key) or WindowUsage() if limit.filtered else state.usage[limit.period]
+            used = state.used(limit.key)
             if limit.limit_nanos is not None and used.spent_nanos > limit.limit_nanos:
                 return True
             if limit.limit_tokens is not None and used.spent_tokens > limit.limit_tokens:
@@ -618,8 +618,8 @@ def crossed_alerts(before: Snapshot, after: Snapshot, path: Path) -> list[AlertR
     for current in path:
         state = after.budgets[current]
         for limit in state.config.limits:
-            if limit.filtered:
-                continue  # alerts are kept per budget, period and window: the whole spend's
+            if limit.keeps_own or not isinstance(limit.period, Period):
+                continue  # alerts are kept per budget, calendar period and window: the whole spend's
             key = window_key(limit.period, state.config.timezone, after.now)
             old, new = before.budgets[current].usage[limit.period], state.usage[limit.period]
             for threshold in state.config.alert_at:
@@ -767,7 +767,7 @@ def check_carving(snapshot: Snapshot, parent: str, budget_id: str, config: Budge
             continue
         available = fig.figures(snapshot, parent, parent_limit)
         old_nanos, old_tokens, old_calls = fig.unspent(child, limit.period) if child else (0, 0, 0)
-        used = child.usage[limit.period] if child else None
+        used = child.used(limit.key) if child else None
         held = (child.held_nanos, child.held_tokens, child.held_calls) if child else (0, 0, 0)
         for want, have, old, used_now, unit in (
             (
@@ -794,7 +794,7 @@ def check_carving(snapshot: Snapshot, parent: str, budget_id: str, config: Budge
                 raise InsufficientFundsError(_carving_message(parent, budget_id, limit.period, free, used_now, unit))
 
 
-def _carving_message(parent: str, budget_id: str, period: Period, free: int, used: int, unit: str) -> str:
+def _carving_message(parent: str, budget_id: str, period: AnyPeriod, free: int, used: int, unit: str) -> str:
     free, most = max(free, 0), max(free, 0) + used
     if unit == "usd":
         has, ask = human_usd(free), f'limit_usd="{format_usd(most)}"'
@@ -814,7 +814,7 @@ def with_config(snapshot: Snapshot, config: BudgetConfig) -> Snapshot:
 
 def limits(
     old: BudgetConfig | None,
-    period: Period,
+    period: AnyPeriod,
     limit_nanos: int | None,
     limit_tokens: int | None,
     extras: tuple[Limit, ...] | None,
@@ -828,9 +828,11 @@ def limits(
         primary = Limit(period, kept.limit_nanos, kept.limit_tokens, kept.limit_calls) if kept else None
     else:
         primary = None
+    if primary is None and isinstance(period, Rolling):
+        primary = Limit(period)  # tracking only: a rolling window's spend is kept only for a limit in place
     if extras is None:
-        extras = tuple(lim for lim in old.limits if lim.filtered or lim.period is not old.period) if old else ()
-    others = [lim for lim in extras if lim.filtered or lim.period is not period]
+        extras = tuple(lim for lim in old.limits if lim.filtered or lim.period != old.period) if old else ()
+    others = [lim for lim in extras if lim.filtered or lim.period != period]
     keys = [lim.key for lim in others]
     if len(set(keys)) != len(keys):
         raise InvalidInputError(

@@ -180,6 +180,6 @@ def exceeded(check: CheckResult) -> BudgetExceededError:
     """The error of a denied check, with its figures."""
     return BudgetExceededError(
         check.reason, budget_id=check.budget_id, decided_by=check.decided_by,
-        decided_period=check.decided_period.value if check.decided_period else None,
+        decided_period=check.decided_period or None,
         needed_usd=check.estimated_cost_usd, remaining_usd=check.remaining_usd, resets_at=check.resets_at,
     )  # fmt: skip

@@ -58,15 +58,28 @@ class BudgetState:
     held_tokens: int = 0
     held_calls: int = 0  # live holds: each holds one call
     children: list[str] = field(default_factory=list)
-    filtered: dict[str, WindowUsage] = field(default_factory=dict)  # by filtered limit's key (no holds in them)
+    filtered: dict[str, WindowUsage] = field(default_factory=dict)  # own totals by limit key (filtered, rolling)
+    oldest: dict[str, int] = field(default_factory=dict)  # a rolling limit's oldest counted bucket with spend in it
 
-    def plus(self, spent: Mapping[str, tuple[int, int, int]], held: tuple[int, int, int] = (0, 0, 0)) -> "BudgetState":
-        """This state with (nanos, tokens, calls) added to the windows of `spent` and to its holds (`held`).
+    def used(self, key: str) -> WindowUsage:
+        """The spend of the running total a limit reads (`Limit.key`: its period's, or its own)."""
+        return self.usage.get(key) or self.filtered.get(key) or _NONE  # type: ignore[call-overload]
+
+    def plus(
+        self,
+        spent: Mapping[str, tuple[int, int, int]],
+        held: tuple[int, int, int] = (0, 0, 0),
+        buckets: Mapping[str, int] | None = None,
+    ) -> "BudgetState":
+        """This state with (nanos, tokens, calls) added to the windows of `spent` and to its holds (`held`);
+        `buckets`: the bucket start each rolling total of `spent` was added in.
 
         The one definition of how spend and holds change a budget's figures: the engine deciding on a
         snapshot and a ledger keeping one up to date both use it.
         """
-        usage, filtered = self.usage, self.filtered
+        usage, filtered, oldest = self.usage, self.filtered, self.oldest
+        if buckets:
+            oldest = {**oldest, **{k: min(b, oldest.get(k, b)) for k, b in buckets.items()}}
         if spent:
             usage = dict(usage)
             for key, (nanos, tokens, calls) in spent.items():
@@ -78,7 +91,7 @@ class BudgetState:
         # A constructor rather than dataclasses.replace: this runs several times per charge, and replace is slow.
         return BudgetState(
             self.config, usage, self.held_nanos + held[0], self.held_tokens + held[1], self.held_calls + held[2],
-            self.children, filtered,
+            self.children, filtered, oldest,
         )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from budget_mcp.domain.records import BudgetConfig, Enforcement, Limit
-from budget_mcp.domain.windows import Period
+from budget_mcp.domain.windows import parse_period
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -55,7 +55,7 @@ def config_from_json(budget_id: str, text: str, *, closed: bool, created_at: dat
     raw = json.loads(text)
     return BudgetConfig(
         budget_id=budget_id,
-        period=Period(raw["period"]),
+        period=parse_period(raw["period"]),
         limits=tuple(limit_from_json(x) for x in raw["limits"]),
         per_call_nanos=raw["per_call_nanos"],
         enforcement=Enforcement(raw["enforcement"]),
@@ -72,19 +72,22 @@ def config_from_json(budget_id: str, text: str, *, closed: bool, created_at: dat
 
 
 def limit_to_json(lim: Limit) -> dict[str, Any]:
-    """One limit as stored; a filtered one also stores its totals' `key`, which the PostgreSQL load reads."""
+    """One limit as stored; one with totals of its own also stores their `key` (and a rolling one how many seconds
+    back its buckets count, `span_s`), which the PostgreSQL load reads."""
     out: dict[str, Any] = {"period": lim.period.value, "limit_nanos": lim.limit_nanos, "limit_tokens": lim.limit_tokens}
     if lim.limit_calls is not None:
         out["limit_calls"] = lim.limit_calls
     if lim.filtered:
         out.update(models=list(lim.models), providers=list(lim.providers), key=lim.key)
+    if lim.rolling is not None:
+        out.update(key=lim.key, span_s=lim.rolling.seconds + lim.rolling.bucket_seconds)
     return out
 
 
 def limit_from_json(x: Mapping[str, Any]) -> Limit:
     """The inverse of limit_to_json."""
     return Limit(
-        Period(x["period"]), x["limit_nanos"], x["limit_tokens"], x.get("limit_calls"),
+        parse_period(x["period"]), x["limit_nanos"], x["limit_tokens"], x.get("limit_calls"),
         tuple(x.get("models", ())), tuple(x.get("providers", ())),
     )  # fmt: skip
 

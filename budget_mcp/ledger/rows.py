@@ -11,7 +11,7 @@ from budget_mcp.domain.windows import Period
 from budget_mcp.ledger.base import SpendRow
 from budget_mcp.ledger.codec import from_us, limit_from_json, to_us
 
-_BUCKET_US = 15 * 60 * 1_000_000
+_MINUTE_US = 60 * 1_000_000
 ENTRY_COLUMNS = (
     "entry_id, kind, budget_id, at_us, cost_nanos, input_tokens, output_tokens, cache_read_tokens, "
     "cache_write_tokens, reasoning_tokens, model, provider, price_source, reservation_id, idempotency_key, metadata"
@@ -23,14 +23,14 @@ def total_deltas(
 ) -> dict[TotalKey, list[int]]:
     """(spent nanos, tokens, calls) to add to each running total for these entries."""
     deltas: dict[TotalKey, list[int]] = {}
-    # Every window starts on a 15-minute boundary (timezone offsets are multiples of it), so entries of one
-    # budget in one 15-minute bucket (for one model and provider, as filtered limits count them) move the same
-    # totals: an import of many entries finds them once per bucket.
+    # Every window starts on a minute boundary (calendar ones on 15 minutes, as timezone offsets are multiples of
+    # it; rolling buckets are a minute or an hour), so entries of one budget in one minute (for one model and
+    # provider, as filtered limits count them) move the same totals: an import of many entries finds them once.
     found: dict[tuple[str, int, str | None, str | None], list[TotalKey]] = {}
     for entry in entries:
         if entry.kind not in SPEND_KINDS:
             continue
-        bucket = (entry.budget_id, to_us(entry.at) // _BUCKET_US, entry.model, entry.provider)
+        bucket = (entry.budget_id, to_us(entry.at) // _MINUTE_US, entry.model, entry.provider)
         keys = found.get(bucket)
         if keys is None:
             keys = found[bucket] = list(spend_windows(entry, timezone_of, filters_of))

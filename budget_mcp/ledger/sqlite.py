@@ -40,7 +40,7 @@ from budget_mcp.domain.accounting import TotalKey, filters
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.money import MAX_TOTAL
 from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind, Hold, Limit
-from budget_mcp.domain.windows import Period, window_key
+from budget_mcp.domain.windows import Period, Rolling, window_key
 from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
     BudgetState,
@@ -621,8 +621,8 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
 
     configs = {budget_id: config_from_row(budget_id, row[2], row[3], row[4]) for budget_id, row in loaded.items()}
     keys = [(b, p.value, window_key(p, c.timezone, now)) for b, c in configs.items() for p in Period]
-    keys += [(b, lim.key, window_key(lim.period, c.timezone, now)) for b, c in configs.items() for lim in c.limits
-             if lim.filtered]  # fmt: skip
+    keys += [(b, lim.key, window_key(cast(Period, lim.period), c.timezone, now))
+             for b, c in configs.items() for lim in c.limits if lim.filtered and lim.rolling is None]  # fmt: skip
     usage: dict[str, dict[Period, WindowUsage]] = {b: {p: WindowUsage() for p in Period} for b in configs}
     filtered: dict[str, dict[str, WindowUsage]] = {b: {} for b in configs}
     alerts_raised: set[tuple[str, Period, int, str]] = set()
@@ -643,6 +643,14 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
         ):
             alerts_raised.add((budget_id, Period(period), start, threshold))
 
+    oldest: dict[str, dict[str, int]] = {b: {} for b in configs}
+    for budget_id, config in configs.items():
+        for lim in config.limits:
+            if lim.rolling is not None:
+                filtered[budget_id][lim.key], found = rolling_usage(conn, budget_id, lim.key, lim.rolling, now)
+                if found is not None:
+                    oldest[budget_id][lim.key] = found
+
     held: dict[str, tuple[int, int, int]] = {}
     first_expiry: int | None = None
     if configs:
@@ -655,7 +663,14 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
             first_expiry = expiry if first_expiry is None else min(first_expiry, expiry)
 
     budgets = {
-        b: BudgetState(c, usage[b], *held.get(b, (0, 0, 0)), children=sorted(children.get(b, [])), filtered=filtered[b])
+        b: BudgetState(
+            c,
+            usage[b],
+            *held.get(b, (0, 0, 0)),
+            children=sorted(children.get(b, [])),
+            filtered=filtered[b],
+            oldest=oldest[b],
+        )  # fmt: skip
         for b, c in configs.items()
     }
     snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised)
@@ -664,6 +679,21 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
     if scope.idempotency_key:
         snapshot.stored_result = _stored_result(conn, scope.idempotency_key)
     return snapshot, None if first_expiry is None else from_us(first_expiry)
+
+
+def rolling_usage(
+    conn: sqlite3.Connection, budget_id: str, key: str, rolling: Rolling, now: datetime
+) -> tuple[WindowUsage, int | None]:
+    """A rolling limit's spend at `now`, summed over its buckets still inside the window (a range of the totals'
+    primary key: at most one row per bucket of the window, however large the ledger), and its oldest bucket
+    with spend in it."""
+    nanos, tokens, calls, oldest = conn.execute(
+        "SELECT coalesce(SUM(spent_nanos), 0), coalesce(SUM(spent_tokens), 0), coalesce(SUM(calls), 0), "
+        "MIN(CASE WHEN spent_nanos != 0 OR spent_tokens != 0 OR calls != 0 THEN window_start END) FROM totals "
+        "WHERE budget_id = ? AND period = ? AND window_start >= ?",
+        (budget_id, key, rolling.first_bucket(now)),
+    ).fetchone()
+    return WindowUsage(nanos, tokens, calls), oldest
 
 
 def _load_reservation(conn: sqlite3.Connection, reservation_id: str) -> ReservationState | None:

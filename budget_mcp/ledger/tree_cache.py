@@ -6,15 +6,17 @@ A later write decides on that snapshot and may store its writes only if the tree
 that one, checked in the same statement that stores them: then the decision is the one a fresh,
 locked snapshot would have given. The snapshot serves a write only if every budget of the write's
 path was read with all its open children; only inside the windows it was loaded in; and only until
-its first hold expires. Holds it saw made or loaded are applied (a charge may settle them on it);
-writes that change budgets, or settle a hold it does not know, are not: they end it.
+its first hold expires, or the oldest spend of a rolling limit drops out. Holds it saw made or loaded
+are applied (a charge may settle them on it); writes that change budgets, or settle a hold it does not
+know, are not: they end it.
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
-from budget_mcp.domain.accounting import TotalKey, filters, period_of
+from budget_mcp.domain.accounting import TotalKey, filters, period_of, rolling_of
 from budget_mcp.domain.ids import path_of
 from budget_mcp.domain.records import Hold, Limit
 from budget_mcp.domain.windows import Period, window
@@ -85,6 +87,9 @@ def merged(
             windows[(budget_id, period)] = int(start.timestamp())
             if end is not None:
                 until = min(until, end)
+        for limit in state.config.limits:
+            if limit.rolling is not None and limit.key in state.oldest:
+                until = min(until, limit.rolling.drops_out(state.oldest[limit.key]))
     if len(budgets) > MAX_BUDGETS:
         return None
     complete.update(scope.budget_ids)
@@ -105,15 +110,22 @@ def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]
     """
     if at >= tree.until or writes.budgets or any(r not in tree.holds for r in writes.holds_removed):
         return None
-    budgets = tree.snapshot.budgets
+    budgets, until = tree.snapshot.budgets, tree.until
     spent: dict[str, dict[str, tuple[int, int, int]]] = {}
+    buckets: dict[str, dict[str, int]] = {}
     for (budget_id, period, key), (nanos, tokens, calls) in deltas.items():
         if budget_id not in budgets:
             continue
-        if tree.windows[(budget_id, period_of(period))] != key:
+        rolling = rolling_of(period)
+        if rolling is not None:
+            if key < rolling.first_bucket(at):
+                continue  # a past charge already outside the window
+            buckets.setdefault(budget_id, {})[period] = key
+            until = min(until, rolling.drops_out(key))
+        elif tree.windows[(budget_id, cast(Period, period_of(period)))] != key:
             return None
         spent.setdefault(budget_id, {})[period] = (nanos, tokens, calls)
-    holds, until = tree.holds, tree.until
+    holds = tree.holds
     held: dict[str, list[int]] = {}
     if writes.holds_added or writes.holds_removed:
         holds = dict(holds)
@@ -132,7 +144,9 @@ def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]
         for budget_id in spent.keys() | held.keys():
             if budget_id in budgets:
                 nanos, tokens, calls = held.get(budget_id, (0, 0, 0))
-                budgets[budget_id] = budgets[budget_id].plus(spent.get(budget_id, {}), (nanos, tokens, calls))
+                budgets[budget_id] = budgets[budget_id].plus(
+                    spent.get(budget_id, {}), (nanos, tokens, calls), buckets.get(budget_id)
+                )
     raised = tree.snapshot.alerts_raised
     if writes.alerts:
         raised = raised | {

@@ -43,13 +43,15 @@ from budget_mcp.server.wire import (
     tool_errors,
 )
 
+PeriodText = Annotated[str, Field(max_length=16)]  # checked, with the valid forms named, by domain.windows
+
 
 class ExtraLimit(BaseModel):
     # Another period's limit (no docstring: it would be in every tools/list).
 
     model_config = ConfigDict(extra="forbid")
 
-    period: Period
+    period: PeriodText
     limit_usd: Usd | None = None
     limit_tokens: Tokens | None = None
     limit_calls: Tokens | None = None
@@ -146,7 +148,12 @@ async def allocate(
     limit_usd: Annotated[Usd | None, Field(description='USD per period, e.g. "5"')] = None,
     limit_tokens: Annotated[Tokens | None, Field(description="all kinds, per period")] = None,
     limit_calls: Annotated[Tokens | None, Field(description="calls per period")] = None,
-    period: Annotated[Period | None, Field(description="default: the parent's, or total")] = None,
+    period: Annotated[
+        PeriodText | None,
+        Field(
+            description='hourly, daily, weekly, monthly, total, or rolling "30m", "5h", "7d"; default: the parent\'s'
+        ),
+    ] = None,
     extra_limits: Annotated[
         list[ExtraLimit] | None,
         Field(

@@ -115,7 +115,7 @@ async def test_limits_of_several_periods_are_all_enforced(engine: BudgetEngine, 
     monthly = await engine.check("bot", estimated_cost_usd="1")
     assert (monthly.allowed, monthly.decided_by, monthly.decided_period) == (False, "bot", "monthly")
     status = await engine.status("bot")
-    by_period = {lim.period.value: lim for lim in status.limits}
+    by_period = {lim.period: lim for lim in status.limits}
     assert usd(by_period["daily"].spent_usd) == 2
     assert usd(by_period["monthly"].spent_usd) == Decimal("6.5")
     assert usd(by_period["total"].available_usd) == Decimal("493.5")

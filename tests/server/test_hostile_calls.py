@@ -43,7 +43,7 @@ HOSTILE: list[tuple[str, dict[str, Any], str | None]] = [
     ("allocate", {"budget_id": "acme", "timezone": "x" * 300}, "timezone:"),
     ("allocate", {"budget_id": "acme", "extra_limits": [{"period": "daily", "limit_usd": "1", "x": 1}]}, "x"),
     ("allocate", {"budget_id": "acme", "enforcement": "maybe"}, "enforcement:"),
-    ("allocate", {"budget_id": "acme", "period": "yearly"}, "period:"),
+    ("allocate", {"budget_id": "acme", "period": "yearly"}, "period 'yearly' is not a period"),
     ("allocate", {"budget_id": "acme", "description": BIG}, "description:"),
     ("recommend_model", {"task": "chat", "needs": ["telepathy"] * 200}, "needs:"),
     ("recommend_model", {"task": "chat", "providers": ["x"] * 200}, "providers:"),

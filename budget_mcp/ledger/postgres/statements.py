@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -74,7 +74,8 @@ SELECT tree.version, tree.previous, json_build_array(
                                                t.spent_tokens, t.calls)), '[]')
        FROM every CROSS JOIN LATERAL (
            SELECT unnest($2::text[]) UNION ALL
-           SELECT l->>'key' FROM json_array_elements(every.config::json->'limits') AS l WHERE l->>'key' IS NOT NULL
+           SELECT l->>'key' FROM json_array_elements(every.config::json->'limits') AS l
+           WHERE l->>'key' IS NOT NULL AND l->>'span_s' IS NULL
        ) AS p(period)
        CROSS JOIN LATERAL (SELECT * FROM totals t WHERE t.budget_id = every.budget_id AND t.period = p.period
                            AND t.window_start <= $3 ORDER BY t.window_start DESC LIMIT 1) AS t),
@@ -90,7 +91,18 @@ SELECT tree.version, tree.previous, json_build_array(
        FROM holds WHERE reservation_id = $6),
     (SELECT json_build_array(entry_id, kind, budget_id) FROM entries
        WHERE $6::text IS NOT NULL AND reservation_id = $6 AND kind <> 'hold' ORDER BY seq DESC LIMIT 1),
-    (SELECT json_build_array(request_hash, result) FROM idempotency WHERE $7::text IS NOT NULL AND key = $7)
+    (SELECT json_build_array(request_hash, result) FROM idempotency WHERE $7::text IS NOT NULL AND key = $7),
+    (SELECT coalesce(json_agg(json_build_array(every.budget_id, r.key, r.nanos, r.tokens, r.calls, r.oldest)), '[]')
+       FROM every CROSS JOIN LATERAL (
+           SELECT l->>'key' AS key, (l->>'span_s')::bigint AS span
+           FROM json_array_elements(every.config::json->'limits') AS l WHERE l->>'span_s' IS NOT NULL
+       ) AS p
+       CROSS JOIN LATERAL (
+           SELECT p.key, coalesce(SUM(t.spent_nanos), 0) AS nanos, coalesce(SUM(t.spent_tokens), 0) AS tokens,
+                  coalesce(SUM(t.calls), 0) AS calls,
+                  MIN(t.window_start) FILTER (WHERE t.spent_nanos <> 0 OR t.spent_tokens <> 0 OR t.calls <> 0) AS oldest
+           FROM totals t WHERE t.budget_id = every.budget_id AND t.period = p.key AND t.window_start > $9 - p.span
+       ) AS r)
 )::text
 FROM (VALUES (1)) AS one LEFT JOIN trees AS tree ON tree.root = $8
 """
@@ -122,6 +134,7 @@ def load_statement(scope: Scope, now: datetime) -> tuple[str, list[Any]]:
     return _LOADS[kind], [
         selector, _PERIODS, now_s, now_s - _OLDEST_CURRENT_WINDOW, to_us(now),
         scope.reservation_id, scope.idempotency_key, scope.budget_ids[0].split("/")[0] if cacheable(scope) else None,
+        to_us(now) // 1_000_000,
     ]  # fmt: skip
 
 
@@ -153,15 +166,27 @@ async def load(conn: asyncpg.Connection, scope: Scope, now: datetime, kept: Tree
         if period in _PERIOD_OF:
             if current[budget_id].get(period) == start:
                 usage[budget_id][_PERIOD_OF[period]] = WindowUsage(spent, tokens, calls)
-        elif current[budget_id].get(period_of(period)) == start:  # a filtered limit's own total
+        elif current[budget_id].get(cast(Period, period_of(period))) == start:  # a filtered limit's own total
             filtered[budget_id][period] = WindowUsage(spent, tokens, calls)
     alerts_raised = {
         (b, _PERIOD_OF[p], start, threshold) for b, p, start, threshold in alerts if current[b].get(p) == start
     }
     held = {budget_id: (int(nanos), int(tokens), int(n)) for budget_id, nanos, tokens, _, n in holds}
     first_expiry = min(int(h[3]) for h in holds) if holds else None
+    oldest: dict[str, dict[str, int]] = {b: {} for b in configs}
+    for budget_id, key, nanos, tokens, calls, first in row[8]:  # rolling limits: their buckets inside the window
+        filtered[budget_id][key] = WindowUsage(int(nanos), int(tokens), int(calls))
+        if first is not None:
+            oldest[budget_id][key] = int(first)
     budgets = {
-        b: BudgetState(c, usage[b], *held.get(b, (0, 0, 0)), children=sorted(children.get(b, [])), filtered=filtered[b])
+        b: BudgetState(
+            c,
+            usage[b],
+            *held.get(b, (0, 0, 0)),
+            children=sorted(children.get(b, [])),
+            filtered=filtered[b],
+            oldest=oldest[b],
+        )  # fmt: skip
         for b, c in configs.items()
     }
     snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised)

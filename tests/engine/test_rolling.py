@@ -1,0 +1,61 @@
+"""Rolling windows (SPEC 13): spend in the last N minutes, hours or days counts, on both backends."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from budget_mcp import BudgetEngine
+from tests.conftest import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_spend_leaves_a_rolling_window_once_its_bucket_has_left_it(
+    engine: BudgetEngine, other_engine: BudgetEngine, clock: FakeClock
+) -> None:
+    await engine.allocate("acme", limit_usd="10", period="5h")
+    start = clock.now
+    await engine.charge("acme", cost_usd="6")
+    clock.advance(hours=2)
+    await engine.charge("acme", cost_usd="3")
+    status = await engine.status("acme")
+    assert (status.period, status.spent_usd, status.available_usd) == ("5h", "9.000000", "1.000000")
+    assert status.resets_at == start + timedelta(hours=5, minutes=1)  # the first charge's bucket leaves then
+    assert not (await engine.check("acme", estimated_cost_usd="2")).allowed
+    clock.advance(hours=3, seconds=30)  # 5h after the first charge: its minute has not wholly left the window yet
+    assert not (await engine.check("acme", estimated_cost_usd="2")).allowed
+    assert (await other_engine.status("acme")).spent_usd == "9.000000"  # a fresh load agrees
+    clock.advance(seconds=-30)
+    clock.advance(minutes=1)
+    status = await engine.status("acme")
+    assert (status.spent_usd, status.resets_at) == ("3.000000", start + timedelta(hours=7, minutes=1))
+    assert (await engine.check("acme", estimated_cost_usd="2")).allowed
+    clock.advance(hours=2)
+    status = await engine.status("acme")
+    assert (status.spent_usd, status.resets_at) == ("0.000000", None)
+    assert await engine.ledger.reconcile() == []
+
+
+async def test_holds_and_calls_count_in_a_rolling_window(engine: BudgetEngine, clock: FakeClock) -> None:
+    await engine.allocate("acme", extra_limits=[{"period": "30m", "limit_calls": 2, "limit_usd": "5"}])
+    await engine.charge("acme", cost_usd="1")
+    held = await engine.check("acme", estimated_cost_usd="1", reserve=True)
+    assert held.allowed
+    denied = await engine.check("acme", estimated_cost_usd="1")
+    assert (denied.allowed, denied.decided_period) == (False, "30m")
+    limit = (await engine.status("acme")).limits[0]
+    assert (limit.period, limit.calls, Decimal(limit.held_usd), Decimal(limit.available_usd or 0)) == ("30m", 1, 1, 3)
+    clock.advance(minutes=31)
+    limit = (await engine.status("acme")).limits[0]
+    assert (limit.calls, limit.spent_usd, limit.resets_at) == (0, "0.000000", None)
+
+
+async def test_a_rolling_budget_without_a_limit_tracks_its_spend(engine: BudgetEngine, clock: FakeClock) -> None:
+    await engine.allocate("acme", period="2h")
+    await engine.charge("acme", cost_usd="1.25")
+    status = await engine.status("acme")
+    assert (status.period, status.spent_usd, status.available_usd) == ("2h", "1.250000", None)
+    clock.advance(hours=2, minutes=1)
+    assert (await engine.status("acme")).spent_usd == "0.000000"
+    assert await engine.ledger.reconcile() == []
