@@ -612,9 +612,7 @@ def over_limit(snapshot: Snapshot, path: Path) -> bool:
     return False
 
 
-def crossed_alerts(
-    before: Snapshot, after: Snapshot, path: Path, entry_id: str | None = None
-) -> list[AlertRecord]:
+def crossed_alerts(before: Snapshot, after: Snapshot, path: Path, entry_id: str | None = None) -> list[AlertRecord]:
     """Thresholds this charge (the entry `entry_id`) crossed, once per threshold per window of each limit on the
     path."""
     crossed = []
