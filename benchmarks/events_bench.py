@@ -70,7 +70,7 @@ async def run(base: str, db: Path, listeners: int, charges: int, rate: float) ->
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 60)
         writer.stdin.write("go\n")
         writer.stdin.flush()
-        committed = {}
+        committed: dict[str, float] = {}
         loop = asyncio.get_running_loop()
         while len(committed) < charges:
             line = await loop.run_in_executor(None, writer.stdout.readline)

@@ -33,7 +33,7 @@ from budget_mcp.server.access import Grant
 
 logger = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.1  # how often the hub looks for other processes' entries while anyone listens (SQLite)
+POLL_SECONDS = 0.05  # how often the hub looks for other processes' entries while anyone listens (SQLite)
 PAGE_ENTRIES = 500  # entries per ledger read: a replay of any length is read in bounded pages
 QUEUE_ENTRIES = 2_000  # entries a live subscription may fall behind before it is ended
 KEEPALIVE_SECONDS = 15.0  # a comment line this often keeps proxies from closing a quiet stream
@@ -102,9 +102,17 @@ class _Page:
         self.entries = entries
         self.statuses = statuses
         self._json: dict[object, str] = {}
+        self._groups: dict[tuple[View, Position], list[list[Event]]] = {}
 
     def groups(self, view: View, after: Position) -> list[list[Event]]:
-        """Per entry after `after` that `view` allows: its event, then its alerts' (the same id)."""
+        """Per entry after `after` that `view` allows: its event, then its alerts' (the same id). Subscribers
+        with the same view and place (most of them, usually) share one list."""
+        key = (view, after)
+        if key not in self._groups:
+            self._groups[key] = self._render(view, after)
+        return self._groups[key]
+
+    def _render(self, view: View, after: Position) -> list[list[Event]]:
         found = []
         for logged in self.entries:
             entry = logged.entry
