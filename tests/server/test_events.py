@@ -4,8 +4,8 @@ client, while other OS processes write to the same ledger; resuming, prefixes, s
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,9 @@ def headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-async def sse(base: str, token: str | None = None, query: str = "", last_id: int | None = None) -> AsyncIterator[Any]:
+async def sse(
+    base: str, token: str | None = None, query: str = "", last_id: int | None = None
+) -> AsyncGenerator[Any, None]:
     """The events of one SSE connection as dicts (`data` parsed); first the string 'connected' once subscribed."""
     sent = headers(token) | ({"Last-Event-ID": str(last_id)} if last_id is not None else {})
     async with (
@@ -71,7 +73,7 @@ async def sse(base: str, token: str | None = None, query: str = "", last_id: int
                 fields = {}
 
 
-async def ws(base: str, token: str | None = None, query: str = "") -> AsyncIterator[Any]:
+async def ws(base: str, token: str | None = None, query: str = "") -> AsyncGenerator[Any, None]:
     """The events of one /ws connection as dicts; first 'connected' once the socket is open."""
     url = base.replace("http://", "ws://") + "/ws" + query
     async with connect(url, additional_headers=headers(token)) as socket:
@@ -122,16 +124,17 @@ async def test_a_live_reader_gets_every_entry_once_in_order_while_four_processes
                 connections += 1
                 stream = sse(base, last_id=last) if transport == "sse" else ws(base, query=f"?after={last}")
                 try:
-                    async for event in stream:
-                        if event == "connected":
-                            if not started:  # the reader is subscribed: now the other processes write
-                                started = writers(ledger_location, "acme", 4, 250, "0.001")
-                            continue
-                        received.append(event)
-                        if len(received) in (300, 600):
-                            break  # the client goes away; it comes back with the last id it saw
-                        if sum(e["event"] == "charge" for e in received) == 1000:
-                            break
+                    async with aclosing(stream):  # leaving the loop closes the connection at once
+                        async for event in stream:
+                            if event == "connected":
+                                if not started:  # the reader is subscribed: now the other processes write
+                                    started = writers(ledger_location, "acme", 4, 250, "0.001")
+                                continue
+                            received.append(event)
+                            if len(received) in (300, 600):
+                                break  # the client goes away; it comes back with the last id it saw
+                            if sum(e["event"] == "charge" for e in received) == 1000:
+                                break
                 except ConnectionClosed:
                     pass  # the server ended it (too far behind): resume the same way
             for process in started:
@@ -154,16 +157,17 @@ async def test_a_live_reader_gets_every_entry_once_in_order_while_four_processes
     assert entries[-1]["entry"]["cost_usd"] == "0.001000"
 
 
-async def collect(stream: AsyncIterator[Any], until_entry: str) -> list[dict[str, Any]]:
+async def collect(stream: AsyncGenerator[Any, None], until_entry: str) -> list[dict[str, Any]]:
     """Events up to and including the entry with id `until_entry`."""
     found = []
     with anyio.fail_after(20):
-        async for event in stream:
-            if event == "connected":
-                continue
-            found.append(event)
-            if event.get("entry", {}).get("entry_id") == until_entry:
-                return found
+        async with aclosing(stream):
+            async for event in stream:
+                if event == "connected":
+                    continue
+                found.append(event)
+                if event.get("entry", {}).get("entry_id") == until_entry:
+                    return found
     raise AssertionError("the stream ended first")
 
 
