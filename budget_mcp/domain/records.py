@@ -209,6 +209,7 @@ class AlertRecord:
     limit_nanos: int | None
     limit_tokens: int | None
     spent_tokens: int
+    entry_id: str | None = None  # the entry whose write crossed it (None for alerts stored before schema 4)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ lock. Nothing is written unless `decide` returns, so a refused request changes n
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -49,7 +49,7 @@ from budget_mcp.engine import past, recommend, rules
 from budget_mcp.engine.recommend import Requirements
 from budget_mcp.engine.reports import build_report, ledger_entry
 from budget_mcp.errors import InvalidInputError, UnknownModelError
-from budget_mcp.ledger import Ledger, Scope, Snapshot, SpendRow, Writes
+from budget_mcp.ledger import Ledger, LogPage, Position, Scope, Snapshot, SpendRow, Writes
 from budget_mcp.pricing import Capability, PriceCatalog, PricedCost, Tier, canonical_provider
 
 Clock = Callable[[], datetime]
@@ -152,6 +152,30 @@ class BudgetEngine:
     async def reconcile(self) -> list[str]:
         """Differences between running totals and the entry log; empty when the ledger is consistent."""
         return await self.ledger.reconcile()
+
+    # ---- the entry log in commit order (the event stream) ----
+
+    async def log_position(self, seq: int | None = None) -> Position:
+        """Where entry `seq` is in commit order; with None, after the newest entry that can be read in order now."""
+        return await self.ledger.log_position(seq)
+
+    async def entries_after(
+        self, position: Position, *, prefixes: Sequence[str] | None = None, limit: int = 500
+    ) -> LogPage:
+        """Up to `limit` entries after `position` in commit order (under `prefixes`, if given), with their alerts."""
+        return await self.ledger.entries_after(position, prefixes=prefixes, limit=limit)
+
+    async def statuses(self, budget_ids: Iterable[str]) -> dict[str, BudgetStatus]:
+        """The status of each of these budgets that exists, read in one snapshot."""
+        wanted = tuple(sorted(set(budget_ids)))
+        if not wanted:
+            return {}
+        snapshot = await self.ledger.read(Scope(budget_ids=wanted), self.clock())
+        return {b: fig.status(snapshot, b) for b in wanted if b in snapshot.budgets}
+
+    def on_ledger_change(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when another server may have appended entries (PostgreSQL's notices; SQLite: never)."""
+        self.ledger.on_change(callback)
 
     # ---- checking and holding ----
 

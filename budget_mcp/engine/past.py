@@ -95,5 +95,5 @@ def charges(snapshot: Snapshot, entries: list[Entry]) -> tuple[PastCharges, Writ
     moved = {b: snapshot.budgets[b].plus({p: (n, t, c) for p, (n, t, c) in current[b].items() if c}) for b in budgets}
     after = Snapshot(snapshot.now, {**snapshot.budgets, **moved}, alerts_raised=snapshot.alerts_raised)
     check_totals(after, tuple(budgets))
-    alerts = crossed_alerts(snapshot, after, tuple(budgets))
+    alerts = crossed_alerts(snapshot, after, tuple(budgets), entries[-1].entry_id if entries else None)
     return PastCharges(len(entries), 0, tuple(alerts)), Writes(entries=list(entries), alerts=alerts)

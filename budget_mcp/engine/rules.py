@@ -215,7 +215,7 @@ def charge(
         model=price.model, provider=price.provider, price_source=source, reservation_id=request.reservation_id,
         idempotency_key=request.key, metadata=request.metadata,
     )  # fmt: skip
-    alerts = crossed_alerts(before, after, path)
+    alerts = crossed_alerts(before, after, path, entry.entry_id)
     result = _charge_result(after, request, entry, alerts, warnings)
     writes.entries.append(entry)
     writes.alerts.extend(alerts)
@@ -612,8 +612,9 @@ def over_limit(snapshot: Snapshot, path: Path) -> bool:
     return False
 
 
-def crossed_alerts(before: Snapshot, after: Snapshot, path: Path) -> list[AlertRecord]:
-    """Thresholds this charge crossed, once per threshold per window of each limit on the path."""
+def crossed_alerts(before: Snapshot, after: Snapshot, path: Path, entry_id: str | None = None) -> list[AlertRecord]:
+    """Thresholds this charge (the entry `entry_id`) crossed, once per threshold per window of each limit on the
+    path."""
     crossed = []
     for current in path:
         state = after.budgets[current]
@@ -639,6 +640,7 @@ def crossed_alerts(before: Snapshot, after: Snapshot, path: Path) -> list[AlertR
                             limit.limit_nanos,
                             limit.limit_tokens,
                             new.spent_tokens,
+                            entry_id,
                         )  # fmt: skip
                     )
     return crossed

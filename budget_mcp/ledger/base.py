@@ -158,6 +158,32 @@ class SpendRow:
         return self.input_tokens + self.output_tokens + self.cache_tokens + self.reasoning_tokens
 
 
+# An entry's place in commit order: (SQLite: seq, PostgreSQL: the writing transaction's id), then its seq.
+Position = tuple[int, int]
+START: Position = (0, 0)  # before every entry
+
+
+@dataclass(frozen=True)
+class LoggedEntry:
+    """An entry with its sequence number, its place in commit order, and the alerts its write crossed."""
+
+    seq: int
+    position: Position
+    entry: Entry
+    alerts: tuple[AlertRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """Entries after a position, in commit order, and the position to read the next page after.
+
+    `end` is past every entry the page read, matching or not: a filtered reader moves on over others' entries.
+    """
+
+    entries: list[LoggedEntry]
+    end: Position
+
+
 Decide = Callable[[Snapshot], tuple[T, Writes]]
 
 
@@ -216,6 +242,23 @@ class Ledger(Protocol):
 
     async def changed_budgets(self) -> set[str] | None:
         """The budgets any process wrote to since the last call (none at the first); None: anything may have."""
+        ...
+
+    async def log_position(self, seq: int | None = None) -> Position:
+        """The position of entry `seq` (of the newest before it if it does not exist; START for 0), or with None
+        the position after the newest entry that may be read in commit order now."""
+        ...
+
+    async def entries_after(
+        self, position: Position, *, prefixes: Sequence[str] | None = None, limit: int = 500
+    ) -> LogPage:
+        """Up to `limit` entries after `position` in commit order (of budgets under `prefixes`, if given), with
+        their alerts. No entry that commits later ever takes a place before the page's `end`."""
+        ...
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the event loop, without waiting) when another server may have appended entries;
+        a backend without such notices (SQLite) never calls it, and readers poll."""
         ...
 
     async def close(self) -> None:

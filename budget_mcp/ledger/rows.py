@@ -8,7 +8,7 @@ from typing import Any
 from budget_mcp.domain.accounting import FiltersOf, TotalKey, filters, spend_windows
 from budget_mcp.domain.records import SPEND_KINDS, AlertRecord, Entry, EntryKind, Limit, TokenCounts
 from budget_mcp.domain.windows import Period
-from budget_mcp.ledger.base import SpendRow
+from budget_mcp.ledger.base import LoggedEntry, LogPage, Position, SpendRow
 from budget_mcp.ledger.codec import from_us, limit_from_json, to_us
 
 _MINUTE_US = 60 * 1_000_000
@@ -86,15 +86,22 @@ def differences(expected: dict[TotalKey, list[int]], rows: Iterable[Sequence[Any
 
 
 def alert_to_row(a: AlertRecord) -> tuple[Any, ...]:
-    """An alert as the alerts table stores it."""
+    """An alert as the alerts table stores it (schema 4 added the entry that crossed it, last)."""
     return (
         a.budget_id, a.period.value, a.window_key, str(a.threshold), to_us(a.at),
-        a.spent_nanos, a.limit_nanos, a.spent_tokens, a.limit_tokens,
+        a.spent_nanos, a.limit_nanos, a.spent_tokens, a.limit_tokens, a.entry_id,
     )  # fmt: skip
 
 
+ALERT_COLUMNS = (
+    "budget_id, period, window_start, threshold, at_us, spent_nanos, limit_nanos, limit_tokens, spent_tokens, entry_id"
+)
+
+
 def alert_from_row(r: Sequence[Any]) -> AlertRecord:
-    return AlertRecord(r[0], Period(r[1]), r[2], Decimal(r[3]), from_us(r[4]), r[5], r[6], r[7], r[8])
+    """An alert from a row of ALERT_COLUMNS (or of its first nine)."""
+    entry_id = r[9] if len(r) > 9 else None
+    return AlertRecord(r[0], Period(r[1]), r[2], Decimal(r[3]), from_us(r[4]), r[5], r[6], r[7], r[8], entry_id)
 
 
 def entry_to_row(entry: Entry) -> tuple[Any, ...]:
@@ -131,3 +138,21 @@ def spend_row(r: Sequence[Any]) -> SpendRow:
         input_tokens=int(r[5]), output_tokens=int(r[6]), cache_tokens=int(r[7]), reasoning_tokens=int(r[8]),
         calls=int(r[9]), adjustment=bool(r[10]),
     )  # fmt: skip
+
+
+def log_page(
+    rows: Sequence[tuple[Position, int, Sequence[Any]]], alerts: Sequence[Sequence[Any]], limit: int,
+    head: Position, after: Position,
+) -> LogPage:  # fmt: skip
+    """A LogPage of entry rows (position, seq, ENTRY_COLUMNS) and their alerts' rows; past the head when not full."""
+    crossed: dict[str, list[AlertRecord]] = {}
+    for row in alerts:
+        alert = alert_from_row(row)
+        crossed.setdefault(alert.entry_id or "", []).append(alert)
+    entries = [
+        LoggedEntry(seq, position, entry, tuple(crossed.get(entry.entry_id, ())))
+        for position, seq, row in rows
+        for entry in (entry_from_row(tuple(row)),)
+    ]
+    end = entries[-1].position if len(entries) >= limit else max(head, after)
+    return LogPage(entries, max(end, after))

@@ -233,6 +233,11 @@ STEPS: list[str] = [
     DROP TABLE alert_deliveries;
     ALTER TABLE alert_deliveries_v3 RENAME TO alert_deliveries;
     """,
+    # 4: which entry's write crossed each alert, so the event stream sends an alert with its entry.
+    """
+    ALTER TABLE alerts ADD COLUMN entry_id TEXT;
+    CREATE INDEX alerts_entry ON alerts(entry_id) WHERE entry_id IS NOT NULL;
+    """,
 ]
 
 REBUILDS_TOTALS = 3  # the step after which the SQLite ledger recomputes every running total from the entries

@@ -43,8 +43,11 @@ from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt
 from budget_mcp.domain.windows import Period, Rolling, window_key
 from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
+    START,
     BudgetState,
     Decide,
+    LogPage,
+    Position,
     ReservationState,
     Scope,
     Snapshot,
@@ -56,6 +59,7 @@ from budget_mcp.ledger.base import (
 from budget_mcp.ledger.batching import GroupCommit, Pending, settle
 from budget_mcp.ledger.codec import config_from_row, config_to_json, from_us, to_us
 from budget_mcp.ledger.rows import (
+    ALERT_COLUMNS,
     ENTRY_COLUMNS,
     REPLAYED_KINDS,
     Replay,
@@ -64,6 +68,7 @@ from budget_mcp.ledger.rows import (
     differences,
     entry_from_row,
     entry_to_row,
+    log_page,
     spend_row,
     total_deltas,
 )
@@ -405,6 +410,46 @@ class SqliteLedger:
             return set() if first else touched
 
         return await self._in_thread(self._reader, run)
+
+    async def log_position(self, seq: int | None = None) -> Position:
+        """(seq, seq): commits take the write lock in turn, so sequence numbers are commit order."""
+        if seq is None:
+            seq = await self._in_thread(
+                self._reader, lambda conn: int(conn.execute("SELECT coalesce(max(seq), 0) FROM entries").fetchone()[0])
+            )
+        return (seq, seq) if seq > 0 else START
+
+    async def entries_after(
+        self, position: Position, *, prefixes: Sequence[str] | None = None, limit: int = 500
+    ) -> LogPage:
+        """Up to `limit` entries after `position` (of budgets under `prefixes`), in seq order, with their alerts."""
+        wanted = None if prefixes is None else json.dumps(list(prefixes))
+
+        def run(conn: sqlite3.Connection) -> LogPage:
+            conn.execute("BEGIN")
+            try:
+                head = int(conn.execute("SELECT coalesce(max(seq), 0) FROM entries").fetchone()[0])
+                rows = conn.execute(
+                    f"SELECT seq, {ENTRY_COLUMNS} FROM entries WHERE seq > ? AND (? IS NULL OR EXISTS (SELECT 1 FROM "
+                    "json_each(?) AS p WHERE budget_id = p.value OR (budget_id > p.value || '/' AND budget_id < "
+                    "p.value || '0'))) ORDER BY seq LIMIT ?",
+                    (position[1], wanted, wanted, limit),
+                ).fetchall()
+                ids = json.dumps([row[1] for row in rows])
+                alerts = conn.execute(
+                    f"SELECT {ALERT_COLUMNS} FROM alerts WHERE entry_id IN (SELECT value FROM json_each(?)) "
+                    "ORDER BY budget_id, period, threshold",
+                    (ids,),
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            found = [((row[0], row[0]), row[0], row[1:]) for row in rows]
+            return log_page(found, alerts, limit, (head, head), position)
+
+        return await self._in_thread(self._reader, run)
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """SQLite has no notices between processes: readers of the log poll it (`entries_after` is one query)."""
 
     async def _in_thread(self, conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
         # `_execute` is the queue aiosqlite's own methods use; passing a whole function makes it one hop.
@@ -775,7 +820,7 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> dict
         conn.execute("DELETE FROM hold_budgets WHERE reservation_id = ?", (reservation_id,))
     if writes.alerts:
         conn.executemany(
-            "INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [alert_to_row(a) for a in writes.alerts]
+            f"INSERT OR IGNORE INTO alerts VALUES ({', '.join('?' * 10)})", [alert_to_row(a) for a in writes.alerts]
         )
     if writes.stored_result:
         key, stored = writes.stored_result

@@ -98,6 +98,13 @@ class Grant:
                 f"'{budget_id}' is the budget the token '{self.name}' is confined to; only an admin may close it"
             )
 
+    def check_prefix(self, prefix: str) -> None:
+        """Raise unless something under `prefix` may be seen: it is within the grant, or above budgets that are."""
+        if self.prefixes is None or self.allows(prefix):
+            return
+        if not any(is_within(mine, prefix) for mine in [*self.prefixes, *self.owned]):
+            raise self.denied(prefix)
+
     def check_uri(self, uri: str) -> None:
         """Raise unless the resource at `uri` may be read (a budget's resources: when the budget may be used)."""
         budget_id = budget_of_uri(uri)
@@ -122,9 +129,8 @@ async def visible_tree(engine: BudgetEngine, grant: Grant, prefix: str | None = 
     if grant.prefixes is None:
         return await engine.tree(prefix)
     if prefix is None or not grant.allows(prefix):
-        reach = [*grant.prefixes, *grant.owned]
-        if prefix is not None and not any(is_within(mine, prefix) for mine in reach):
-            raise grant.denied(prefix)
+        if prefix is not None:
+            grant.check_prefix(prefix)
         return await engine.tree(prefix, visible=grant.allows)
     return await engine.tree(prefix)
 

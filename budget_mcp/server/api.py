@@ -10,7 +10,7 @@ gated per route before this runs (`resource_server.ScopeGate`).
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from mcp import MCPError
@@ -21,7 +21,7 @@ from mcp.server.transport_security import TransportSecurityMiddleware, Transport
 from mcp.types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from budget_mcp.domain.ids import validate_budget_id
 from budget_mcp.domain.results import SpendReport
@@ -38,10 +38,11 @@ from budget_mcp.errors import (
     UnknownModelError,
 )
 from budget_mcp.render import report_html
+from budget_mcp.server.events import KEEPALIVE_SECONDS, EventHub, TooFarBehind, View, event_view, sse_lines
 from budget_mcp.server.http import MAX_REQUEST_BYTES
 from budget_mcp.server.openapi import RESOURCE_ROUTES, openapi_document
 from budget_mcp.server.scopes import API_PREFIX
-from budget_mcp.server.state import LiveState, using_state
+from budget_mcp.server.state import LiveState, current_state, using_state
 from budget_mcp.server.tools import budget_tools
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,9 @@ _TITLES = {
     409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 421: "Misdirected Request",
     422: "Unprocessable Content", 500: "Internal Server Error", 503: "Service Unavailable",
 }  # fmt: skip
-_QUERY = {"ledger": frozenset({"limit"})}
-_RESOURCE_KINDS = frozenset({"budgets", "reports", "ledger", "prices", "openapi.json"})
+_QUERY = {"ledger": frozenset({"limit"}), "events": frozenset({"prefix", "after"})}
+_RESOURCE_KINDS = frozenset({"budgets", "reports", "ledger", "prices", "openapi.json", "events"})
+EVENT_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
 
 
 class Problem(Exception):
@@ -89,6 +91,12 @@ class Problem(Exception):
         return JSONResponse(body, status_code=self.status, media_type=PROBLEM_JSON, headers=self.headers)
 
 
+def refusal(exc: BudgetMcpError) -> Problem:
+    """The problem for a domain error raised outside any tool: its status from its class, its text as the detail."""
+    status, kind = next((s, k) for t, s, k in STATUSES if isinstance(exc, t))
+    return Problem(status, kind, str(exc))
+
+
 def error_problem(exc: ToolError | ResourceError, tool: str | None = None) -> Problem:
     """The problem for a tool's or resource's error: its status from what caused it, its text as the detail
     (without the SDK's 'Error executing tool <name>: ', which the route already names)."""
@@ -102,8 +110,8 @@ def error_problem(exc: ToolError | ResourceError, tool: str | None = None) -> Pr
         return Problem(400, "invalid-arguments", text)
     if not isinstance(cause, BudgetMcpError):
         return _internal()
-    status, kind = next((s, k) for t, s, k in STATUSES if isinstance(cause, t))
-    return Problem(status, kind, text)
+    found = refusal(cause)
+    return Problem(found.status, found.kind, text)
 
 
 def loopback_security(host: str) -> TransportSecuritySettings | None:
@@ -217,6 +225,8 @@ class HttpApi:
     async def _read(self, request: Request, path: str) -> Response:
         if path in self._tools:
             raise Problem(405, "method-not-allowed", f"the tool {path} is called with POST", {"Allow": "POST"})
+        if path == "events":
+            return await self._events(request)
         if path == "openapi.json":
             if self._openapi is None:
                 self._openapi = openapi_document(budget_tools())
@@ -255,9 +265,46 @@ class HttpApi:
             text = report_html(SpendReport.model_validate_json(text))
         return Response(text, media_type=media)
 
+    async def _events(self, request: Request) -> Response:
+        """The Server-Sent Events stream of ledger entries (events.py), from `Last-Event-ID` or `?after=`."""
+        _query(request, "events")
+        state = current_state()
+        if state.events is None:
+            raise Problem(404, "no-route", "this server does not stream events")
+        after = request.headers.get("last-event-id") or request.query_params.get("after")
+        try:
+            view, start = event_view(await state.caller(), request.query_params.get("prefix"), after)
+        except BudgetMcpError as exc:
+            raise refusal(exc) from exc
+        return StreamingResponse(
+            _event_stream(state.events, view, start), media_type="text/event-stream", headers=EVENT_STREAM_HEADERS
+        )
+
     def _no_route(self, path: str) -> Problem:
         routes = ", ".join(["POST /api/v1/<tool>", *(f"GET /api/v1{route.path}" for route in RESOURCE_ROUTES)])
         return Problem(404, "no-route", f"nothing at /api/v1/{path[:80]}; the routes are {routes}")
+
+
+async def _event_stream(hub: EventHub, view: View, start: int | None) -> AsyncIterator[str]:
+    """The text/event-stream body: a comment once subscribed, then events, a comment line when quiet, until the
+    client goes (or falls too far behind: the stream ends and the client resumes with Last-Event-ID)."""
+    try:
+        subscription = await hub.subscribe(view, start)
+    except BudgetMcpError as exc:
+        logger.warning("an event stream could not start: %s", exc)
+        yield f"retry: 1000\n: {str(exc).splitlines()[0][:200]}; reconnect to try again\n\n"
+        return
+    try:
+        yield "retry: 1000\n: connected\n\n"  # subscribed: what is written from here on is on its way
+        while True:
+            try:
+                events = await subscription.receive(KEEPALIVE_SECONDS)
+            except TooFarBehind:
+                yield ": too far behind; reconnect with Last-Event-ID to resume\n\n"
+                return
+            yield sse_lines(events) if events else ": keepalive\n\n"
+    finally:
+        subscription.close()
 
 
 async def _arguments(request: Request) -> dict[str, Any]:
@@ -299,7 +346,7 @@ def _query(request: Request, route: str) -> str:
     if unknown:
         known = f"; it takes {', '.join(sorted(allowed))}" if allowed else "; it takes none"
         raise Problem(400, "invalid-input", f"unknown query parameter {unknown[0][:40]!r}{known}")
-    limit = request.query_params.get("limit")
+    limit = request.query_params.get("limit") if "limit" in allowed else None
     if limit is None:
         return ""
     if not limit.isdigit() or not limit.isascii():

@@ -3,7 +3,7 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from mcp.server.auth.routes import build_resource_metadata_url
@@ -21,6 +21,7 @@ from budget_mcp.engine.declarations import apply_declarations
 from budget_mcp.ledger import open_ledger
 from budget_mcp.pricing import PriceCatalog
 from budget_mcp.server.access import ScopedSubscriptions, TokenTable
+from budget_mcp.server.events import EventHub
 from budget_mcp.server.legacy import LegacySubscribers, LegacySubscriptions
 from budget_mcp.server.notify import Announcer, close_expired_periodically, watch_other_processes
 from budget_mcp.server.prompts import register_prompts
@@ -77,7 +78,10 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
 
             subscribers = LegacySubscribers(may_read)
             announcer = Announcer(bus, subscribers, await engine.budget_ids())
-            state = AppState(settings, engine, announcer, subscribers, tokens, webhook)
+            hub = EventHub(engine) if settings.transport == "http" else None
+            if hub is not None:
+                announcer.listeners.append(hub.wake)
+            state = AppState(settings, engine, announcer, subscribers, tokens, webhook, hub)
             async with anyio.create_task_group() as tasks:
                 await tasks.start(subscribers.run)
                 tasks.start_soon(announcer.run)
@@ -85,6 +89,8 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
                 tasks.start_soon(close_expired_periodically, engine, announcer, settings.expiry_sweep_seconds)
                 if webhook is not None:
                     tasks.start_soon(webhook.run)
+                if hub is not None:
+                    tasks.start_soon(hub.run)
                 if settings.prices_refresh_hours:
                     tasks.start_soon(refresh_prices_periodically, state, settings.prices_refresh_hours * 3600)
                 try:
@@ -132,8 +138,11 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
         return JSONResponse({"status": "ok"})
 
     if settings.transport == "http":
+        from starlette.routing import WebSocketRoute
+
         from budget_mcp.server.api import API_ROUTE, HttpApi, loopback_security
         from budget_mcp.server.dashboard import register_dashboard
+        from budget_mcp.server.websocket import EventSocket
 
         api = HttpApi(
             server, live, require_token=bool(tokens), metadata_url=metadata_url,
@@ -142,5 +151,8 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
         methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
         server.custom_route(API_ROUTE, methods=methods)(api.handle)
         register_dashboard(server, require_token=bool(tokens))
+        socket = EventSocket(live, require_token=bool(tokens), security=loopback_security(settings.host))
+        # The SDK adds its custom routes to the app it builds; it has no decorator for a WebSocket route.
+        server._custom_starlette_routes.append(cast(Any, WebSocketRoute("/ws", socket.handle)))
 
     return server

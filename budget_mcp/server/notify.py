@@ -9,7 +9,7 @@ which budgets they touched.
 """
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import anyio
 from mcp.server.subscriptions import SubscriptionBus
@@ -44,6 +44,7 @@ class Announcer:
         self._uris: set[str] = set()
         self._list_changed = False
         self._pending = anyio.Event()
+        self.listeners: list[Callable[[], None]] = []  # told of every change at once, without waiting (events)
 
     def budgets_changed(self, budget_ids: Iterable[str]) -> None:
         """Mark the budgets (and every ancestor: spend counts up the path) as changed, and the list if one is new."""
@@ -55,6 +56,8 @@ class Announcer:
                 self._uris.update(budget_uris(current))
         self._uris.add(LIST_URI)
         self._pending.set()
+        for listener in self.listeners:
+            listener()
 
     def resource_changed(self, uri: str) -> None:
         """Mark one resource (the price catalog, say) as changed."""

@@ -13,6 +13,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from budget_mcp import __version__
 from budget_mcp.domain.results import BudgetNode, BudgetStatus, LedgerListing, SpendReport
+from budget_mcp.server.events import AlertEvent, EntryEvent
 from budget_mcp.server.scopes import TOOL_SCOPES
 
 _REF = "#/components/schemas/{model}"
@@ -99,6 +100,7 @@ def openapi_document(tools: list[Tool]) -> dict[str, Any]:
         paths[f"/api/v1/{tool.name}"] = {"post": _tool_operation(tool, components)}
     for route in RESOURCE_ROUTES:
         paths[f"/api/v1{route.path}"] = {"get": _resource_operation(route, components)}
+    paths["/api/v1/events"] = {"get": _events_operation(components)}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -175,6 +177,42 @@ def _resource_operation(route: ResourceRoute, components: dict[str, Any]) -> dic
         "responses": {"200": {"description": route.summary, "content": {route.media: {"schema": schema}}},
                       **_error_responses()},
     }  # fmt: skip
+
+
+def _events_operation(components: dict[str, Any]) -> dict[str, Any]:
+    """GET /api/v1/events: a text/event-stream whose every `data:` line is an EntryEvent or an AlertEvent."""
+    data = {"oneOf": [_model(EntryEvent, components), _model(AlertEvent, components)]}
+
+    def query(name: str, schema: dict[str, Any], why: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "schema": schema, "description": why}
+
+    return {
+        "operationId": "get_events",
+        "summary": "live ledger events (Server-Sent Events)",
+        "description": "One event per ledger entry (`event:` its kind, `id:` its sequence number, `data:` an "
+        "EntryEvent), and one `alert` event (the same id, an AlertEvent) per threshold it crossed, in the "
+        "ledger's commit order. `Last-Event-ID` or `after` replays what was missed; without them the stream "
+        "starts now. A comment line every 15 s keeps proxies open. `GET /ws` carries the same messages over a "
+        "WebSocket (`?after=`, `?prefix=`). OAuth scope: budget:read.",
+        "parameters": [
+            query("prefix", {"type": "string"}, "only events of budgets under this one"),
+            query("after", {"type": "integer", "minimum": 0}, "replay from the event after this id (0: all)"),
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "as after; sent by EventSource when it reconnects",
+            },
+        ],  # fmt: skip
+        "responses": {
+            "200": {
+                "description": "the event stream; each data line is JSON",
+                "content": {"text/event-stream": {"schema": {"type": "string"}, "x-data-schema": data}},
+            },
+            **_error_responses(),
+        },  # fmt: skip
+    }
 
 
 def _error_responses() -> dict[str, Any]:

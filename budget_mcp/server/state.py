@@ -15,6 +15,7 @@ from budget_mcp.config import Settings
 from budget_mcp.engine import BudgetEngine
 from budget_mcp.pricing import refresh_sources, remote_sources
 from budget_mcp.server.access import Grant, TokenTable
+from budget_mcp.server.events import EventHub
 from budget_mcp.server.legacy import LegacySubscribers
 from budget_mcp.server.notify import Announcer
 
@@ -31,6 +32,7 @@ class AppState:
     legacy: LegacySubscribers
     tokens: TokenTable
     webhook: AlertWebhook | None = None
+    events: EventHub | None = None  # the live event stream (HTTP transport)
 
     async def caller(self) -> Grant:
         """What the caller of the request being served may use."""

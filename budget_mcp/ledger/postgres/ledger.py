@@ -29,7 +29,7 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -42,7 +42,10 @@ from budget_mcp.domain.records import AlertRecord, DeliveryAttempt, Entry, Entry
 from budget_mcp.domain.windows import Period
 from budget_mcp.errors import LedgerError
 from budget_mcp.ledger.base import (
+    START,
     Decide,
+    LogPage,
+    Position,
     Scope,
     Snapshot,
     SpendRow,
@@ -64,6 +67,7 @@ from budget_mcp.ledger.postgres.statements import (
     write_statement,
 )
 from budget_mcp.ledger.rows import (
+    ALERT_COLUMNS,
     ENTRY_COLUMNS,
     REPLAYED_KINDS,
     Replay,
@@ -71,6 +75,7 @@ from budget_mcp.ledger.rows import (
     alert_from_row,
     differences,
     entry_from_row,
+    log_page,
     spend_row,
     total_deltas,
 )
@@ -84,6 +89,7 @@ MAX_BATCH = 64
 MAX_KEPT_TREES = 4096  # trees whose snapshots a server keeps (least recently written forgotten first)
 HOLD_GRACE_US = 86_400 * 1_000_000
 _FAR = 2**62
+_HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"  # every transaction older than this has ended
 
 
 @dataclass
@@ -118,6 +124,7 @@ class PostgresLedger:
         self._writes = 0
         self._commits: GroupCommit[_Pending] = GroupCommit(self._store_batch, max_batch=MAX_BATCH)
         self._trees: dict[str, TreeCache] = {}
+        self._on_change: list[Callable[[], None]] = []
 
     @classmethod
     async def open(cls, dsn: str, *, max_connections: int = 10) -> "PostgresLedger":
@@ -432,12 +439,66 @@ class PostgresLedger:
         heard, self._heard = self._heard, set()
         return heard
 
+    async def log_position(self, seq: int | None = None) -> Position:
+        """(transaction id, seq) of entry `seq`, or of the newest entry whose transaction is older than every
+        transaction still running (see `entries_after`)."""
+        if seq is not None and seq <= 0:
+            return START
+        async with self._connection() as conn:
+            if seq is None:
+                row = await conn.fetchrow(
+                    f"SELECT txid::text::bigint, seq FROM entries WHERE txid < {_HORIZON} ORDER BY txid DESC, seq DESC "
+                    "LIMIT 1"
+                )
+            else:
+                row = await conn.fetchrow(
+                    "SELECT txid::text::bigint, seq FROM entries WHERE seq <= $1 ORDER BY seq DESC LIMIT 1", seq
+                )
+        return (int(row[0]), int(row[1])) if row else START
+
+    async def entries_after(
+        self, position: Position, *, prefixes: Sequence[str] | None = None, limit: int = 500
+    ) -> LogPage:
+        """Up to `limit` entries after `position` in commit order: by writing transaction, then seq.
+
+        Sequence numbers are taken before commit, so seq 10 may commit after seq 11 is visible. Only entries
+        of transactions older than the oldest one still running (the snapshot's xmin) are read: no entry can
+        ever commit with such a transaction id again, so nothing later takes a place before what was read.
+        One REPEATABLE READ transaction: the page, the head and the alerts share one snapshot.
+        """
+        async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await conn.fetch(
+                f"SELECT txid::text::bigint, seq, {ENTRY_COLUMNS} FROM entries "
+                f"WHERE (txid, seq) > ($1::text::xid8, $2) AND txid < {_HORIZON} AND ($3::text[] IS NULL OR EXISTS "
+                "(SELECT 1 FROM unnest($3::text[]) AS p(id) WHERE budget_id = p.id "
+                "OR (budget_id > p.id || '/' AND budget_id < p.id || '0'))) ORDER BY txid, seq LIMIT $4",
+                str(position[0]), position[1], None if prefixes is None else list(prefixes), limit,
+            )  # fmt: skip
+            head = await conn.fetchrow(
+                f"SELECT txid::text::bigint, seq FROM entries WHERE txid < {_HORIZON} ORDER BY txid DESC, seq DESC "
+                "LIMIT 1"
+            )
+            alerts = await conn.fetch(
+                f"SELECT {ALERT_COLUMNS} FROM alerts WHERE entry_id = ANY($1::text[]) "
+                "ORDER BY budget_id, period, threshold",
+                [row[2] for row in rows],
+            )
+        found = [((int(row[0]), int(row[1])), int(row[1]), tuple(row)[2:]) for row in rows]
+        top = (int(head[0]), int(head[1])) if head else START
+        return log_page(found, [tuple(a) for a in alerts], limit, top, position)
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever this server's listening connection hears a change notice (any server's)."""
+        self._on_change.append(callback)
+
     async def truncate(self) -> None:
         """Empty every table (for tests and benchmarks; the schema stays)."""
         await self._execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
         self._trees.clear()
 
     def _heard_one(self, _connection: object, _pid: object, _channel: object, payload: str) -> None:
+        for callback in self._on_change:
+            callback()
         if self._heard is None:
             return
         try:

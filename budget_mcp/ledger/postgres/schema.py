@@ -111,6 +111,14 @@ STEPS: list[str] = [
         BEGIN RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
             MESSAGE = 'the budget tree changed since this server last read it'; END $$;
     """,
+    # 3: the event stream's commit order (ARCHITECTURE.md, "The event stream"): each entry's transaction id,
+    # and which entry's write crossed each alert.
+    """
+    ALTER TABLE entries ADD COLUMN txid xid8 NOT NULL DEFAULT pg_current_xact_id();
+    CREATE INDEX entries_commit_order ON entries(txid, seq);
+    ALTER TABLE alerts ADD COLUMN entry_id TEXT;
+    CREATE INDEX alerts_entry ON alerts(entry_id) WHERE entry_id IS NOT NULL;
+    """,
 ]
 
 

@@ -2,9 +2,9 @@
 
 The page is plain HTML, CSS and JavaScript with SVG bars (`static/`), shipped in the wheel and read with
 `importlib.resources`: no CDN, it works offline. It reads and writes through /api/v1 with the person's token
-and follows `GET /api/v1/events` when the server has that route, re-fetching every second when it has not or
-the stream drops. Two facts the page cannot learn without a failed request (which the browser logs as an
-error) are written into it as it is served: whether the API needs a token, and whether the events route exists.
+and follows `GET /api/v1/events`, re-fetching every second while the stream is down. Two facts the page cannot
+learn without a failed request (which the browser logs as an error) are written into it as it is served:
+whether the API needs a token, and where the events stream is.
 """
 
 from importlib.resources import files
@@ -13,9 +13,6 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
-
-from budget_mcp.server.api import API_ROUTE
 
 EVENTS_PATH = "/api/v1/events"
 _STATIC = files(__package__) / "static"
@@ -44,7 +41,7 @@ def register_dashboard(server: MCPServer[Any], *, require_token: bool) -> None:
     @server.custom_route("/dashboard", methods=["GET"])  # type: ignore[untyped-decorator]
     async def dashboard(request: Request) -> Response:
         html = page.replace("{{token}}", "required" if require_token else "none")
-        html = html.replace("{{events}}", EVENTS_PATH if has_events_route(request) else "")
+        html = html.replace("{{events}}", EVENTS_PATH)  # the HTTP transport always streams events
         return Response(html, media_type="text/html; charset=utf-8", headers=_HEADERS)
 
     @server.custom_route("/dashboard/{name}", methods=["GET"])  # type: ignore[untyped-decorator]
@@ -53,13 +50,3 @@ def register_dashboard(server: MCPServer[Any], *, require_token: bool) -> None:
         if name not in assets:
             return Response(f"no file {name[:60]!r} here", status_code=404, media_type="text/plain")
         return Response(assets[name], media_type=_MEDIA[name], headers=_HEADERS)
-
-
-def has_events_route(request: Request) -> bool:
-    """Whether GET /api/v1/events is a route of this app of its own (not the API's catch-all, which answers 404)."""
-    scope = {"type": "http", "method": "GET", "path": EVENTS_PATH, "root_path": ""}
-    for route in request.app.routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return getattr(route, "path", None) not in {API_ROUTE, None}
-    return False
