@@ -558,3 +558,31 @@ async def test_the_http_api_asks_each_route_for_its_tools_scope(
         assert f'resource_metadata="{metadata_url(base)}"' in challenge and challenge.endswith('scope="budget:spend"')
         assert api("not-a-token", "GET", "budgets").status_code == 401
         assert api(STATIC, "GET", "budgets/acme").json()["spent_usd"] == "0.500000"
+
+
+async def test_the_event_stream_and_websocket_need_budget_read(
+    settings: Settings, clock: FakeClock, provider: OidcProvider, keys: dict[str, SigningKey]
+) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    with oauth_server(settings, clock, provider.issuer) as base:
+        no_budget_scope = keys["a"].sign(claims(provider, base, clock, scope="openid profile"))
+        reader = provider.token("reader", f"{base}/mcp")
+        socket_url = f"ws://{base.removeprefix('http://')}/ws"
+        for token, status in ((no_budget_scope, 403), (reader, 200)):
+            with httpx2.stream("GET", f"{base}/api/v1/events", headers=bearer(token), timeout=30) as stream:
+                assert stream.status_code == status, stream.read()
+                if status == 403:
+                    assert 'scope="budget:read"' in stream.headers["www-authenticate"]
+        with pytest.raises(InvalidStatus) as refusal:
+            async with connect(socket_url, additional_headers=bearer(no_budget_scope)):
+                pass
+        assert refusal.value.response.status_code == 403
+        assert b"budget:read" in refusal.value.response.body
+        async with connect(socket_url, additional_headers=bearer(reader)) as socket:
+            assert socket.protocol.state.name == "OPEN"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
