@@ -1,14 +1,14 @@
 """Rows shared by the storage backends: entries and alerts to and from rows, running-total deltas, reconcile."""
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 from budget_mcp.domain.accounting import FiltersOf, TotalKey, filters, spend_windows
-from budget_mcp.domain.records import SPEND_KINDS, AlertRecord, Entry, EntryKind, Limit, TokenCounts
+from budget_mcp.domain.records import SPEND_KINDS, AlertRecord, BudgetConfig, Entry, EntryKind, Limit, TokenCounts
 from budget_mcp.domain.windows import Period
-from budget_mcp.ledger.base import LoggedEntry, LogPage, Position, SpendRow
+from budget_mcp.ledger.base import BudgetState, LoggedEntry, LogPage, Position, SpendRow, WindowUsage
 from budget_mcp.ledger.codec import from_us, limit_from_json, to_us
 
 _MINUTE_US = 60 * 1_000_000
@@ -156,3 +156,21 @@ def log_page(
     ]
     end = entries[-1].position if len(entries) >= limit else max(head, after)
     return LogPage(entries, max(end, after))
+
+
+def budget_states(
+    configs: Mapping[str, BudgetConfig],
+    usage: Mapping[str, dict[Period, WindowUsage]],
+    held: Mapping[str, tuple[int, int, int]],
+    children: Mapping[str, list[str]],
+    filtered: Mapping[str, dict[str, WindowUsage]],
+    oldest: Mapping[str, dict[str, int]],
+) -> dict[str, BudgetState]:
+    """Each loaded budget's state from what a backend read: current windows, holds, open children, own totals."""
+    return {
+        b: BudgetState(
+            c, usage[b], *held.get(b, (0, 0, 0)), children=sorted(children.get(b, [])), filtered=filtered[b],
+            oldest=oldest[b],
+        )
+        for b, c in configs.items()
+    }  # fmt: skip

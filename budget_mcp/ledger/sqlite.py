@@ -44,7 +44,6 @@ from budget_mcp.domain.windows import Period, Rolling, window_key
 from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
     START,
-    BudgetState,
     Decide,
     LogPage,
     Position,
@@ -65,6 +64,7 @@ from budget_mcp.ledger.rows import (
     Replay,
     alert_from_row,
     alert_to_row,
+    budget_states,
     differences,
     entry_from_row,
     entry_to_row,
@@ -707,17 +707,7 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
             held[budget_id] = (nanos, tokens, count)
             first_expiry = expiry if first_expiry is None else min(first_expiry, expiry)
 
-    budgets = {
-        b: BudgetState(
-            c,
-            usage[b],
-            *held.get(b, (0, 0, 0)),
-            children=sorted(children.get(b, [])),
-            filtered=filtered[b],
-            oldest=oldest[b],
-        )  # fmt: skip
-        for b, c in configs.items()
-    }
+    budgets = budget_states(configs, usage, held, children, filtered, oldest)
     snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised)
     if scope.reservation_id:
         snapshot.reservation = _load_reservation(conn, scope.reservation_id)

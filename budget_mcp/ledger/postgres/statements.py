@@ -15,7 +15,6 @@ from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.records import Hold
 from budget_mcp.domain.windows import Period, window_keys
 from budget_mcp.ledger.base import (
-    BudgetState,
     ReservationState,
     Scope,
     Snapshot,
@@ -27,6 +26,7 @@ from budget_mcp.ledger.codec import config_from_row, config_to_json, from_us, to
 from budget_mcp.ledger.rows import (
     ENTRY_COLUMNS,
     alert_to_row,
+    budget_states,
     entry_to_row,
     total_deltas,
 )
@@ -178,17 +178,7 @@ async def load(conn: asyncpg.Connection, scope: Scope, now: datetime, kept: Tree
         filtered[budget_id][key] = WindowUsage(int(nanos), int(tokens), int(calls))
         if first is not None:
             oldest[budget_id][key] = int(first)
-    budgets = {
-        b: BudgetState(
-            c,
-            usage[b],
-            *held.get(b, (0, 0, 0)),
-            children=sorted(children.get(b, [])),
-            filtered=filtered[b],
-            oldest=oldest[b],
-        )  # fmt: skip
-        for b, c in configs.items()
-    }
+    budgets = budget_states(configs, usage, held, children, filtered, oldest)
     snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised)
     if scope.reservation_id:
         hold, closing = row[5], row[6]
