@@ -6,9 +6,18 @@ from decimal import Decimal
 from typing import Any
 
 from budget_mcp.domain.accounting import FiltersOf, TotalKey, filters, spend_windows
-from budget_mcp.domain.records import SPEND_KINDS, AlertRecord, BudgetConfig, Entry, EntryKind, Limit, TokenCounts
+from budget_mcp.domain.records import (
+    SPEND_KINDS,
+    AlertRecord,
+    BudgetConfig,
+    Entry,
+    EntryKind,
+    HeldFor,
+    Limit,
+    TokenCounts,
+)
 from budget_mcp.domain.windows import Period
-from budget_mcp.ledger.base import BudgetState, LoggedEntry, LogPage, Position, SpendRow, WindowUsage
+from budget_mcp.ledger.base import BudgetState, Held, LoggedEntry, LogPage, Position, SpendRow, WindowUsage
 from budget_mcp.ledger.codec import from_us, limit_from_json, to_us
 
 _MINUTE_US = 60 * 1_000_000
@@ -161,16 +170,19 @@ def log_page(
 def budget_states(
     configs: Mapping[str, BudgetConfig],
     usage: Mapping[str, dict[Period, WindowUsage]],
-    held: Mapping[str, tuple[int, int, int]],
+    held: Mapping[str, dict[HeldFor, Held]],
     children: Mapping[str, list[str]],
     filtered: Mapping[str, dict[str, WindowUsage]],
     oldest: Mapping[str, dict[str, int]],
 ) -> dict[str, BudgetState]:
-    """Each loaded budget's state from what a backend read: current windows, holds, open children, own totals."""
-    return {
-        b: BudgetState(
-            c, usage[b], *held.get(b, (0, 0, 0)), children=sorted(children.get(b, [])), filtered=filtered[b],
-            oldest=oldest[b],
-        )
-        for b, c in configs.items()
-    }  # fmt: skip
+    """Each loaded budget's state from what a backend read: current windows, live holds (by the model and provider
+    they are for), open children, own totals."""
+    states = {}
+    for b, c in configs.items():
+        by = held.get(b, {})
+        states[b] = BudgetState(
+            c, usage[b], sum(h[0] for h in by.values()), sum(h[1] for h in by.values()),
+            sum(h[2] for h in by.values()), children=sorted(children.get(b, [])), filtered=filtered[b],
+            oldest=oldest[b], held_by=by,
+        )  # fmt: skip
+    return states
