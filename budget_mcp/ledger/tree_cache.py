@@ -96,8 +96,11 @@ def merged(
     raised = tree.snapshot.alerts_raised | loaded.alerts_raised if tree else loaded.alerts_raised
     now = max(tree.snapshot.now, loaded.now) if tree else loaded.now
     holds = dict(tree.holds) if tree else {}
-    if loaded.reservation is not None and loaded.reservation.hold is not None:
-        holds[loaded.reservation.reservation_id] = loaded.reservation.hold
+    hold = loaded.reservation.hold if loaded.reservation is not None else None
+    if (
+        hold is not None and hold.expires_at > loaded.now
+    ):  # an expired hold is in no held sum: settling it ends the tree
+        holds[hold.reservation_id] = hold
     snapshot = Snapshot(now, budgets, None, None, raised)
     return TreeCache(version, snapshot, frozenset(complete), until, windows, holds)
 
