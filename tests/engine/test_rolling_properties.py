@@ -128,7 +128,7 @@ def dsn(postgres_dsn: str) -> str:
     return postgres_dsn
 
 
-async def _emptied(dsn: str) -> str:
+async def emptied(dsn: str) -> str:
     ledger = await PostgresLedger.open(dsn)
     await ledger.truncate()
     await ledger.close()
@@ -143,6 +143,6 @@ def test_rolling_windows_match_the_brute_force_model_on_postgres(
     dsn: str, minutes: int, offset_us: int, ops: list[tuple[str, int, int]]
 ) -> None:
     async def run() -> None:
-        await check_against_model(await _emptied(dsn), minutes, offset_us, ops)
+        await check_against_model(await emptied(dsn), minutes, offset_us, ops)
 
     asyncio.run(run())
