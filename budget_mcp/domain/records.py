@@ -166,6 +166,9 @@ class TokenCounts:
         return self.input + self.output + self.cache_read + self.cache_write + self.reasoning
 
 
+MAX_SEQ = 2**63 - 1  # the largest sequence number an entry can have on either backend
+
+
 @dataclass(frozen=True)
 class Entry:
     """One append-only ledger entry."""
@@ -182,6 +185,7 @@ class Entry:
     reservation_id: str | None = None
     idempotency_key: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    seq: int | None = None  # its sequence number in the log, when read from it (a new entry has none yet)
 
 
 HeldFor = tuple[str | None, str | None]  # the (model, provider) a hold is for, as the check named them

@@ -225,9 +225,11 @@ class Ledger(Protocol):
         ...
 
     async def entries(
-        self, budget_id: str, *, limit: int = 100, since: datetime | None = None, kind: EntryKind | None = None
-    ) -> list[Entry]:
-        """The latest entries of a budget and its descendants (of one `kind`, if given), newest first."""
+        self, budget_id: str, *, limit: int = 100, since: datetime | None = None, kind: EntryKind | None = None,
+        before: int | None = None,
+    ) -> list[Entry]:  # fmt: skip
+        """The latest entries of a budget and its descendants (of one `kind`, if given; with a `seq` below `before`,
+        if given), newest first (by `seq`), each with its `seq`."""
         ...
 
     async def alerts(self, budget_id: str, *, since: datetime | None = None) -> list[AlertRecord]:

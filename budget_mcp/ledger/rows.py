@@ -123,7 +123,8 @@ def entry_to_row(entry: Entry) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def entry_from_row(row: tuple[Any, ...]) -> Entry:
+def entry_from_row(row: tuple[Any, ...], seq: int | None = None) -> Entry:
+    """An entry from its row (ENTRY_COLUMNS), with its sequence number if the read gave it."""
     return Entry(
         entry_id=row[0],
         kind=EntryKind(row[1]),
@@ -137,6 +138,7 @@ def entry_from_row(row: tuple[Any, ...]) -> Entry:
         reservation_id=row[13],
         idempotency_key=row[14],
         metadata=json.loads(row[15]) if row[15] else {},
+        seq=seq,
     )
 
 

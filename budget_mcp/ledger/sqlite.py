@@ -40,6 +40,7 @@ from budget_mcp.domain.accounting import TotalKey, filters
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.money import MAX_TOTAL
 from budget_mcp.domain.records import (
+    MAX_SEQ,
     AlertRecord,
     BudgetConfig,
     DeliveryAttempt,
@@ -268,11 +269,14 @@ class SqliteLedger:
         self._commit_seconds += (seconds - self._commit_seconds) * 0.05
 
     async def entries(
-        self, budget_id: str, *, limit: int = 100, since: datetime | None = None, kind: EntryKind | None = None
-    ) -> list[Entry]:
-        """The latest entries of `budget_id` and its descendants (of one `kind`, if given), newest first."""
+        self, budget_id: str, *, limit: int = 100, since: datetime | None = None, kind: EntryKind | None = None,
+        before: int | None = None,
+    ) -> list[Entry]:  # fmt: skip
+        """The latest entries of `budget_id` and its descendants (of one `kind`, if given; below seq `before`, if
+        given), newest first."""
         since_us = to_us(since) if since else -(2**62)
         kind_text = None if kind is None else kind.value
+        below = MAX_SEQ if before is None else before
 
         def run(conn: sqlite3.Connection) -> list[Entry]:
             # Newest `limit` of each budget of the subtree from its (budget_id, seq) index, then merged: one query
@@ -285,14 +289,14 @@ class SqliteLedger:
                     (budget_id, budget_id + "/", budget_id + "0"),
                 ).fetchall():
                     found += conn.execute(
-                        f"SELECT seq, {ENTRY_COLUMNS} FROM entries WHERE budget_id = ? AND at_us >= ? "
+                        f"SELECT seq, {ENTRY_COLUMNS} FROM entries WHERE budget_id = ? AND seq < ? AND at_us >= ? "
                         "AND (? IS NULL OR kind = ?) ORDER BY seq DESC LIMIT ?",
-                        (member, since_us, kind_text, kind_text, limit),
+                        (member, below, since_us, kind_text, kind_text, limit),
                     ).fetchall()
             finally:
                 conn.execute("COMMIT")
             found.sort(key=lambda row: row[0], reverse=True)
-            return [entry_from_row(row[1:]) for row in found[:limit]]
+            return [entry_from_row(row[1:], row[0]) for row in found[:limit]]
 
         return await self._in_thread(self._reader, run)
 

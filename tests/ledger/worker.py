@@ -5,7 +5,8 @@
     python worker.py charge-forever DB BUDGET              charge $0.01 in a loop
     python worker.py take-turns DB BUDGET                  one line per command read: `check` prints the
         remaining amount a $1 check sees, `reserve` holds $1, `settle` charges $1 on that hold
-Each acknowledged hold's reservation id (hold-provider) or charge id is printed on its own line, flushed, as soon as the call returns.
+Each acknowledged charge id (or, for hold-provider, reservation id) is printed on its own line, flushed, as soon as
+the call returns.
 """
 
 import asyncio
