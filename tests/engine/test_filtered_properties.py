@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
+from budget_mcp import BudgetEngine, PriceCatalog
 from tests.conftest import FakeClock
-from tests.engine.test_rolling_properties import emptied
+from tests.engine.test_rolling_properties import emptied, two_servers
 
 PRICES = PriceCatalog()
 TOTAL, OPENAI_CAP, GPT4O_CALLS = 1000, 300, 4  # cents, cents, calls
@@ -70,7 +70,7 @@ class Model:
 
 operations = st.lists(
     st.tuples(
-        st.sampled_from(["reserve", "reserve", "reserve", "charge", "settle", "release", "wait"]),
+        st.sampled_from(["reserve", "reserve", "reserve", "charge", "settle", "settle", "release", "wait", "wait"]),
         st.integers(0, 1),  # which server
         st.integers(0, len(KINDS) - 1),  # which kind of call; which hold
         st.integers(0, 200),  # cents; seconds to wait
@@ -85,8 +85,7 @@ def cents(n: int) -> str:
 
 async def check_against_model(location: str, ops: list[tuple[str, int, int, int]]) -> None:
     clock = FakeClock(START)
-    ledgers = [await open_ledger(location), await open_ledger(location)]
-    try:
+    async with two_servers(location) as ledgers:
         engines = [BudgetEngine(ledger, PRICES, clock) for ledger in ledgers]
         await engines[0].allocate(
             "r", limit_usd=cents(TOTAL), period="monthly", enforcement="block",
@@ -122,9 +121,6 @@ async def check_against_model(location: str, ops: list[tuple[str, int, int, int]
                     await engine.release(reservation_id=reservation_id)
             await assert_agrees(engine, model, clock.now)
         assert await ledgers[0].reconcile() == []
-    finally:
-        for ledger in ledgers:
-            await ledger.close()
 
 
 async def assert_agrees(engine: BudgetEngine, model: Model, now: datetime) -> None:
