@@ -163,7 +163,7 @@ def log_page(
     entries = [
         LoggedEntry(seq, position, entry, tuple(crossed.get(entry.entry_id, ())))
         for position, seq, row in rows
-        for entry in (entry_from_row(tuple(row)),)
+        for entry in (entry_from_row(tuple(row), seq),)
     ]
     end = entries[-1].position if len(entries) >= limit else max(head, after)
     return LogPage(entries, max(end, after))
