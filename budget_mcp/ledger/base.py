@@ -224,8 +224,9 @@ class Ledger(Protocol):
         """Webhook delivery attempts of the alerts of a budget and its descendants, oldest first."""
         ...
 
-    async def reconcile(self) -> list[str]:
-        """Recompute every running total from the entries; return the differences (empty when all agree)."""
+    async def reconcile(self, now: datetime | None = None) -> list[str]:
+        """Recompute every running total from the entries; return the differences (empty when all agree).
+        Rolling buckets outside every window at `now` (default: the wall clock) may have been pruned: not compared."""
         ...
 
     async def known_entries(self, entry_ids: Sequence[str]) -> set[str]:

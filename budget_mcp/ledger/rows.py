@@ -2,16 +2,19 @@
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from budget_mcp.domain.accounting import FiltersOf, TotalKey, filters, spend_windows
+from budget_mcp.domain.accounting import FiltersOf, TotalKey, filters, period_of, spend_windows
+from budget_mcp.domain.ids import path_of
 from budget_mcp.domain.records import SPEND_KINDS, AlertRecord, BudgetConfig, Entry, EntryKind, Limit, TokenCounts
-from budget_mcp.domain.windows import Period
+from budget_mcp.domain.windows import Period, Rolling
 from budget_mcp.ledger.base import BudgetState, LoggedEntry, LogPage, Position, SpendRow, WindowUsage
 from budget_mcp.ledger.codec import from_us, limit_from_json, to_us
 
 _MINUTE_US = 60 * 1_000_000
+BUCKETS_KEPT_EXTRA_SECONDS = 86_400  # rolling buckets outlive their window by a day, for a clock stepped back
 ENTRY_COLUMNS = (
     "entry_id, kind, budget_id, at_us, cost_nanos, input_tokens, output_tokens, cache_read_tokens, "
     "cache_write_tokens, reasoning_tokens, model, provider, price_source, reservation_id, idempotency_key, metadata"
@@ -74,11 +77,36 @@ def add_deltas(into: dict[TotalKey, list[int]], deltas: dict[TotalKey, list[int]
             totals[i] += delta[i]
 
 
-def differences(expected: dict[TotalKey, list[int]], rows: Iterable[Sequence[Any]]) -> list[str]:
-    """Each running total (rows of budget, period, window, nanos, tokens, calls) that the entries disagree with."""
+def stale_buckets(configs: Iterable[tuple[str, BudgetConfig]], now: datetime) -> list[tuple[str, str, int]]:
+    """(budget, rolling limit key, first bucket start kept) for each rolling limit of these budgets: buckets
+    older than that are outside the window at `now` (and at a day before it), so a backend may delete them."""
+    return [
+        (budget_id, lim.key, lim.rolling.first_bucket(now) - BUCKETS_KEPT_EXTRA_SECONDS)
+        for budget_id, config in configs
+        for lim in config.limits
+        if lim.rolling is not None
+    ]
+
+
+def path_configs(budget_ids: Iterable[str], budgets: Mapping[str, BudgetState]) -> dict[str, BudgetConfig]:
+    """The config of every budget on the paths of `budget_ids` that `budgets` holds (what their writes reach)."""
+    return {b: budgets[b].config for budget_id in budget_ids for b in path_of(budget_id) if b in budgets}
+
+
+def _pruned(key: TotalKey, now: datetime) -> bool:
+    """Whether a running total may have been deleted as a rolling bucket outside every window (`stale_buckets`)."""
+    period = period_of(key[1])
+    return isinstance(period, Rolling) and key[2] < period.first_bucket(now) - BUCKETS_KEPT_EXTRA_SECONDS
+
+
+def differences(expected: dict[TotalKey, list[int]], rows: Iterable[Sequence[Any]], now: datetime) -> list[str]:
+    """Each running total (rows of budget, period, window, nanos, tokens, calls) that the entries disagree with;
+    rolling buckets that may have been pruned at `now` are not compared."""
     actual = {(b, p, k): [n, t, c] for b, p, k, n, t, c in rows}
     found = []
     for key in sorted(expected.keys() | actual.keys()):
+        if _pruned(key, now):
+            continue
         want, have = expected.get(key, [0, 0, 0]), actual.get(key, [0, 0, 0])
         if want != have:
             found.append(f"{key[0]} {key[1]} window {key[2]}: entries give {want}, totals hold {have}")

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -69,7 +69,9 @@ from budget_mcp.ledger.rows import (
     entry_from_row,
     entry_to_row,
     log_page,
+    path_configs,
     spend_row,
+    stale_buckets,
     total_deltas,
 )
 from budget_mcp.ledger.schema import REBUILDS_TOTALS, STEPS
@@ -351,9 +353,10 @@ class SqliteLedger:
 
         return await self._in_thread(self._reader, run)
 
-    async def reconcile(self) -> list[str]:
+    async def reconcile(self, now: datetime | None = None) -> list[str]:
         """Recompute every running total from the entry log and list each total that differs."""
-        return await self._in_thread(self._reader, _reconcile)
+        at = now or datetime.now(UTC)
+        return await self._in_thread(self._reader, lambda conn: _reconcile(conn, at))
 
     async def known_entries(self, entry_ids: Sequence[str]) -> set[str]:
         """Those of `entry_ids` already in the entry log (one indexed lookup each)."""
@@ -532,12 +535,15 @@ def _run_batch(
             cutoff = (to_us(batch[0].now - HOLD_GRACE),)
             conn.execute("DELETE FROM hold_budgets WHERE expires_at_us < ?", cutoff)
             conn.execute("DELETE FROM holds WHERE expires_at_us < ?", cutoff)
+        written: dict[str, BudgetConfig] = {}  # the budgets this batch wrote to, for pruning their rolling buckets
         for pending in batch:
             if not alone:
                 conn.execute("SAVEPOINT op")
             try:
                 result, writes, snapshot = _decide(conn, pending, trees)
                 deltas = _store(conn, writes, snapshot)
+                if prune:
+                    written.update(path_configs(pending.scope.budget_ids, snapshot.budgets))
             except Exception as exc:  # one decision's failure, domain or storage, must not undo the batch
                 if alone:
                     conn.execute("ROLLBACK")
@@ -550,6 +556,11 @@ def _run_batch(
                     conn.execute("RELEASE op")
                 outcomes.append((True, result))
                 _keep_up(trees, writes, snapshot, deltas)
+        if written:
+            conn.executemany(
+                "DELETE FROM totals WHERE budget_id = ? AND period = ? AND window_start < ?",
+                stale_buckets(written.items(), batch[-1].now),
+            )
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -846,6 +857,6 @@ def _rebuild_totals(conn: sqlite3.Connection) -> None:
     conn.executemany("INSERT INTO totals VALUES (?, ?, ?, ?, ?, ?)", rows)
 
 
-def _reconcile(conn: sqlite3.Connection) -> list[str]:
+def _reconcile(conn: sqlite3.Connection, now: datetime) -> list[str]:
     actual = conn.execute("SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals")
-    return differences(_totals_from_entries(conn), actual)
+    return differences(_totals_from_entries(conn), actual, now)
