@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind, Hold
-from budget_mcp.domain.windows import Period
+from budget_mcp.domain.windows import AnyPeriod, Period
 
 T = TypeVar("T")
 
@@ -122,7 +122,7 @@ class Snapshot:
     budgets: dict[str, BudgetState]
     reservation: ReservationState | None = None
     stored_result: StoredResult | None = None
-    alerts_raised: set[tuple[str, Period, int, str]] = field(default_factory=set)
+    alerts_raised: set[tuple[str, AnyPeriod, int, str]] = field(default_factory=set)
 
 
 @dataclass

@@ -129,7 +129,7 @@ ALERT_COLUMNS = (
 def alert_from_row(r: Sequence[Any]) -> AlertRecord:
     """An alert from a row of ALERT_COLUMNS (or of its first nine)."""
     entry_id = r[9] if len(r) > 9 else None
-    return AlertRecord(r[0], Period(r[1]), r[2], Decimal(r[3]), from_us(r[4]), r[5], r[6], r[7], r[8], entry_id)
+    return AlertRecord(r[0], period_of(r[1]), r[2], Decimal(r[3]), from_us(r[4]), r[5], r[6], r[7], r[8], entry_id)
 
 
 def entry_to_row(entry: Entry) -> tuple[Any, ...]:

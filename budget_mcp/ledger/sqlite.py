@@ -36,11 +36,11 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from budget_mcp.domain.accounting import TotalKey, filters
+from budget_mcp.domain.accounting import TotalKey, filters, period_of
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.money import MAX_TOTAL
 from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind, Hold, Limit
-from budget_mcp.domain.windows import Period, Rolling, window_key
+from budget_mcp.domain.windows import AnyPeriod, Period, Rolling, window_key
 from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
     START,
@@ -348,7 +348,8 @@ class SqliteLedger:
                 (budget_id, budget_id + "/", budget_id + "0", since_us),
             ).fetchall()
             return [
-                DeliveryAttempt(r[0], Period(r[1]), r[2], Decimal(r[3]), r[4], from_us(r[5]), r[6], r[7]) for r in rows
+                DeliveryAttempt(r[0], period_of(r[1]), r[2], Decimal(r[3]), r[4], from_us(r[5]), r[6], r[7])
+                for r in rows
             ]
 
         return await self._in_thread(self._reader, run)
@@ -681,7 +682,7 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
              for b, c in configs.items() for lim in c.limits if lim.filtered and lim.rolling is None]  # fmt: skip
     usage: dict[str, dict[Period, WindowUsage]] = {b: {p: WindowUsage() for p in Period} for b in configs}
     filtered: dict[str, dict[str, WindowUsage]] = {b: {} for b in configs}
-    alerts_raised: set[tuple[str, Period, int, str]] = set()
+    alerts_raised: set[tuple[str, AnyPeriod, int, str]] = set()
     if keys:
         keys_json = json.dumps(keys)
         for budget_id, period, _, spent, tokens, calls in conn.execute(
@@ -706,6 +707,13 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
                 filtered[budget_id][lim.key], found = rolling_usage(conn, budget_id, lim.key, lim.rolling, now)
                 if found is not None:
                     oldest[budget_id][lim.key] = found
+                if not lim.filtered:  # alerts raised inside the window (rules.crossed_alerts)
+                    for start, threshold in conn.execute(
+                        "SELECT window_start, threshold FROM alerts WHERE budget_id = ? AND period = ? "
+                        "AND window_start >= ?",
+                        (budget_id, lim.key, lim.rolling.first_bucket(now)),
+                    ):
+                        alerts_raised.add((budget_id, lim.rolling, start, threshold))
 
     held: dict[str, tuple[int, int, int]] = {}
     first_expiry: int | None = None

@@ -97,3 +97,26 @@ async def test_buckets_long_outside_the_window_are_pruned_and_reconcile_still_ag
     status = await engine.status("acme")
     assert (status.spent_usd, status.available_usd) == ("2.560000", "997.440000")
     assert await engine.reconcile() == []
+
+
+async def test_a_rolling_limit_alerts_once_while_its_alert_is_inside_the_window(
+    engine: BudgetEngine, other_engine: BudgetEngine, clock: FakeClock
+) -> None:
+    await engine.allocate("acme", limit_usd="10", period="5h", alert_at=["0.5"], enforcement="warn")
+    assert (await engine.charge("acme", cost_usd="4")).alerts == []
+    first = (await engine.charge("acme", cost_usd="2")).alerts
+    assert [(a.period, a.threshold, a.spent_usd, a.limit_usd) for a in first] == [
+        ("5h", "0.5", "6.000000", "10.000000")
+    ]
+    clock.advance(hours=1)
+    assert (await engine.charge("acme", cost_usd="1")).alerts == []  # its alert is still inside the window
+    assert (await other_engine.charge("acme", cost_usd="1")).alerts == []  # so for a fresh load too
+    clock.advance(hours=4, minutes=2)  # the first charges and their alert have left the window: 2 of 10 spent
+    assert (await engine.status("acme")).spent_usd == "2.000000"
+    assert (await engine.charge("acme", cost_usd="2")).alerts == []
+    again = (await other_engine.charge("acme", cost_usd="1")).alerts  # crossed again: 5 of 10
+    assert [(a.period, a.spent_usd) for a in again] == [("5h", "5.000000")]
+    assert (await engine.charge("acme", cost_usd="1")).alerts == []  # the kept snapshot knows it was raised
+    report = await engine.report("acme")  # the alerts of the window now: the first one has left it
+    assert [(a.period, a.threshold, a.spent_usd) for a in report.alerts] == [("5h", "0.5", "5.000000")]
+    assert await engine.ledger.reconcile() == []

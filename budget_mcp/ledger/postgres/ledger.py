@@ -37,9 +37,8 @@ from typing import Any, TypeVar, cast
 
 import asyncpg
 
-from budget_mcp.domain.accounting import TotalKey
+from budget_mcp.domain.accounting import TotalKey, period_of
 from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind
-from budget_mcp.domain.windows import Period
 from budget_mcp.errors import LedgerError
 from budget_mcp.ledger.base import (
     START,
@@ -391,7 +390,9 @@ class PostgresLedger:
             " WHERE (budget_id = $1 OR (budget_id > $3 AND budget_id < $4)) AND at_us >= $2 ORDER BY at_us, attempt",
             budget_id, to_us(since) if since else -_FAR, budget_id + "/", budget_id + "0",
         )  # fmt: skip
-        return [DeliveryAttempt(r[0], Period(r[1]), r[2], Decimal(r[3]), r[4], from_us(r[5]), r[6], r[7]) for r in rows]
+        return [
+            DeliveryAttempt(r[0], period_of(r[1]), r[2], Decimal(r[3]), r[4], from_us(r[5]), r[6], r[7]) for r in rows
+        ]
 
     async def reconcile(self, now: datetime | None = None) -> list[str]:
         """Recompute every running total from the entry log and list each total that differs."""
