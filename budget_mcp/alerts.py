@@ -15,7 +15,7 @@ import httpx2
 
 from budget_mcp.domain.records import DeliveryAttempt
 from budget_mcp.domain.results import AlertInfo
-from budget_mcp.domain.windows import Period, window
+from budget_mcp.domain.windows import Period, parse_period, window
 from budget_mcp.engine import BudgetEngine
 from budget_mcp.errors import BudgetMcpError
 
@@ -93,7 +93,9 @@ class AlertWebhook:
         try:
             status = await self.engine.status(alert.budget_id)
             projected = status.forecast.projected_spend_usd
-            window_end = window(Period(alert.period), status.timezone, alert.window_start)[1]
+            period = parse_period(alert.period)
+            if isinstance(period, Period):  # a rolling window has no end of its own
+                window_end = window(period, status.timezone, alert.window_start)[1]
         except BudgetMcpError:
             logger.warning("budget %s vanished before its alert was sent", alert.budget_id)
         return {
@@ -114,7 +116,7 @@ class AlertWebhook:
     async def _record(self, alert: AlertInfo, attempt: int, status: int | None, error: str | None) -> None:
         record = DeliveryAttempt(
             budget_id=alert.budget_id,
-            period=Period(alert.period),
+            period=parse_period(alert.period),
             window_key=int(alert.window_start.timestamp()),
             threshold=Decimal(alert.threshold),
             attempt=attempt,

@@ -53,7 +53,6 @@ def serve(
     # stdout is the stdio transport's wire: everything we say goes to stderr.
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from budget_mcp.server import build_server
-    from budget_mcp.server.http import serve_http
     from budget_mcp.server.stdio import serve_stdio
 
     try:
@@ -63,6 +62,8 @@ def serve(
     if config.transport == "stdio":
         serve_stdio(server)
         return
+    from budget_mcp.server.http import serve_http  # uvicorn and the HTTP parts: not for a stdio server
+
     base = f"http://{config.host}:{config.port}"
     where = f"streamable HTTP on {base}/mcp" if config.transport == "http" else f"SSE on {base}/sse"
     ledger = f"PostgreSQL {redact_url(config.database_url)}" if config.database_url else str(config.db_path)

@@ -11,7 +11,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from budget_mcp.domain.windows import AnyPeriod, Period, Rolling
+from budget_mcp.domain.windows import AnyPeriod, Rolling
 
 DEFAULT_ALERT_AT = (Decimal("0.5"), Decimal("0.8"), Decimal("0.9"), Decimal("1.0"))
 
@@ -217,10 +217,11 @@ class Hold:
 
 @dataclass(frozen=True)
 class AlertRecord:
-    """A threshold of a limit crossed in one window (recorded once per window)."""
+    """A threshold of a limit crossed in one window (recorded once per window; for a rolling window, once while
+    an alert of it is still inside the window, keyed by the bucket it was crossed in)."""
 
     budget_id: str
-    period: Period
+    period: AnyPeriod
     window_key: int
     threshold: Decimal
     at: datetime
@@ -236,7 +237,7 @@ class DeliveryAttempt:
     """One attempt to deliver an alert (budget, period, window, threshold) to the webhook: HTTP status or error."""
 
     budget_id: str
-    period: Period
+    period: AnyPeriod
     window_key: int
     threshold: Decimal
     attempt: int

@@ -7,7 +7,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from budget_mcp.domain.records import Decision, Enforcement, EntryKind
-from budget_mcp.domain.windows import Period
 
 
 class _Result(BaseModel):
@@ -106,7 +105,7 @@ class AlertInfo(_Result):
     """An alert threshold crossed by a charge."""
 
     budget_id: str
-    period: Period
+    period: str = Field(description="the limit's period: hourly, daily, weekly, monthly, total, or rolling ('5h')")
     threshold: str
     spent_usd: str
     limit_usd: str | None

@@ -160,7 +160,7 @@ class BudgetEngine:
 
     async def reconcile(self) -> list[str]:
         """Differences between running totals and the entry log; empty when the ledger is consistent."""
-        return await self.ledger.reconcile()
+        return await self.ledger.reconcile(self.clock())
 
     # ---- the entry log in commit order (the event stream) ----
 

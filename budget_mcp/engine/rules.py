@@ -617,17 +617,27 @@ def over_limit(snapshot: Snapshot, path: Path) -> bool:
 
 def crossed_alerts(before: Snapshot, after: Snapshot, path: Path, entry_id: str | None = None) -> list[AlertRecord]:
     """Thresholds this charge (the entry `entry_id`) crossed, once per threshold per window of each limit on the
-    path."""
+    path; for a rolling window, again only once no alert of that threshold is left inside the window (it is
+    stored under the bucket it was crossed in)."""
     crossed = []
     for current in path:
         state = after.budgets[current]
         for limit in state.config.limits:
-            if limit.keeps_own or not isinstance(limit.period, Period):
-                continue  # alerts are kept per budget, calendar period and window: the whole spend's
-            key = window_key(limit.period, state.config.timezone, after.now)
-            old, new = before.budgets[current].usage[limit.period], state.usage[limit.period]
+            if limit.filtered:
+                continue  # alerts are kept per budget, period and window: the whole spend's
+            first = None  # a rolling window's oldest bucket still inside it
+            if isinstance(limit.period, Period):
+                key = window_key(limit.period, state.config.timezone, after.now)
+            else:
+                key, first = limit.period.bucket(after.now), limit.period.first_bucket(after.now)
+            old, new = before.budgets[current].used(limit.key), state.used(limit.key)
             for threshold in state.config.alert_at:
                 if (current, limit.period, key, str(threshold)) in after.alerts_raised:
+                    continue
+                if first is not None and any(
+                    (b, p, t) == (current, limit.period, str(threshold)) and start >= first
+                    for b, p, start, t in after.alerts_raised
+                ):
                     continue
                 if _reaches(new.spent_nanos, old.spent_nanos, limit.limit_nanos, threshold) or _reaches(
                     new.spent_tokens, old.spent_tokens, limit.limit_tokens, threshold

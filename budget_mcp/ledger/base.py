@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind, HeldFor, Hold, Limit
-from budget_mcp.domain.windows import Period
+from budget_mcp.domain.windows import AnyPeriod, Period
 
 T = TypeVar("T")
 
@@ -144,7 +144,7 @@ class Snapshot:
     budgets: dict[str, BudgetState]
     reservation: ReservationState | None = None
     stored_result: StoredResult | None = None
-    alerts_raised: set[tuple[str, Period, int, str]] = field(default_factory=set)
+    alerts_raised: set[tuple[str, AnyPeriod, int, str]] = field(default_factory=set)
 
 
 @dataclass
@@ -248,8 +248,9 @@ class Ledger(Protocol):
         """Webhook delivery attempts of the alerts of a budget and its descendants, oldest first."""
         ...
 
-    async def reconcile(self) -> list[str]:
-        """Recompute every running total from the entries; return the differences (empty when all agree)."""
+    async def reconcile(self, now: datetime | None = None) -> list[str]:
+        """Recompute every running total from the entries; return the differences (empty when all agree).
+        Rolling buckets outside every window at `now` (default: the wall clock) may have been pruned: not compared."""
         ...
 
     async def known_entries(self, entry_ids: Sequence[str]) -> set[str]:

@@ -29,14 +29,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from budget_mcp.domain.accounting import TotalKey, filters
+from budget_mcp.domain.accounting import TotalKey, filters, period_of
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.money import MAX_TOTAL
 from budget_mcp.domain.records import (
@@ -50,7 +50,7 @@ from budget_mcp.domain.records import (
     Hold,
     Limit,
 )
-from budget_mcp.domain.windows import Period, Rolling, window_key
+from budget_mcp.domain.windows import AnyPeriod, Period, Rolling, window_key
 from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
     START,
@@ -80,7 +80,9 @@ from budget_mcp.ledger.rows import (
     entry_from_row,
     entry_to_row,
     log_page,
+    path_configs,
     spend_row,
+    stale_buckets,
     total_deltas,
 )
 from budget_mcp.ledger.schema import REBUILDS_TOTALS, STEPS
@@ -360,14 +362,16 @@ class SqliteLedger:
                 (budget_id, budget_id + "/", budget_id + "0", since_us),
             ).fetchall()
             return [
-                DeliveryAttempt(r[0], Period(r[1]), r[2], Decimal(r[3]), r[4], from_us(r[5]), r[6], r[7]) for r in rows
+                DeliveryAttempt(r[0], period_of(r[1]), r[2], Decimal(r[3]), r[4], from_us(r[5]), r[6], r[7])
+                for r in rows
             ]
 
         return await self._in_thread(self._reader, run)
 
-    async def reconcile(self) -> list[str]:
+    async def reconcile(self, now: datetime | None = None) -> list[str]:
         """Recompute every running total from the entry log and list each total that differs."""
-        return await self._in_thread(self._reader, _reconcile)
+        at = now or datetime.now(UTC)
+        return await self._in_thread(self._reader, lambda conn: _reconcile(conn, at))
 
     async def known_entries(self, entry_ids: Sequence[str]) -> set[str]:
         """Those of `entry_ids` already in the entry log (one indexed lookup each)."""
@@ -546,12 +550,15 @@ def _run_batch(
             cutoff = (to_us(batch[0].now - HOLD_GRACE),)
             conn.execute("DELETE FROM hold_budgets WHERE expires_at_us < ?", cutoff)
             conn.execute("DELETE FROM holds WHERE expires_at_us < ?", cutoff)
+        written: dict[str, BudgetConfig] = {}  # the budgets this batch wrote to, for pruning their rolling buckets
         for pending in batch:
             if not alone:
                 conn.execute("SAVEPOINT op")
             try:
                 result, writes, snapshot = _decide(conn, pending, trees)
                 deltas = _store(conn, writes, snapshot)
+                if prune:
+                    written.update(path_configs(pending.scope.budget_ids, snapshot.budgets))
             except Exception as exc:  # one decision's failure, domain or storage, must not undo the batch
                 if alone:
                     conn.execute("ROLLBACK")
@@ -564,6 +571,11 @@ def _run_batch(
                     conn.execute("RELEASE op")
                 outcomes.append((True, result))
                 _keep_up(trees, writes, snapshot, deltas)
+        if written:
+            conn.executemany(
+                "DELETE FROM totals WHERE budget_id = ? AND period = ? AND window_start < ?",
+                stale_buckets(written.items(), batch[-1].now),
+            )
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -684,7 +696,7 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
              for b, c in configs.items() for lim in c.limits if lim.filtered and lim.rolling is None]  # fmt: skip
     usage: dict[str, dict[Period, WindowUsage]] = {b: {p: WindowUsage() for p in Period} for b in configs}
     filtered: dict[str, dict[str, WindowUsage]] = {b: {} for b in configs}
-    alerts_raised: set[tuple[str, Period, int, str]] = set()
+    alerts_raised: set[tuple[str, AnyPeriod, int, str]] = set()
     if keys:
         keys_json = json.dumps(keys)
         for budget_id, period, _, spent, tokens, calls in conn.execute(
@@ -709,6 +721,13 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
                 filtered[budget_id][lim.key], found = rolling_usage(conn, budget_id, lim.key, lim.rolling, now)
                 if found is not None:
                     oldest[budget_id][lim.key] = found
+                if not lim.filtered:  # alerts raised inside the window (rules.crossed_alerts)
+                    for start, threshold in conn.execute(
+                        "SELECT window_start, threshold FROM alerts WHERE budget_id = ? AND period = ? "
+                        "AND window_start >= ?",
+                        (budget_id, lim.key, lim.rolling.first_bucket(now)),
+                    ):
+                        alerts_raised.add((budget_id, lim.rolling, start, threshold))
 
     held: dict[str, dict[HeldFor, Held]] = {}
     first_expiry: int | None = None
@@ -863,6 +882,6 @@ def _rebuild_totals(conn: sqlite3.Connection) -> None:
     conn.executemany("INSERT INTO totals VALUES (?, ?, ?, ?, ?, ?)", rows)
 
 
-def _reconcile(conn: sqlite3.Connection) -> list[str]:
+def _reconcile(conn: sqlite3.Connection, now: datetime) -> list[str]:
     actual = conn.execute("SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals")
-    return differences(_totals_from_entries(conn), actual)
+    return differences(_totals_from_entries(conn), actual, now)

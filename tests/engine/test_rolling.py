@@ -1,11 +1,17 @@
 """Rolling windows (SPEC 13): spend in the last N minutes, hours or days counts, on both backends."""
 
+import sqlite3
+from contextlib import closing
 from datetime import timedelta
 from decimal import Decimal
 
+import asyncpg
 import pytest
 
 from budget_mcp import BudgetEngine
+from budget_mcp.domain.windows import Rolling
+from budget_mcp.ledger.postgres.ledger import PRUNE_EVERY_WRITES
+from budget_mcp.ledger.sqlite import PRUNE_EVERY_BATCHES
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -58,4 +64,59 @@ async def test_a_rolling_budget_without_a_limit_tracks_its_spend(engine: BudgetE
     assert (status.period, status.spent_usd, status.available_usd) == ("2h", "1.250000", None)
     clock.advance(hours=2, minutes=1)
     assert (await engine.status("acme")).spent_usd == "0.000000"
+    assert await engine.ledger.reconcile() == []
+
+
+async def _rolling_rows(location: str, budget_id: str, key: str) -> list[int]:
+    """The window starts of a budget's running totals under `key`, as stored (SQLite file or PostgreSQL)."""
+    query = "SELECT window_start FROM totals WHERE budget_id = {0} AND period = {1} ORDER BY window_start"
+    if location.startswith("postgresql://"):
+        conn = await asyncpg.connect(location)
+        try:
+            return [r[0] for r in await conn.fetch(query.format("$1", "$2"), budget_id, key)]
+        finally:
+            await conn.close()
+    with closing(sqlite3.connect(location)) as db:
+        return [r[0] for r in db.execute(query.format("?", "?"), (budget_id, key))]
+
+
+async def test_buckets_long_outside_the_window_are_pruned_and_reconcile_still_agrees(
+    engine: BudgetEngine, ledger_location: str, clock: FakeClock
+) -> None:
+    await engine.allocate("acme", limit_usd="1000", period="30m")
+    for _ in range(10):  # ten buckets, one a minute
+        await engine.charge("acme", cost_usd="1")
+        clock.advance(minutes=1)
+    clock.advance(days=3)
+    await engine.charge("acme", cost_usd="1")  # outside the window, but within the day kept for a clock stepped back
+    recent = Rolling(30).bucket(clock.now)
+    clock.advance(hours=12)
+    for _ in range(max(PRUNE_EVERY_BATCHES, PRUNE_EVERY_WRITES)):  # enough writes for either backend to prune
+        await engine.charge("acme", cost_usd="0.01")
+    assert await _rolling_rows(ledger_location, "acme", "30m") == [recent, Rolling(30).bucket(clock.now)]
+    status = await engine.status("acme")
+    assert (status.spent_usd, status.available_usd) == ("2.560000", "997.440000")
+    assert await engine.reconcile() == []
+
+
+async def test_a_rolling_limit_alerts_once_while_its_alert_is_inside_the_window(
+    engine: BudgetEngine, other_engine: BudgetEngine, clock: FakeClock
+) -> None:
+    await engine.allocate("acme", limit_usd="10", period="5h", alert_at=["0.5"], enforcement="warn")
+    assert (await engine.charge("acme", cost_usd="4")).alerts == []
+    first = (await engine.charge("acme", cost_usd="2")).alerts
+    assert [(a.period, a.threshold, a.spent_usd, a.limit_usd) for a in first] == [
+        ("5h", "0.5", "6.000000", "10.000000")
+    ]
+    clock.advance(hours=1)
+    assert (await engine.charge("acme", cost_usd="1")).alerts == []  # its alert is still inside the window
+    assert (await other_engine.charge("acme", cost_usd="1")).alerts == []  # so for a fresh load too
+    clock.advance(hours=4, minutes=2)  # the first charges and their alert have left the window: 2 of 10 spent
+    assert (await engine.status("acme")).spent_usd == "2.000000"
+    assert (await engine.charge("acme", cost_usd="2")).alerts == []
+    again = (await other_engine.charge("acme", cost_usd="1")).alerts  # crossed again: 5 of 10
+    assert [(a.period, a.spent_usd) for a in again] == [("5h", "5.000000")]
+    assert (await engine.charge("acme", cost_usd="1")).alerts == []  # the kept snapshot knows it was raised
+    report = await engine.report("acme")  # the alerts of the window now: the first one has left it
+    assert [(a.period, a.threshold, a.spent_usd) for a in report.alerts] == [("5h", "0.5", "5.000000")]
     assert await engine.ledger.reconcile() == []

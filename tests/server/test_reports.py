@@ -98,6 +98,24 @@ async def test_crossed_thresholds_are_posted_to_the_webhook(
     assert [a["webhook"] for a in report["alerts"]] == ["delivered"] * 3
 
 
+async def test_a_rolling_window_alert_reaches_the_webhook_and_the_report(
+    settings: Settings, price_server: Loopback, clock: FakeClock
+) -> None:
+    price_server.route("POST", "/hook", lambda _: Reply(200, b"{}"))
+    hooked = settings.model_copy(update={"alert_webhook": f"{price_server.url}/hook"})
+    async with Client(build_server(hooked, clock=clock)) as client:
+        await call(client, "allocate", budget_id="acme", limit_usd="10", period="5h", alert_at=["0.8"])
+        charged = await call(client, "charge", budget_id="acme", cost_usd="8.5")
+        [post] = await wait_for_requests(price_server, "/hook", 1)
+        with anyio.fail_after(5):
+            while json.loads(await read(client, "budget://reports/acme"))["alerts"][-1]["webhook"] != "delivered":
+                await anyio.sleep(0.01)
+    assert [(a["period"], a["threshold"], a["spent_usd"]) for a in charged["alerts"]] == [("5h", "0.8", "8.500000")]
+    payload = post.json()
+    assert (payload["period"], payload["threshold"], payload["window_end"]) == ("5h", "0.8", None)
+    assert payload["window_start"] == "2026-11-25T12:00:00+00:00"  # the minute it was crossed in
+
+
 async def test_a_failing_webhook_is_retried_and_recorded_without_failing_charges(
     clock: FakeClock, settings: Settings, price_server: Loopback
 ) -> None:

@@ -31,15 +31,14 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 import asyncpg
 
-from budget_mcp.domain.accounting import TotalKey
-from budget_mcp.domain.records import MAX_SEQ, AlertRecord, DeliveryAttempt, Entry, EntryKind
-from budget_mcp.domain.windows import Period
+from budget_mcp.domain.accounting import TotalKey, period_of
+from budget_mcp.domain.records import MAX_SEQ, AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind
 from budget_mcp.errors import LedgerError
 from budget_mcp.ledger.base import (
     START,
@@ -76,7 +75,9 @@ from budget_mcp.ledger.rows import (
     differences,
     entry_from_row,
     log_page,
+    path_configs,
     spend_row,
+    stale_buckets,
     total_deltas,
 )
 from budget_mcp.ledger.tree_cache import TreeCache, advance, cacheable, merged, roots_written
@@ -313,15 +314,26 @@ class PostgresLedger:
     async def _wrote(self, batch: list[_Pending]) -> None:
         self._writes += len(batch)
         if self._writes // PRUNE_EVERY_WRITES != (self._writes - len(batch)) // PRUNE_EVERY_WRITES:
-            await self._prune(to_us(batch[-1].now) - HOLD_GRACE_US)
+            written: dict[str, BudgetConfig] = {}
+            for pending in batch:
+                tree = self._trees.get(pending.roots[0]) if pending.roots else None
+                if tree is not None:
+                    written.update(path_configs(pending.scope.budget_ids, tree.snapshot.budgets))
+            await self._prune(to_us(batch[-1].now) - HOLD_GRACE_US, stale_buckets(written.items(), batch[-1].now))
 
-    async def _prune(self, cutoff: int) -> None:
-        """Forget holds that expired before `cutoff`, in statements of their own, outside any tree's lock."""
+    async def _prune(self, cutoff: int, buckets: list[tuple[str, str, int]]) -> None:
+        """Forget holds that expired before `cutoff`, and the rolling `buckets` outside every window of theirs
+        (`stale_buckets`: those of the budgets just written), in statements of their own, outside any tree's lock."""
         try:
             await self._execute("DELETE FROM hold_budgets WHERE expires_at_us < $1", cutoff)
             await self._execute("DELETE FROM holds WHERE expires_at_us < $1", cutoff)
+            if buckets:
+                async with self._connection() as conn:
+                    await conn.executemany(
+                        "DELETE FROM totals WHERE budget_id = $1 AND period = $2 AND window_start < $3", buckets
+                    )
         except LedgerError as exc:  # housekeeping: the next round tries again
-            logger.warning("pruning expired holds failed: %s", exc)
+            logger.warning("pruning expired holds and rolling buckets failed: %s", exc)
 
     async def _owner_root(self, reservation_id: str) -> tuple[str, ...]:
         """The root of the budget holding `reservation_id`, if the hold still exists."""
@@ -380,9 +392,11 @@ class PostgresLedger:
             " WHERE (budget_id = $1 OR (budget_id > $3 AND budget_id < $4)) AND at_us >= $2 ORDER BY at_us, attempt",
             budget_id, to_us(since) if since else -_FAR, budget_id + "/", budget_id + "0",
         )  # fmt: skip
-        return [DeliveryAttempt(r[0], Period(r[1]), r[2], Decimal(r[3]), r[4], from_us(r[5]), r[6], r[7]) for r in rows]
+        return [
+            DeliveryAttempt(r[0], period_of(r[1]), r[2], Decimal(r[3]), r[4], from_us(r[5]), r[6], r[7]) for r in rows
+        ]
 
-    async def reconcile(self) -> list[str]:
+    async def reconcile(self, now: datetime | None = None) -> list[str]:
         """Recompute every running total from the entry log and list each total that differs."""
         async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             configs = await conn.fetch("SELECT budget_id, config FROM budgets")
@@ -402,7 +416,7 @@ class PostgresLedger:
             actual = await conn.fetch(
                 "SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals"
             )
-        return differences(expected, [tuple(r) for r in actual])
+        return differences(expected, [tuple(r) for r in actual], now or datetime.now(UTC))
 
     async def known_entries(self, entry_ids: Sequence[str]) -> set[str]:
         """Those of `entry_ids` already in the entry log."""

@@ -13,7 +13,7 @@ import asyncpg
 from budget_mcp.domain.accounting import TotalKey, filters, period_of
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.records import HeldFor, Hold
-from budget_mcp.domain.windows import Period, window_keys
+from budget_mcp.domain.windows import MAX_ROLLING_MINUTES, AnyPeriod, Period, window_keys
 from budget_mcp.ledger.base import (
     Held,
     ReservationState,
@@ -82,7 +82,8 @@ SELECT tree.version, tree.previous, json_build_array(
                            AND t.window_start <= $3 ORDER BY t.window_start DESC LIMIT 1) AS t),
     (SELECT coalesce(json_agg(json_build_array(a.budget_id, a.period, a.window_start, a.threshold)), '[]')
        FROM alerts a WHERE a.budget_id IN (SELECT budget_id FROM every)
-       AND (a.window_start >= $4 OR a.window_start = 0)),
+       AND (a.window_start >= $4 OR a.window_start = 0
+            OR (a.period ~ '^[0-9]+[mhd]$' AND a.window_start >= $3 - {rolling_span}))),
     (SELECT coalesce(json_agg(json_build_array(budget_id, nanos, tokens, first_expiry, n, model, provider)), '[]')
        FROM (
        SELECT budget_id, model, provider, SUM(cost_nanos) AS nanos, SUM(tokens) AS tokens,
@@ -112,7 +113,8 @@ FROM (VALUES (1)) AS one LEFT JOIN trees AS tree ON tree.root = $8
 """
 
 
-_LOADS = {kind: _LOAD.format(scope=condition) for kind, condition in _SCOPES.items()}
+_ROLLING_SPAN = MAX_ROLLING_MINUTES * 60 + 3600  # seconds: a rolling alert older than this is outside its window
+_LOADS = {kind: _LOAD.format(scope=condition, rolling_span=_ROLLING_SPAN) for kind, condition in _SCOPES.items()}
 
 
 _PERIODS = [p.value for p in Period]
@@ -172,9 +174,12 @@ async def load(conn: asyncpg.Connection, scope: Scope, now: datetime, kept: Tree
                 usage[budget_id][_PERIOD_OF[period]] = WindowUsage(spent, tokens, calls)
         elif current[budget_id].get(cast(Period, period_of(period))) == start:  # a filtered limit's own total
             filtered[budget_id][period] = WindowUsage(spent, tokens, calls)
-    alerts_raised = {
-        (b, _PERIOD_OF[p], start, threshold) for b, p, start, threshold in alerts if current[b].get(p) == start
-    }
+    alerts_raised: set[tuple[str, AnyPeriod, int, str]] = set()
+    for budget_id, period, start, threshold in alerts:
+        if period not in _PERIOD_OF:  # a rolling window's: raised in the window or before (rules.crossed_alerts)
+            alerts_raised.add((budget_id, period_of(period), start, threshold))
+        elif current[budget_id].get(period) == start:
+            alerts_raised.add((budget_id, _PERIOD_OF[period], start, threshold))
     held: dict[str, dict[HeldFor, Held]] = {}
     for budget_id, nanos, tokens, _, n, model, provider in holds:
         held.setdefault(budget_id, {})[(model, provider)] = (int(nanos), int(tokens), int(n))
