@@ -36,7 +36,7 @@ async def test_every_offered_tool_and_resource_is_documented_in_the_readme(
         assert f"`{uri}`" in README, f"resource {uri} is not in the README"
     assert templates == [
         "budget://budgets/{+budget_id}", "budget://reports/{+budget_id}.md", "budget://reports/{+budget_id}",
-        "budget://ledger/{+budget_id}{?limit}",
+        "budget://ledger/{+budget_id}{?limit,before}",
     ]  # fmt: skip
     for documented in ("budget://budgets/{budget_id}", "budget://reports/{budget_id}", "budget://ledger/{budget_id}"):
         assert f"`{documented}" in README, f"resource {documented} is not in the README"

@@ -166,6 +166,9 @@ class TokenCounts:
         return self.input + self.output + self.cache_read + self.cache_write + self.reasoning
 
 
+MAX_SEQ = 2**63 - 1  # the largest sequence number an entry can have on either backend
+
+
 @dataclass(frozen=True)
 class Entry:
     """One append-only ledger entry."""
@@ -182,11 +185,20 @@ class Entry:
     reservation_id: str | None = None
     idempotency_key: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    seq: int | None = None  # its sequence number in the log, when read from it (a new entry has none yet)
+
+
+HeldFor = tuple[str | None, str | None]  # the (model, provider) a hold is for, as the check named them
 
 
 @dataclass(frozen=True)
 class Hold:
-    """An open reservation: `cost_nanos` and `tokens` held on the whole path until `expires_at`."""
+    """An open reservation: `cost_nanos` and `tokens` held on the whole path until `expires_at`.
+
+    `model` and `provider` are those of the check it was made for (None where it named none). A filtered limit
+    counts the hold when it would decide that check (`Limit.decides`), so a hold naming no model or provider
+    counts against every filtered limit on its path: it may be for any.
+    """
 
     reservation_id: str
     budget_id: str
@@ -194,6 +206,13 @@ class Hold:
     tokens: int
     created_at: datetime
     expires_at: datetime
+    model: str | None = None
+    provider: str | None = None
+
+    @property
+    def of(self) -> HeldFor:
+        """The model and provider it is held for."""
+        return self.model, self.provider
 
 
 @dataclass(frozen=True)

@@ -305,8 +305,9 @@ class SpendReport(_Result):
 
 
 class LedgerEntry(_Result):
-    """One ledger entry as the budget://ledger resource shows it."""
+    """One ledger entry as the budget://ledger resource shows it; `seq` is its place in the log (`?before=` pages)."""
 
+    seq: int
     entry_id: str
     kind: EntryKind
     budget_id: str
@@ -325,8 +326,9 @@ class LedgerEntry(_Result):
 
 
 class LedgerListing(_Result):
-    """The latest entries of a budget and its descendants, newest first."""
+    """The latest entries of a budget and its descendants (below seq `before`, if given), newest first."""
 
     budget_id: str
     limit: int
+    before: int | None = None
     entries: list[LedgerEntry]

@@ -18,6 +18,7 @@ from budget_mcp.domain.ids import is_within, parent_of, path_of, validate_budget
 from budget_mcp.domain.inputs import MAX_NAME, ChargeRequest
 from budget_mcp.domain.money import format_usd, human_amount, human_usd, parse_tokens, parse_usd, to_nanos
 from budget_mcp.domain.records import (
+    MAX_SEQ,
     AlertRecord,
     Answer,
     Approval,
@@ -125,13 +126,21 @@ class BudgetEngine:
             window_start=start, window_end=end, now=now,
         )  # fmt: skip
 
-    async def ledger_entries(self, budget_id: str, *, limit: int = 100) -> LedgerListing:
-        """The latest entries of a budget and its descendants, newest first (at most `limit`, up to 1000)."""
+    async def ledger_entries(self, budget_id: str, *, limit: int = 100, before: int | None = None) -> LedgerListing:
+        """The latest entries of a budget and its descendants, newest first (at most `limit`, up to 1000); with
+        `before`, those with a smaller `seq` (the next page: `before` = the last entry's seq)."""
         await self.status(budget_id)
         if not 1 <= limit <= MAX_LEDGER_ENTRIES:
             raise InvalidInputError(f"limit must be between 1 and {MAX_LEDGER_ENTRIES}, got {limit}")
-        entries = await self.ledger.entries(budget_id, limit=limit)
-        return LedgerListing(budget_id=budget_id, limit=limit, entries=[ledger_entry(e) for e in entries])
+        if before is not None and not 1 <= before <= MAX_SEQ:
+            raise InvalidInputError(
+                f"before must be an entry's seq, from 1 to {MAX_SEQ}, got {before}; pass the seq of the last entry "
+                "of the previous page"
+            )
+        entries = await self.ledger.entries(budget_id, limit=limit, before=before)
+        return LedgerListing(
+            budget_id=budget_id, limit=limit, before=before, entries=[ledger_entry(e) for e in entries]
+        )
 
     async def roots_owned_by(self, owner: str) -> list[str]:
         """The root budgets created by `owner` (a scoped token with create_roots)."""

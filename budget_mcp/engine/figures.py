@@ -98,8 +98,9 @@ def unspent(state: BudgetState, period: AnyPeriod, now: datetime | None = None) 
 def figures(snapshot: Snapshot, budget_id: str, limit: Limit) -> Figures:
     """Spent, held, allocated and available for one limit of a budget, in its current window.
 
-    A filtered limit (some models or providers) counts its own matching spend; it holds nothing and carves
-    nothing (holds and allocations are not kept per model or provider).
+    A filtered limit (some models or providers) counts its own matching spend and the live holds of checks it
+    decides (`BudgetState.held_in`: a hold naming no model or provider counts in every one); it carves nothing
+    (allocations are not kept per model or provider).
     """
     state = state_of(snapshot, budget_id)
     start, end = window(limit.period, state.config.timezone, snapshot.now)
@@ -107,7 +108,11 @@ def figures(snapshot: Snapshot, budget_id: str, limit: Limit) -> Figures:
         end = _rolling_reset(state, limit, snapshot.now)
     if limit.filtered:
         own = state.filtered.get(limit.key) or WindowUsage()
-        return Figures(budget_id, limit, start, end, own.spent_nanos, own.spent_tokens, 0, 0, 0, 0, own.calls)
+        held_nanos, held_tokens, held_calls = state.held_in(limit)
+        return Figures(
+            budget_id, limit, start, end, own.spent_nanos, own.spent_tokens, held_nanos, held_tokens, 0, 0,
+            own.calls, held_calls,
+        )  # fmt: skip
     allocated_nanos = allocated_tokens = allocated_calls = 0
     for child in state.children:
         nanos, tokens, calls = unspent(snapshot.budgets[child], limit.period, snapshot.now)
@@ -185,17 +190,18 @@ def with_usage(
     provider: str | None = None,
 ) -> Snapshot:
     """A copy of the snapshot with spend and/or holds (nanos, tokens, calls) added on every budget of `path`;
-    spend of `model` and `provider` also in the filtered limits it counts in."""
+    spend of `model` and `provider` also in the filtered limits it counts in, holds as held for them."""
     if spent == (0, 0, 0) and held == (0, 0, 0):
         return snapshot
     windows: dict[str, tuple[int, int, int]] = dict.fromkeys(Period, spent) if spent != (0, 0, 0) else {}
     budgets = dict(snapshot.budgets)
+    holding = {(model, provider): held} if held != (0, 0, 0) else None
     for current in path:
         own = windows
         if windows and any(lim.keeps_own for lim in budgets[current].config.limits):
             own = {**windows, **{lim.key: spent for lim in budgets[current].config.limits
                                  if lim.keeps_own and lim.counts(model, provider)}}  # fmt: skip
-        budgets[current] = budgets[current].plus(own, held)
+        budgets[current] = budgets[current].plus(own, holding)
     return Snapshot(
         now=snapshot.now, budgets=budgets, reservation=snapshot.reservation,
         stored_result=snapshot.stored_result, alerts_raised=snapshot.alerts_raised,

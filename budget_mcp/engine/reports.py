@@ -113,7 +113,9 @@ def approval_info(entry: Entry) -> ApprovalInfo:
 def ledger_entry(entry: Entry) -> LedgerEntry:
     """An entry as the ledger resource shows it (USD as a decimal string)."""
     t = entry.tokens
+    assert entry.seq is not None, "entries read from the ledger carry their seq"
     return LedgerEntry(
+        seq=entry.seq,
         entry_id=entry.entry_id,
         kind=entry.kind,
         budget_id=entry.budget_id,

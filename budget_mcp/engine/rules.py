@@ -152,8 +152,10 @@ def reserve(
 ) -> tuple[CheckResult, Writes]:  # fmt: skip
     """An allowed check's hold on the whole path, and the answer with what remains beside it."""
     budget_id = path[-1]
-    hold = Hold(new_reservation_id(), budget_id, cost_nanos, tokens.total, snapshot.now, snapshot.now + ttl)
-    held = fig.with_usage(snapshot, path, held=(cost_nanos, tokens.total, 1))
+    hold = Hold(
+        new_reservation_id(), budget_id, cost_nanos, tokens.total, snapshot.now, snapshot.now + ttl, model, provider
+    )
+    held = fig.with_usage(snapshot, path, held=(cost_nanos, tokens.total, 1), model=model, provider=provider)
     check_totals(held, path)
     left_nanos, left_tokens = fig.remaining(fig.constraints(held, path, model, provider))
     entry = Entry(
@@ -205,7 +207,8 @@ def charge(
     cost_nanos, source = _charged_cost(request, price, hold, warnings)
     if snapshot.budgets[budget_id].config.closed:
         warnings.append(f"budget '{budget_id}' is closed; the charge is recorded because the money is spent")
-    before = fig.with_usage(snapshot, path, held=(-held[0], -held[1], -held[2]))
+    model, provider = hold.of if hold is not None else (None, None)
+    before = fig.with_usage(snapshot, path, held=(-held[0], -held[1], -held[2]), model=model, provider=provider)
     after = fig.with_usage(
         before, path, spent=(cost_nanos, request.tokens.total, 1), model=price.model, provider=price.provider
     )

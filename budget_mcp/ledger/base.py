@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind, Hold
+from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind, HeldFor, Hold, Limit
 from budget_mcp.domain.windows import AnyPeriod, Period
 
 T = TypeVar("T")
@@ -48,9 +48,15 @@ class WindowUsage:
 _NONE = WindowUsage()
 
 
+Held = tuple[int, int, int]  # nanos, tokens, calls held (each live hold holds one call)
+
+
 @dataclass
 class BudgetState:
-    """A budget as loaded: its definition, current-window usage per period, live holds, open children."""
+    """A budget as loaded: its definition, current-window usage per period, live holds, open children.
+
+    `held_by` splits the live holds by the (model, provider) they are for; `held_*` are their sums.
+    """
 
     config: BudgetConfig
     usage: dict[Period, WindowUsage]
@@ -60,19 +66,28 @@ class BudgetState:
     children: list[str] = field(default_factory=list)
     filtered: dict[str, WindowUsage] = field(default_factory=dict)  # own totals by limit key (filtered, rolling)
     oldest: dict[str, int] = field(default_factory=dict)  # a rolling limit's oldest counted bucket with spend in it
+    held_by: dict[HeldFor, Held] = field(default_factory=dict)
 
     def used(self, key: str) -> WindowUsage:
         """The spend of the running total a limit reads (`Limit.key`: its period's, or its own)."""
         return self.usage.get(key) or self.filtered.get(key) or _NONE  # type: ignore[call-overload]
 
+    def held_in(self, limit: Limit) -> Held:
+        """What the live holds a filtered limit counts hold: those of checks it would decide (`Limit.decides`)."""
+        nanos = tokens = calls = 0
+        for (model, provider), (n, t, c) in self.held_by.items():
+            if limit.decides(model, provider):
+                nanos, tokens, calls = nanos + n, tokens + t, calls + c
+        return nanos, tokens, calls
+
     def plus(
         self,
         spent: Mapping[str, tuple[int, int, int]],
-        held: tuple[int, int, int] = (0, 0, 0),
+        held: Mapping[HeldFor, Held] | None = None,
         buckets: Mapping[str, int] | None = None,
     ) -> "BudgetState":
-        """This state with (nanos, tokens, calls) added to the windows of `spent` and to its holds (`held`);
-        `buckets`: the bucket start each rolling total of `spent` was added in.
+        """This state with (nanos, tokens, calls) added to the windows of `spent` and to its holds (`held`, by the
+        model and provider they are for); `buckets`: the bucket start each rolling total of `spent` was added in.
 
         The one definition of how spend and holds change a budget's figures: the engine deciding on a
         snapshot and a ledger keeping one up to date both use it.
@@ -88,11 +103,18 @@ class BudgetState:
                     into = filtered = dict(filtered)
                 was = into.get(key, _NONE)
                 into[key] = WindowUsage(was.spent_nanos + nanos, was.spent_tokens + tokens, was.calls + calls)
+        held_nanos, held_tokens, held_calls, held_by = self.held_nanos, self.held_tokens, self.held_calls, self.held_by
+        if held:
+            held_by = dict(held_by)
+            for of, (nanos, tokens, calls) in held.items():
+                held_nanos, held_tokens, held_calls = held_nanos + nanos, held_tokens + tokens, held_calls + calls
+                was_n, was_t, was_c = held_by.pop(of, (0, 0, 0))
+                if (now := (was_n + nanos, was_t + tokens, was_c + calls)) != (0, 0, 0):
+                    held_by[of] = now
         # A constructor rather than dataclasses.replace: this runs several times per charge, and replace is slow.
         return BudgetState(
-            self.config, usage, self.held_nanos + held[0], self.held_tokens + held[1], self.held_calls + held[2],
-            self.children, filtered, oldest,
-        )  # fmt: skip
+            self.config, usage, held_nanos, held_tokens, held_calls, self.children, filtered, oldest, held_by
+        )
 
 
 @dataclass(frozen=True)
@@ -203,9 +225,11 @@ class Ledger(Protocol):
         ...
 
     async def entries(
-        self, budget_id: str, *, limit: int = 100, since: datetime | None = None, kind: EntryKind | None = None
-    ) -> list[Entry]:
-        """The latest entries of a budget and its descendants (of one `kind`, if given), newest first."""
+        self, budget_id: str, *, limit: int = 100, since: datetime | None = None, kind: EntryKind | None = None,
+        before: int | None = None,
+    ) -> list[Entry]:  # fmt: skip
+        """The latest entries of a budget and its descendants (of one `kind`, if given; with a `seq` below `before`,
+        if given), newest first (by `seq`), each with its `seq`."""
         ...
 
     async def alerts(self, budget_id: str, *, since: datetime | None = None) -> list[AlertRecord]:

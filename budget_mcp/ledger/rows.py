@@ -8,9 +8,18 @@ from typing import Any
 
 from budget_mcp.domain.accounting import FiltersOf, TotalKey, filters, period_of, spend_windows
 from budget_mcp.domain.ids import path_of
-from budget_mcp.domain.records import SPEND_KINDS, AlertRecord, BudgetConfig, Entry, EntryKind, Limit, TokenCounts
+from budget_mcp.domain.records import (
+    SPEND_KINDS,
+    AlertRecord,
+    BudgetConfig,
+    Entry,
+    EntryKind,
+    HeldFor,
+    Limit,
+    TokenCounts,
+)
 from budget_mcp.domain.windows import Period, Rolling
-from budget_mcp.ledger.base import BudgetState, LoggedEntry, LogPage, Position, SpendRow, WindowUsage
+from budget_mcp.ledger.base import BudgetState, Held, LoggedEntry, LogPage, Position, SpendRow, WindowUsage
 from budget_mcp.ledger.codec import from_us, limit_from_json, to_us
 
 _MINUTE_US = 60 * 1_000_000
@@ -142,7 +151,8 @@ def entry_to_row(entry: Entry) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def entry_from_row(row: tuple[Any, ...]) -> Entry:
+def entry_from_row(row: tuple[Any, ...], seq: int | None = None) -> Entry:
+    """An entry from its row (ENTRY_COLUMNS), with its sequence number if the read gave it."""
     return Entry(
         entry_id=row[0],
         kind=EntryKind(row[1]),
@@ -156,6 +166,7 @@ def entry_from_row(row: tuple[Any, ...]) -> Entry:
         reservation_id=row[13],
         idempotency_key=row[14],
         metadata=json.loads(row[15]) if row[15] else {},
+        seq=seq,
     )
 
 
@@ -180,7 +191,7 @@ def log_page(
     entries = [
         LoggedEntry(seq, position, entry, tuple(crossed.get(entry.entry_id, ())))
         for position, seq, row in rows
-        for entry in (entry_from_row(tuple(row)),)
+        for entry in (entry_from_row(tuple(row), seq),)
     ]
     end = entries[-1].position if len(entries) >= limit else max(head, after)
     return LogPage(entries, max(end, after))
@@ -189,16 +200,19 @@ def log_page(
 def budget_states(
     configs: Mapping[str, BudgetConfig],
     usage: Mapping[str, dict[Period, WindowUsage]],
-    held: Mapping[str, tuple[int, int, int]],
+    held: Mapping[str, dict[HeldFor, Held]],
     children: Mapping[str, list[str]],
     filtered: Mapping[str, dict[str, WindowUsage]],
     oldest: Mapping[str, dict[str, int]],
 ) -> dict[str, BudgetState]:
-    """Each loaded budget's state from what a backend read: current windows, holds, open children, own totals."""
-    return {
-        b: BudgetState(
-            c, usage[b], *held.get(b, (0, 0, 0)), children=sorted(children.get(b, [])), filtered=filtered[b],
-            oldest=oldest[b],
-        )
-        for b, c in configs.items()
-    }  # fmt: skip
+    """Each loaded budget's state from what a backend read: current windows, live holds (by the model and provider
+    they are for), open children, own totals."""
+    states = {}
+    for b, c in configs.items():
+        by = held.get(b, {})
+        states[b] = BudgetState(
+            c, usage[b], sum(h[0] for h in by.values()), sum(h[1] for h in by.values()),
+            sum(h[2] for h in by.values()), children=sorted(children.get(b, [])), filtered=filtered[b],
+            oldest=oldest[b], held_by=by,
+        )  # fmt: skip
+    return states

@@ -238,6 +238,21 @@ STEPS: list[str] = [
     ALTER TABLE alerts ADD COLUMN entry_id TEXT;
     CREATE INDEX alerts_entry ON alerts(entry_id) WHERE entry_id IS NOT NULL;
     """,
+    # 5: the model and provider each hold is for, so a filtered limit counts the holds of checks it decides.
+    # Holds made before this take them from their hold entry (which names the check's model and provider).
+    """
+    ALTER TABLE holds ADD COLUMN model TEXT;
+    ALTER TABLE holds ADD COLUMN provider TEXT;
+    ALTER TABLE hold_budgets ADD COLUMN model TEXT;
+    ALTER TABLE hold_budgets ADD COLUMN provider TEXT;
+    UPDATE holds SET (model, provider) = (
+        SELECT e.model, e.provider FROM entries AS e
+        WHERE e.reservation_id = holds.reservation_id AND e.kind = 'hold' ORDER BY e.seq LIMIT 1
+    );
+    UPDATE hold_budgets SET (model, provider) = (
+        SELECT h.model, h.provider FROM holds AS h WHERE h.reservation_id = hold_budgets.reservation_id
+    );
+    """,
 ]
 
 REBUILDS_TOTALS = 3  # the step after which the SQLite ledger recomputes every running total from the entries

@@ -39,12 +39,23 @@ import aiosqlite
 from budget_mcp.domain.accounting import TotalKey, filters, period_of
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.money import MAX_TOTAL
-from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind, Hold, Limit
+from budget_mcp.domain.records import (
+    MAX_SEQ,
+    AlertRecord,
+    BudgetConfig,
+    DeliveryAttempt,
+    Entry,
+    EntryKind,
+    HeldFor,
+    Hold,
+    Limit,
+)
 from budget_mcp.domain.windows import AnyPeriod, Period, Rolling, window_key
 from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
     START,
     Decide,
+    Held,
     LogPage,
     Position,
     ReservationState,
@@ -260,11 +271,14 @@ class SqliteLedger:
         self._commit_seconds += (seconds - self._commit_seconds) * 0.05
 
     async def entries(
-        self, budget_id: str, *, limit: int = 100, since: datetime | None = None, kind: EntryKind | None = None
-    ) -> list[Entry]:
-        """The latest entries of `budget_id` and its descendants (of one `kind`, if given), newest first."""
+        self, budget_id: str, *, limit: int = 100, since: datetime | None = None, kind: EntryKind | None = None,
+        before: int | None = None,
+    ) -> list[Entry]:  # fmt: skip
+        """The latest entries of `budget_id` and its descendants (of one `kind`, if given; below seq `before`, if
+        given), newest first."""
         since_us = to_us(since) if since else -(2**62)
         kind_text = None if kind is None else kind.value
+        below = MAX_SEQ if before is None else before
 
         def run(conn: sqlite3.Connection) -> list[Entry]:
             # Newest `limit` of each budget of the subtree from its (budget_id, seq) index, then merged: one query
@@ -277,14 +291,14 @@ class SqliteLedger:
                     (budget_id, budget_id + "/", budget_id + "0"),
                 ).fetchall():
                     found += conn.execute(
-                        f"SELECT seq, {ENTRY_COLUMNS} FROM entries WHERE budget_id = ? AND at_us >= ? "
+                        f"SELECT seq, {ENTRY_COLUMNS} FROM entries WHERE budget_id = ? AND seq < ? AND at_us >= ? "
                         "AND (? IS NULL OR kind = ?) ORDER BY seq DESC LIMIT ?",
-                        (member, since_us, kind_text, kind_text, limit),
+                        (member, below, since_us, kind_text, kind_text, limit),
                     ).fetchall()
             finally:
                 conn.execute("COMMIT")
             found.sort(key=lambda row: row[0], reverse=True)
-            return [entry_from_row(row[1:]) for row in found[:limit]]
+            return [entry_from_row(row[1:], row[0]) for row in found[:limit]]
 
         return await self._in_thread(self._reader, run)
 
@@ -715,15 +729,16 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
                     ):
                         alerts_raised.add((budget_id, lim.rolling, start, threshold))
 
-    held: dict[str, tuple[int, int, int]] = {}
+    held: dict[str, dict[HeldFor, Held]] = {}
     first_expiry: int | None = None
     if configs:
-        for budget_id, nanos, tokens, count, expiry in conn.execute(
-            "SELECT budget_id, SUM(cost_nanos), SUM(tokens), COUNT(*), MIN(expires_at_us) FROM hold_budgets "
-            "WHERE budget_id IN (SELECT value FROM json_each(?)) AND expires_at_us > ? GROUP BY budget_id",
+        for budget_id, model, provider, nanos, tokens, count, expiry in conn.execute(
+            "SELECT budget_id, model, provider, SUM(cost_nanos), SUM(tokens), COUNT(*), MIN(expires_at_us) "
+            "FROM hold_budgets WHERE budget_id IN (SELECT value FROM json_each(?)) AND expires_at_us > ? "
+            "GROUP BY budget_id, model, provider",
             (json.dumps(list(configs)), now_us),
         ):
-            held[budget_id] = (nanos, tokens, count)
+            held.setdefault(budget_id, {})[(model, provider)] = (nanos, tokens, count)
             first_expiry = expiry if first_expiry is None else min(first_expiry, expiry)
 
     budgets = budget_states(configs, usage, held, children, filtered, oldest)
@@ -752,12 +767,12 @@ def rolling_usage(
 
 def _load_reservation(conn: sqlite3.Connection, reservation_id: str) -> ReservationState | None:
     row = conn.execute(
-        "SELECT reservation_id, budget_id, cost_nanos, tokens, created_at_us, expires_at_us FROM holds "
-        "WHERE reservation_id = ?",
+        "SELECT reservation_id, budget_id, cost_nanos, tokens, created_at_us, expires_at_us, model, provider "
+        "FROM holds WHERE reservation_id = ?",
         (reservation_id,),
     ).fetchone()
     if row:
-        hold = Hold(row[0], row[1], row[2], row[3], from_us(row[4]), from_us(row[5]))
+        hold = Hold(row[0], row[1], row[2], row[3], from_us(row[4]), from_us(row[5]), row[6], row[7])
         return ReservationState(reservation_id, hold)
     closing = conn.execute(
         "SELECT entry_id, kind, budget_id FROM entries WHERE reservation_id = ? AND kind != 'hold' "
@@ -814,13 +829,15 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> dict
     for hold in writes.holds_added:
         row = (hold.reservation_id, hold.budget_id, hold.cost_nanos, hold.tokens)
         conn.execute(
-            "INSERT INTO holds VALUES (?, ?, ?, ?, ?, ?)", (*row, to_us(hold.created_at), to_us(hold.expires_at))
+            "INSERT INTO holds (reservation_id, budget_id, cost_nanos, tokens, created_at_us, expires_at_us, model, "
+            "provider) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (*row, to_us(hold.created_at), to_us(hold.expires_at), *hold.of),
         )
         conn.executemany(
-            "INSERT INTO hold_budgets (budget_id, reservation_id, cost_nanos, tokens, expires_at_us) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO hold_budgets (budget_id, reservation_id, cost_nanos, tokens, expires_at_us, model, provider) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (b, hold.reservation_id, hold.cost_nanos, hold.tokens, to_us(hold.expires_at))
+                (b, hold.reservation_id, hold.cost_nanos, hold.tokens, to_us(hold.expires_at), *hold.of)
                 for b in path_of(hold.budget_id)
             ],
         )

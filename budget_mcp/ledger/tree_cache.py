@@ -18,9 +18,9 @@ from typing import cast
 
 from budget_mcp.domain.accounting import TotalKey, filters, period_of, rolling_of
 from budget_mcp.domain.ids import path_of
-from budget_mcp.domain.records import Hold, Limit
+from budget_mcp.domain.records import HeldFor, Hold, Limit
 from budget_mcp.domain.windows import Period, window
-from budget_mcp.ledger.base import ReservationState, Scope, Snapshot, Writes
+from budget_mcp.ledger.base import Held, ReservationState, Scope, Snapshot, Writes
 
 MAX_BUDGETS = 10_000  # a tree known in more detail than this is not kept
 _FAR = datetime.max.replace(tzinfo=UTC)
@@ -96,8 +96,11 @@ def merged(
     raised = tree.snapshot.alerts_raised | loaded.alerts_raised if tree else loaded.alerts_raised
     now = max(tree.snapshot.now, loaded.now) if tree else loaded.now
     holds = dict(tree.holds) if tree else {}
-    if loaded.reservation is not None and loaded.reservation.hold is not None:
-        holds[loaded.reservation.reservation_id] = loaded.reservation.hold
+    hold = loaded.reservation.hold if loaded.reservation is not None else None
+    if (
+        hold is not None and hold.expires_at > loaded.now
+    ):  # an expired hold is in no held sum: settling it ends the tree
+        holds[hold.reservation_id] = hold
     snapshot = Snapshot(now, budgets, None, None, raised)
     return TreeCache(version, snapshot, frozenset(complete), until, windows, holds)
 
@@ -126,7 +129,7 @@ def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]
             return None
         spent.setdefault(budget_id, {})[period] = (nanos, tokens, calls)
     holds = tree.holds
-    held: dict[str, list[int]] = {}
+    held: dict[str, dict[HeldFor, Held]] = {}
     if writes.holds_added or writes.holds_removed:
         holds = dict(holds)
         for hold in writes.holds_added:
@@ -135,17 +138,15 @@ def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]
         changes = [(h, 1) for h in writes.holds_added] + [(holds.pop(r), -1) for r in writes.holds_removed]
         for hold, sign in changes:
             for budget_id in path_of(hold.budget_id):
-                change = held.setdefault(budget_id, [0, 0, 0])
-                change[0] += sign * hold.cost_nanos
-                change[1] += sign * hold.tokens
-                change[2] += sign
+                by = held.setdefault(budget_id, {})
+                nanos, tokens, calls = by.get(hold.of, (0, 0, 0))
+                by[hold.of] = (nanos + sign * hold.cost_nanos, tokens + sign * hold.tokens, calls + sign)
     if spent or held:
         budgets = dict(budgets)
         for budget_id in spent.keys() | held.keys():
             if budget_id in budgets:
-                nanos, tokens, calls = held.get(budget_id, (0, 0, 0))
                 budgets[budget_id] = budgets[budget_id].plus(
-                    spent.get(budget_id, {}), (nanos, tokens, calls), buckets.get(budget_id)
+                    spent.get(budget_id, {}), held.get(budget_id), buckets.get(budget_id)
                 )
     raised = tree.snapshot.alerts_raised
     if writes.alerts:

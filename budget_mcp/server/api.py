@@ -68,7 +68,7 @@ _TITLES = {
     409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 421: "Misdirected Request",
     422: "Unprocessable Content", 500: "Internal Server Error", 503: "Service Unavailable",
 }  # fmt: skip
-_QUERY = {"ledger": frozenset({"limit"}), "events": frozenset({"prefix", "after"})}
+_QUERY = {"ledger": frozenset({"limit", "before"}), "events": frozenset({"prefix", "after"})}
 _RESOURCE_KINDS = frozenset({"budgets", "reports", "ledger", "prices", "openapi.json", "events"})
 EVENT_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
 
@@ -346,9 +346,12 @@ def _query(request: Request, route: str) -> str:
     if unknown:
         known = f"; it takes {', '.join(sorted(allowed))}" if allowed else "; it takes none"
         raise Problem(400, "invalid-input", f"unknown query parameter {unknown[0][:40]!r}{known}")
-    limit = request.query_params.get("limit") if "limit" in allowed else None
-    if limit is None:
-        return ""
-    if not limit.isdigit() or not limit.isascii():
-        raise Problem(400, "invalid-input", f"limit must be a whole number, got {limit[:20]!r}")
-    return f"?limit={limit}"
+    passed = []
+    for name in ("limit", "before"):  # the resource's own query parameters (events reads its own)
+        value = request.query_params.get(name) if name in allowed else None
+        if value is None:
+            continue
+        if not value.isdigit() or not value.isascii():
+            raise Problem(400, "invalid-input", f"{name} must be a whole number, got {value[:20]!r}")
+        passed.append(f"{name}={value}")
+    return "?" + "&".join(passed) if passed else ""

@@ -12,6 +12,7 @@ from mcp.server.mcpserver.tools import Tool
 from pydantic import BaseModel, TypeAdapter
 
 from budget_mcp import __version__
+from budget_mcp.domain.records import MAX_SEQ
 from budget_mcp.domain.results import BudgetNode, BudgetStatus, LedgerListing, SpendReport
 from budget_mcp.server.events import AlertEvent, EntryEvent
 from budget_mcp.server.scopes import TOOL_SCOPES
@@ -64,7 +65,7 @@ RESOURCE_ROUTES = (
     ResourceRoute(
         "/ledger/{budget_id}",
         "get_ledger",
-        "budget://ledger/{+budget_id}{?limit}",
+        "budget://ledger/{+budget_id}{?limit,before}",
         "the latest ledger entries, newest first",
         LedgerListing,
     ),  # fmt: skip
@@ -159,16 +160,23 @@ def _resource_operation(route: ResourceRoute, components: dict[str, Any]) -> dic
                 "description": "the budget id, slashes as they are (acme/research)",
             }  # fmt: skip
         )
-    if "{?limit}" in route.resource:
-        parameters.append(
+    if "{?limit,before}" in route.resource:
+        parameters += [
             {
                 "name": "limit",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "integer", "minimum": 1},
+                "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                 "description": "how many entries (default 100, at most 1000)",
-            }  # fmt: skip
-        )
+            },
+            {
+                "name": "before",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_SEQ},
+                "description": "only entries with a smaller seq: the seq of the last entry of the previous page",
+            },
+        ]  # fmt: skip
     return {
         "operationId": route.operation,
         "summary": route.summary,

@@ -63,14 +63,14 @@ def register_resources(server: MCPServer[Any]) -> None:
         return (await read(budget_id, lambda engine: engine.report(budget_id))).model_dump_json(indent=1)
 
     @server.resource(
-        "budget://ledger/{+budget_id}{?limit}", name="ledger", mime_type="application/json",
+        "budget://ledger/{+budget_id}{?limit,before}", name="ledger", mime_type="application/json",
         description="The latest ledger entries (charges, holds, releases, adjustments) of a budget and its "
-        "descendants, newest first; ?limit=N (default 100, at most 1000).",
+        "descendants, newest first, each with its seq; ?limit=N (default 100, at most 1000); ?before=SEQ for the "
+        "next page: the entries older than the last one shown (before = its seq).",
     )  # fmt: skip
-    async def ledger(budget_id: str, limit: str = "100") -> str:
-        if not limit.isdigit():
-            raise ResourceNotFoundError(f"limit must be a whole number, got {limit[:20]!r}")
-        listing = await read(budget_id, lambda engine: engine.ledger_entries(budget_id, limit=int(limit)))
+    async def ledger(budget_id: str, limit: str = "100", before: str | None = None) -> str:
+        count, below = _whole(limit, "limit"), None if before is None else _whole(before, "before")
+        listing = await read(budget_id, lambda engine: engine.ledger_entries(budget_id, limit=count, before=below))
         return listing.model_dump_json(indent=1)
 
     @server.resource(
@@ -83,6 +83,13 @@ def register_resources(server: MCPServer[Any]) -> None:
 
 
 MAX_LISTED = 1_000
+
+
+def _whole(text: str, name: str) -> int:
+    """A query parameter that must be a whole number (at most 20 digits: the engine says what range it takes)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
+        raise ResourceNotFoundError(f"{name} must be a whole number, got {text[:24]!r}")
+    return int(text)
 
 
 class BudgetResourceList:

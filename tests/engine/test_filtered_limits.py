@@ -4,11 +4,13 @@ On both backends, through two servers on one ledger (where a kept snapshot missi
 show), and with reconcile() recomputing every filtered total from the entries.
 """
 
+import asyncio
 from decimal import Decimal
 
 import pytest
 
 from budget_mcp import BudgetEngine
+from budget_mcp.domain.results import BudgetStatus
 from budget_mcp.errors import InvalidInputError
 from tests.conftest import FakeClock
 
@@ -115,3 +117,120 @@ async def test_a_filtered_limit_counts_from_when_it_is_set_and_reconcile_agrees_
     assert capped.spent_usd == "2.500000"
     assert await engine.ledger.reconcile() == []
     assert await other_engine.ledger.reconcile() == []
+
+
+OPENAI_CAP = {"period": "daily", "limit_usd": "1", "providers": ["openai"]}
+
+
+async def capped_budget(engine: BudgetEngine) -> None:
+    """A blocking $10 budget with a $1.00 daily cap on openai inside it."""
+    await engine.allocate("acme", limit_usd="10", period="monthly", enforcement="block", extra_limits=[OPENAI_CAP])
+
+
+def capped_figures(status: BudgetStatus) -> tuple[str, str, str | None]:
+    capped = next(lim for lim in status.limits if lim.providers)
+    return capped.spent_usd, capped.held_usd, capped.available_usd
+
+
+async def test_concurrent_holds_for_a_provider_never_hold_more_than_its_cap(
+    engine: BudgetEngine, other_engine: BudgetEngine
+) -> None:
+    await capped_budget(engine)
+    checks = await asyncio.gather(
+        *(
+            (engine if n % 2 else other_engine).check(
+                "acme", estimated_cost_usd="0.10", model="gpt-4o", provider="openai", reserve=True
+            )
+            for n in range(20)
+        )
+    )
+    granted = [c.reservation_id for c in checks if c.allowed]
+    assert len(granted) == 10  # $1.00 of $0.10 holds, whichever server made them
+    assert all(c.decided_period == "daily" for c in checks if not c.allowed)
+    assert capped_figures(await other_engine.status("acme")) == ("0.000000", "1.000000", "0.000000")
+    await asyncio.gather(
+        *(
+            (engine if n % 2 else other_engine).charge(
+                "acme", model="gpt-4o", provider="openai", cost_usd="0.10", reservation_id=reservation_id
+            )
+            for n, reservation_id in enumerate(granted)
+        )
+    )
+    assert capped_figures(await engine.status("acme")) == ("1.000000", "0.000000", "0.000000")
+    assert not (await engine.check("acme", estimated_cost_usd="0.01", provider="openai", reserve=True)).allowed
+    other = await other_engine.check(
+        "acme", estimated_cost_usd="5", model="claude-sonnet-4-5", provider="anthropic", reserve=True
+    )
+    assert other.allowed  # another provider's hold is not limited by the cap, only by the $10
+    assert capped_figures(await engine.status("acme"))[1] == "0.000000"  # nor counted in it
+    assert (await engine.status("acme")).held_usd == "5.000000"
+    assert await engine.ledger.reconcile() == []
+
+
+async def test_a_hold_that_names_no_provider_counts_against_the_provider_cap(
+    engine: BudgetEngine, other_engine: BudgetEngine
+) -> None:
+    await capped_budget(engine)
+    unnamed = await engine.check("acme", estimated_cost_usd="0.60", reserve=True)  # it may be for openai
+    assert capped_figures(await other_engine.status("acme")) == ("0.000000", "0.600000", "0.400000")
+    denied = await other_engine.check("acme", estimated_cost_usd="0.50", provider="openai", reserve=True)
+    assert (denied.allowed, denied.decided_period) == (False, "daily")
+    mini = await engine.check("acme", estimated_cost_usd="0.40", model="gpt-4o-mini", reserve=True)
+    assert mini.allowed  # a model without a provider may be openai's too: it takes the rest of the cap
+    assert not (await other_engine.check("acme", estimated_cost_usd="0.01", provider="openai")).allowed
+    await other_engine.release(reservation_id=unnamed.reservation_id)
+    assert capped_figures(await engine.status("acme")) == ("0.000000", "0.400000", "0.600000")
+    assert (await engine.check("acme", estimated_cost_usd="0.60", provider="openai", reserve=True)).allowed
+
+
+async def test_a_provider_cap_gets_its_room_back_when_holds_expire_or_are_released(
+    engine: BudgetEngine, other_engine: BudgetEngine, clock: FakeClock
+) -> None:
+    await capped_budget(engine)
+    first = await engine.check(
+        "acme", estimated_cost_usd="0.70", provider="openai", model="gpt-4o", reserve=True, ttl_seconds=60
+    )
+    assert first.remaining_usd == "0.300000"  # the answer counts its own hold in the cap
+    assert not (await other_engine.check("acme", estimated_cost_usd="0.50", provider="openai")).allowed
+    clock.advance(seconds=61)
+    assert capped_figures(await other_engine.status("acme")) == ("0.000000", "0.000000", "1.000000")
+    second = await other_engine.check("acme", estimated_cost_usd="0.90", provider="openai", reserve=True)
+    assert second.allowed
+    assert not (await engine.check("acme", estimated_cost_usd="0.20", provider="openai", reserve=True)).allowed
+    await engine.release(reservation_id=second.reservation_id)
+    assert capped_figures(await other_engine.status("acme")) == ("0.000000", "0.000000", "1.000000")
+    charged = await other_engine.charge(
+        "acme", provider="openai", model="gpt-4o", cost_usd="0.20", reservation_id=first.reservation_id
+    )
+    assert charged.warnings  # the first hold had expired; the charge counts, the hold no longer does
+    assert capped_figures(await engine.status("acme")) == ("0.200000", "0.000000", "0.800000")
+    assert await engine.ledger.reconcile() == []
+
+
+async def test_a_child_s_holds_count_in_its_parent_s_provider_cap(engine: BudgetEngine) -> None:
+    await capped_budget(engine)
+    await engine.allocate("acme/bot", limit_usd="5", period="monthly")
+    assert (await engine.check("acme/bot", estimated_cost_usd="0.80", provider="openai", reserve=True)).allowed
+    denied = await engine.check("acme/bot", estimated_cost_usd="0.30", provider="openai", reserve=True)
+    assert (denied.allowed, denied.decided_by) == (False, "acme")
+    assert capped_figures(await engine.status("acme")) == ("0.000000", "0.800000", "0.200000")
+
+
+async def test_a_call_cap_on_a_model_counts_live_holds_as_calls(engine: BudgetEngine) -> None:
+    await engine.allocate("acme", extra_limits=[{"period": "daily", "limit_calls": 2, "models": ["gpt-4o"]}])
+    assert (await engine.check("acme", estimated_cost_usd="0.1", model="gpt-4o", reserve=True)).allowed
+    assert (await engine.check("acme", estimated_cost_usd="0.1", model="GPT-4o", reserve=True)).allowed
+    assert not (await engine.check("acme", estimated_cost_usd="0.1", model="gpt-4o")).allowed
+    assert (await engine.check("acme", estimated_cost_usd="0.1", model="gpt-4o-mini", reserve=True)).allowed
+
+
+async def test_a_settled_hold_leaves_the_provider_caps_it_was_not_for_as_they_were(
+    engine: BudgetEngine, other_engine: BudgetEngine
+) -> None:
+    await capped_budget(engine)
+    anthropic = await other_engine.check("acme", estimated_cost_usd="0.50", provider="anthropic", reserve=True)
+    assert (await engine.check("acme", estimated_cost_usd="0.10", provider="openai", reserve=True)).allowed
+    await engine.charge("acme", provider="anthropic", cost_usd="0.50", reservation_id=anthropic.reservation_id)
+    assert capped_figures(await engine.status("acme")) == ("0.000000", "0.100000", "0.900000")
+    assert not (await engine.check("acme", estimated_cost_usd="0.95", provider="openai", reserve=True)).allowed
+    assert (await engine.check("acme", estimated_cost_usd="0.90", provider="openai", reserve=True)).allowed

@@ -140,6 +140,22 @@ async def test_ledger_entries_are_newest_first_with_a_limit(engine: BudgetEngine
         await engine.ledger_entries("acme", limit=0)
 
 
+async def test_ledger_pages_before_a_seq_go_on_where_the_last_page_ended(
+    engine: BudgetEngine, clock: FakeClock
+) -> None:
+    await build_month(engine, clock)
+    everything = (await engine.ledger_entries("acme", limit=1000)).entries
+    pages = [(await engine.ledger_entries("acme", limit=4)).entries]
+    while pages[-1] and len(pages) < 10:  # bounded: a page that does not move on must fail, not hang
+        pages.append((await engine.ledger_entries("acme", limit=4, before=pages[-1][-1].seq)).entries)
+    assert [e.entry_id for page in pages for e in page] == [e.entry_id for e in everything]
+    assert [e.seq for e in everything] == sorted({e.seq for e in everything}, reverse=True)
+    assert (await engine.ledger_entries("acme", before=everything[0].seq + 1)).entries == everything[:100]
+    for bad in (0, -1, 2**63):
+        with pytest.raises(InvalidInputError, match="before must be an entry's seq, from 1 to 9223372036854775807"):
+            await engine.ledger_entries("acme", before=bad)
+
+
 def assert_breakdowns_add_up(report: SpendReport) -> None:
     spent = Decimal(report.totals.spent_usd)
     for lines in (report.by_model, report.by_provider, report.by_child, report.by_day):

@@ -9,6 +9,8 @@ answer and figure, and `bucketed` is never below `exact`: the rounding never let
 
 import asyncio
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
+from budget_mcp.ledger import Ledger
 from budget_mcp.ledger.postgres import PostgresLedger
 from tests.conftest import FakeClock
 
@@ -65,14 +68,24 @@ operations = st.lists(
 offsets = st.integers(0, 7200 * 1_000_000)  # microseconds after START: windows start anywhere in a bucket
 
 
+@asynccontextmanager
+async def two_servers(location: str) -> AsyncIterator[list[Ledger]]:
+    """Two ledgers on one location, as two servers have them; closed when done."""
+    ledgers = [await open_ledger(location), await open_ledger(location)]
+    try:
+        yield ledgers
+    finally:
+        for ledger in ledgers:
+            await ledger.close()
+
+
 def cents(n: int) -> str:
     return str(Decimal(n) / 100)
 
 
 async def check_against_model(location: str, minutes: int, offset_us: int, ops: list[tuple[str, int, int]]) -> None:
     clock = FakeClock(START + timedelta(microseconds=offset_us))
-    ledgers = [await open_ledger(location), await open_ledger(location)]
-    try:
+    async with two_servers(location) as ledgers:
         engines = [BudgetEngine(ledger, PRICES, clock) for ledger in ledgers]
         await engines[0].allocate("r", limit_usd=cents(LIMIT), period=f"{minutes}m")
         model = Model(minutes * 60, 60 if minutes <= 1440 else 3600)
@@ -100,9 +113,6 @@ async def check_against_model(location: str, minutes: int, offset_us: int, ops: 
                     assert amount <= LIMIT - model.exact(clock.now)
             await assert_agrees(engines[server], model, clock.now)
         assert await ledgers[0].reconcile() == []
-    finally:
-        for ledger in ledgers:
-            await ledger.close()
 
 
 async def assert_agrees(engine: BudgetEngine, model: Model, now: datetime) -> None:
@@ -128,7 +138,7 @@ def dsn(postgres_dsn: str) -> str:
     return postgres_dsn
 
 
-async def _emptied(dsn: str) -> str:
+async def emptied(dsn: str) -> str:
     ledger = await PostgresLedger.open(dsn)
     await ledger.truncate()
     await ledger.close()
@@ -143,6 +153,6 @@ def test_rolling_windows_match_the_brute_force_model_on_postgres(
     dsn: str, minutes: int, offset_us: int, ops: list[tuple[str, int, int]]
 ) -> None:
     async def run() -> None:
-        await check_against_model(await _emptied(dsn), minutes, offset_us, ops)
+        await check_against_model(await emptied(dsn), minutes, offset_us, ops)
 
     asyncio.run(run())

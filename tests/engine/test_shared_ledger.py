@@ -64,6 +64,18 @@ async def test_a_hold_stops_counting_in_charges_once_it_expires(engine: BudgetEn
     assert (await engine.charge("acme", cost_usd="1")).remaining_usd == "7.000000"
 
 
+async def test_charging_an_expired_hold_leaves_what_the_live_holds_hold(engine: BudgetEngine, clock: FakeClock) -> None:
+    await engine.allocate("acme", limit_usd="10", enforcement="block")
+    expired = await engine.check("acme", estimated_cost_usd="0.70", reserve=True, ttl_seconds=60)
+    clock.advance(seconds=61)
+    await engine.check("acme", estimated_cost_usd="0.10", reserve=True)
+    await engine.charge("acme", cost_usd="0.20", reservation_id=expired.reservation_id)
+    status = await engine.status("acme")  # read on what this server kept from its writes
+    assert (status.held_usd, status.available_usd) == ("0.100000", "9.700000")
+    assert not (await engine.check("acme", estimated_cost_usd="9.75", reserve=True)).allowed
+    assert (await engine.check("acme", estimated_cost_usd="9.70", reserve=True)).allowed
+
+
 async def test_a_charge_after_midnight_starts_the_new_day(engine: BudgetEngine, clock: FakeClock) -> None:
     clock.now = datetime(2026, 11, 25, 23, 59, 58, tzinfo=UTC)
     await engine.allocate("acme", limit_usd="10", period="daily")

@@ -1,7 +1,6 @@
 """What only the PostgreSQL backend has to prove: concurrent migrations, notifications, connection loss."""
 
 import functools
-import secrets
 
 import anyio
 import asyncpg
@@ -13,16 +12,6 @@ from budget_mcp.ledger.postgres import STEPS, PostgresLedger, lock_key, migrate
 from budget_mcp.ledger.postgres.statements import begin_statement, write_statement
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def fresh_dsn(postgres_dsn: str) -> str:
-    """A new, empty database on the session's server."""
-    name = "fresh_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(postgres_dsn)
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    return postgres_dsn.replace("/budget?", f"/{name}?")
 
 
 SCHEMA = """

@@ -54,6 +54,37 @@ async def test_eight_processes_reserving_and_charging_never_overspend(ledger_loc
         await ledger.close()
 
 
+async def test_processes_holding_for_one_provider_at_once_hold_no_more_than_its_cap(
+    ledger_location: str, tmp_path: Path
+) -> None:
+    ledger = await open_ledger(ledger_location)
+    engine = BudgetEngine(ledger, PriceCatalog())
+    await engine.allocate(
+        "shared", limit_usd="10", enforcement="block",
+        extra_limits=[{"period": "daily", "limit_usd": "1.00", "providers": ["openai"]}],
+    )  # fmt: skip
+    start = tmp_path / "start"
+    workers = [spawn("hold-provider", ledger_location, "shared", str(start)) for _ in range(4)]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+        start.touch()
+        held: list[str] = []
+        for worker in workers:
+            out, err = worker.communicate(timeout=120)
+            assert worker.returncode == 0, err
+            held += out.split()
+        assert len(held) == 10  # $1.00 of $0.10 holds across the processes, not one more
+        for reservation_id in held:
+            await engine.charge(
+                "shared", model="gpt-4o", provider="openai", cost_usd="0.10", reservation_id=reservation_id
+            )
+        capped = next(lim for lim in (await engine.status("shared")).limits if lim.providers)
+        assert (capped.spent_usd, capped.held_usd) == ("1.000000", "0.000000")
+    finally:
+        await ledger.close()
+
+
 async def test_charges_acknowledged_before_sigkill_survive(ledger_location: str) -> None:
     ledger = await open_ledger(ledger_location)
     await BudgetEngine(ledger, PriceCatalog()).allocate("crashy")

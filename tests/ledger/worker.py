@@ -1,10 +1,12 @@
 """A separate OS process that uses the ledger as an MCP server process would (run by the ledger tests).
 
     python worker.py reserve-charge DB BUDGET START_FILE   reserve $1 then charge it, until denied
+    python worker.py hold-provider DB BUDGET START_FILE    reserve $0.10 of gpt-4o from openai, until denied
     python worker.py charge-forever DB BUDGET              charge $0.01 in a loop
     python worker.py take-turns DB BUDGET                  one line per command read: `check` prints the
         remaining amount a $1 check sees, `reserve` holds $1, `settle` charges $1 on that hold
-Each acknowledged charge id is printed on its own line, flushed, as soon as the call returns.
+Each acknowledged charge id (or, for hold-provider, reservation id) is printed on its own line, flushed, as soon as
+the call returns.
 """
 
 import asyncio
@@ -28,6 +30,20 @@ async def reserve_charge(db: str, budget_id: str, start_file: str) -> None:
             break
         charged = await engine.charge(budget_id, cost_usd="1", reservation_id=check.reservation_id)
         print(charged.charge_id, flush=True)
+    await engine.ledger.close()
+
+
+async def hold_provider(db: str, budget_id: str, start_file: str) -> None:
+    engine = BudgetEngine(await open_ledger(db), PriceCatalog())
+    print("ready", flush=True)
+    while not Path(start_file).exists():
+        time.sleep(0.001)
+    while (
+        check := await engine.check(
+            budget_id, estimated_cost_usd="0.10", model="gpt-4o", provider="openai", reserve=True
+        )
+    ).allowed:
+        print(check.reservation_id, flush=True)
     await engine.ledger.close()
 
 
@@ -56,6 +72,7 @@ async def take_turns(db: str, budget_id: str) -> None:
 
 MODES: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
     "reserve-charge": reserve_charge,
+    "hold-provider": hold_provider,
     "charge-forever": charge_forever,
     "take-turns": take_turns,
 }

@@ -15,6 +15,7 @@ from mcp import Client
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from openapi_spec_validator import validate
 
+from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
 from budget_mcp.config import Settings
 from budget_mcp.errors import AccessDeniedError
 from budget_mcp.server import build_server
@@ -131,6 +132,28 @@ async def test_every_resource_is_a_get(settings: Settings, clock: FakeClock) -> 
         assert any(row["model"] == "gpt-4o" for row in prices["models"])
 
 
+async def test_paging_the_ledger_with_before_lists_every_entry_once_newest_first(
+    settings: Settings, clock: FakeClock
+) -> None:
+    ledger = await open_ledger(settings.db_path)
+    engine = BudgetEngine(ledger, PriceCatalog(), clock)
+    await engine.allocate("acme", limit_usd="1000")
+    await engine.allocate("acme/bot", limit_usd="100")
+    for n in range(248):  # with the two allocations, 250 entries
+        await engine.charge("acme/bot" if n % 3 else "acme", cost_usd="0.01")
+    await ledger.close()
+    with api_server(settings, clock) as base, api(base) as http:
+        pages = [ok(http.get("/ledger/acme", params={"limit": 100}))["entries"]]
+        while pages[-1] and len(pages) < 10:  # bounded: a page that does not move on must fail, not hang
+            pages.append(ok(http.get("/ledger/acme", params={"limit": 100, "before": pages[-1][-1]["seq"]}))["entries"])
+        beyond = ok(http.get("/ledger/acme", params={"before": 1}))["entries"]
+    assert [len(page) for page in pages] == [100, 100, 50, 0]
+    seqs = [entry["seq"] for page in pages for entry in page]
+    assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == 250  # newest first, each once
+    assert len({entry["entry_id"] for page in pages for entry in page}) == 250
+    assert [e["kind"] for e in pages[2][-2:]] == ["allocate", "allocate"] and beyond == []
+
+
 async def test_bad_input_is_a_problem_and_writes_nothing(settings: Settings, clock: FakeClock) -> None:
     with api_server(settings, clock) as base, api(base) as http:
         ok(http.post("/allocate", json={"budget_id": "acme", "limit_usd": "10"}))
@@ -161,7 +184,14 @@ async def test_bad_input_is_a_problem_and_writes_nothing(settings: Settings, clo
         problem(http.get("/nowhere"), 404, "nothing at /api/v1/nowhere")
         problem(http.get("/budgets/ACME"), 400)
         problem(http.get("/ledger/acme", params={"limit": "ten"}), 400, "limit must be a whole number")
-        problem(http.get("/ledger/acme", params={"before": "5"}), 400, "unknown query parameter 'before'")
+        problem(
+            http.get("/ledger/acme", params={"after": "5"}), 400, "unknown query parameter 'after'; it takes before"
+        )
+        problem(http.get("/ledger/acme", params={"before": "5.5"}), 400, "before must be a whole number, got '5.5'")
+        problem(http.get("/ledger/acme", params={"before": "-3"}), 400, "before must be a whole number")
+        problem(http.get("/ledger/acme", params={"before": "0"}), 400, "before must be an entry's seq, from 1 to")
+        problem(http.get("/ledger/acme", params={"before": str(2**63)}), 400, "before must be an entry's seq")
+        problem(http.get("/ledger/acme", params={"before": "9" * 5000}), 400, "before must be a whole number")
         problem(http.delete("/charge"), 405)
         # the DNS-rebinding protection of /mcp: a foreign Origin or Host is refused
         problem(http.post("/charge", json={"budget_id": "acme", "cost_usd": "1"}, headers={"Origin": "http://evil.example"}),

@@ -1,5 +1,6 @@
 """Call limits through the MCP tools and resources, as an agent meets them (SPEC 13)."""
 
+import asyncio
 import json
 
 import pytest
@@ -96,3 +97,40 @@ async def test_a_provider_cap_through_the_tools_counts_only_that_provider_and_wa
     capped = [(lim["providers"], lim["spent_usd"], lim["calls"]) for lim in status["limits"] if lim["providers"]]
     assert capped == [(["openai"], "1.500000", 1), (["opnai"], "0.000000", 0)]
     assert status["spent_usd"] == "10.500000"
+
+
+async def test_agents_reserving_at_once_for_one_provider_never_hold_more_than_its_cap(
+    clock: FakeClock, settings: Settings
+) -> None:
+    async with Client(build_server(settings, clock=clock)) as client:
+        await call(
+            client, "allocate", budget_id="acme", limit_usd="10", period="monthly", enforcement="block",
+            extra_limits=[{"period": "daily", "limit_usd": "1.00", "providers": ["openai"]}],
+        )  # fmt: skip
+        checks = await asyncio.gather(
+            *(
+                call(client, "check_budget", budget_id="acme", estimated_cost_usd="0.10", model="gpt-4o",
+                     provider="openai", reserve=True)
+                for _ in range(20)
+            )
+        )  # fmt: skip
+        held = await call(client, "get_budget", budget_id="acme")
+        granted = [c["reservation_id"] for c in checks if c["allowed"]]
+        await asyncio.gather(
+            *(
+                call(client, "charge", budget_id="acme", model="gpt-4o", provider="openai", cost_usd="0.10",
+                     reservation_id=reservation_id)
+                for reservation_id in granted
+            )
+        )  # fmt: skip
+        anthropic = await call(
+            client, "check_budget", budget_id="acme", estimated_cost_usd="3", provider="anthropic", reserve=True
+        )
+        charged = await call(client, "get_budget", budget_id="acme")
+    assert len(granted) == 10
+    capped = next(lim for lim in held["limits"] if lim["providers"])
+    assert (capped["held_usd"], capped["available_usd"]) == ("1.000000", "0.000000")
+    assert anthropic["allowed"]
+    capped = next(lim for lim in charged["limits"] if lim["providers"])
+    assert (capped["spent_usd"], capped["held_usd"], capped["available_usd"]) == ("1.000000", "0.000000", "0.000000")
+    assert (charged["spent_usd"], charged["held_usd"]) == ("1.000000", "3.000000")

@@ -144,6 +144,7 @@ async def test_a_live_reader_gets_every_entry_once_in_order_while_four_processes
     assert [e["id"] for e in entries] == await commit_order(ledger_location)  # every entry, once, in commit order
     assert [e["event"] for e in entries] == ["allocate"] + ["charge"] * 1000
     assert len({e["entry"]["entry_id"] for e in entries}) == 1001
+    assert all(e["entry"]["seq"] == e["id"] for e in entries)  # the entry's seq, as the ledger resource shows it
     if not on_postgres:
         assert [e["id"] for e in entries] == sorted(e["id"] for e in entries)
     # 1000 charges of 0.001 on a limit of 1.6 cross 50% (the 800th) once: its alert follows its charge.

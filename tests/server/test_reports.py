@@ -52,6 +52,11 @@ async def test_report_and_ledger_resources(clock: FakeClock, settings: Settings)
             await read(client, "budget://reports/ghost")
         with pytest.raises(MCPError, match="limit must be between 1 and 1000"):
             await read(client, "budget://ledger/acme?limit=5000")
+        newest = json.loads(await read(client, "budget://ledger/acme?limit=2"))["entries"]
+        older = json.loads(await read(client, f"budget://ledger/acme?limit=2&before={newest[-1]['seq']}"))
+        for bad, problem in (("0", "before must be an entry's seq"), ("x", "before must be a whole number")):
+            with pytest.raises(MCPError, match=problem):
+                await read(client, f"budget://ledger/acme?before={bad}")
     assert "budget://reports/acme" in str(event)
     assert set(report) >= {
         "budget_id", "window_start", "resets_at", "totals", "by_model", "by_provider", "by_child", "by_day",
@@ -63,6 +68,8 @@ async def test_report_and_ledger_resources(clock: FakeClock, settings: Settings)
     assert markdown.startswith("# Spend report: acme\n") and "| acme/web | $0.02 | 4,000 | 1,000 | 1 |" in markdown
     assert [e["cost_usd"] for e in ledger["entries"]] == ["0.500000"] and ledger["limit"] == 1
     assert [(e["kind"], e["model"]) for e in everything["entries"]] == [("charge", "gpt-4o"), ("allocate", None)]
+    assert [e["kind"] for e in newest + older["entries"]] == ["charge", "charge", "allocate", "allocate"]
+    assert older["before"] == newest[-1]["seq"] > older["entries"][0]["seq"]
 
 
 async def test_crossed_thresholds_are_posted_to_the_webhook(

@@ -38,7 +38,7 @@ from typing import Any, TypeVar, cast
 import asyncpg
 
 from budget_mcp.domain.accounting import TotalKey, period_of
-from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind
+from budget_mcp.domain.records import MAX_SEQ, AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind
 from budget_mcp.errors import LedgerError
 from budget_mcp.ledger.base import (
     START,
@@ -342,16 +342,18 @@ class PostgresLedger:
         return (owner.split("/")[0],) if owner else ()
 
     async def entries(
-        self, budget_id: str, *, limit: int = 100, since: datetime | None = None, kind: EntryKind | None = None
-    ) -> list[Entry]:
-        """The latest entries of `budget_id` and its descendants (of one `kind`, if given), newest first."""
+        self, budget_id: str, *, limit: int = 100, since: datetime | None = None, kind: EntryKind | None = None,
+        before: int | None = None,
+    ) -> list[Entry]:  # fmt: skip
+        """The latest entries of `budget_id` and its descendants (of one `kind`, if given; below seq `before`, if
+        given), newest first by seq (which is not commit order here: see entries_after)."""
         rows = await self._fetch(
-            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE (budget_id = $1 OR (budget_id > $2 AND budget_id < $3)) "
-            "AND at_us >= $4 AND ($6::text IS NULL OR kind = $6) ORDER BY seq DESC LIMIT $5",
+            f"SELECT seq, {ENTRY_COLUMNS} FROM entries WHERE (budget_id = $1 OR (budget_id > $2 AND budget_id < $3)) "
+            "AND at_us >= $4 AND ($6::text IS NULL OR kind = $6) AND seq < $7 ORDER BY seq DESC LIMIT $5",
             budget_id, budget_id + "/", budget_id + "0", to_us(since) if since else -_FAR, limit,
-            None if kind is None else kind.value,
+            None if kind is None else kind.value, MAX_SEQ if before is None else before,
         )  # fmt: skip
-        return [entry_from_row(tuple(row)) for row in rows]
+        return [entry_from_row(tuple(row)[1:], int(row[0])) for row in rows]
 
     async def alerts(self, budget_id: str, *, since: datetime | None = None) -> list[AlertRecord]:
         """Alerts recorded for `budget_id` and its descendants, oldest first."""

@@ -119,6 +119,16 @@ STEPS: list[str] = [
     ALTER TABLE alerts ADD COLUMN entry_id TEXT;
     CREATE INDEX alerts_entry ON alerts(entry_id) WHERE entry_id IS NOT NULL;
     """,
+    # 4: the model and provider each hold is for, so a filtered limit counts the holds of checks it decides.
+    # Holds made before this take them from their hold entry (which names the check's model and provider).
+    """
+    ALTER TABLE holds ADD COLUMN model TEXT, ADD COLUMN provider TEXT;
+    ALTER TABLE hold_budgets ADD COLUMN model TEXT, ADD COLUMN provider TEXT;
+    UPDATE holds SET model = e.model, provider = e.provider FROM entries AS e
+        WHERE e.reservation_id = holds.reservation_id AND e.kind = 'hold';
+    UPDATE hold_budgets SET model = h.model, provider = h.provider FROM holds AS h
+        WHERE h.reservation_id = hold_budgets.reservation_id;
+    """,
 ]
 
 

@@ -12,9 +12,10 @@ import asyncpg
 
 from budget_mcp.domain.accounting import TotalKey, filters, period_of
 from budget_mcp.domain.ids import parent_of, path_of
-from budget_mcp.domain.records import Hold
+from budget_mcp.domain.records import HeldFor, Hold
 from budget_mcp.domain.windows import MAX_ROLLING_MINUTES, AnyPeriod, Period, window_keys
 from budget_mcp.ledger.base import (
+    Held,
     ReservationState,
     Scope,
     Snapshot,
@@ -83,12 +84,15 @@ SELECT tree.version, tree.previous, json_build_array(
        FROM alerts a WHERE a.budget_id IN (SELECT budget_id FROM every)
        AND (a.window_start >= $4 OR a.window_start = 0
             OR (a.period ~ '^[0-9]+[mhd]$' AND a.window_start >= $3 - {rolling_span}))),
-    (SELECT coalesce(json_agg(json_build_array(budget_id, nanos, tokens, first_expiry, n)), '[]') FROM (
-       SELECT budget_id, SUM(cost_nanos) AS nanos, SUM(tokens) AS tokens, MIN(expires_at_us) AS first_expiry,
-              COUNT(*) AS n
+    (SELECT coalesce(json_agg(json_build_array(budget_id, nanos, tokens, first_expiry, n, model, provider)), '[]')
+       FROM (
+       SELECT budget_id, model, provider, SUM(cost_nanos) AS nanos, SUM(tokens) AS tokens,
+              MIN(expires_at_us) AS first_expiry, COUNT(*) AS n
        FROM hold_budgets
-       WHERE budget_id IN (SELECT budget_id FROM every) AND expires_at_us > $5 GROUP BY budget_id) AS h),
-    (SELECT json_build_array(reservation_id, budget_id, cost_nanos, tokens, created_at_us, expires_at_us)
+       WHERE budget_id IN (SELECT budget_id FROM every) AND expires_at_us > $5
+       GROUP BY budget_id, model, provider) AS h),
+    (SELECT json_build_array(reservation_id, budget_id, cost_nanos, tokens, created_at_us, expires_at_us, model,
+                             provider)
        FROM holds WHERE reservation_id = $6),
     (SELECT json_build_array(entry_id, kind, budget_id) FROM entries
        WHERE $6::text IS NOT NULL AND reservation_id = $6 AND kind <> 'hold' ORDER BY seq DESC LIMIT 1),
@@ -176,7 +180,9 @@ async def load(conn: asyncpg.Connection, scope: Scope, now: datetime, kept: Tree
             alerts_raised.add((budget_id, period_of(period), start, threshold))
         elif current[budget_id].get(period) == start:
             alerts_raised.add((budget_id, _PERIOD_OF[period], start, threshold))
-    held = {budget_id: (int(nanos), int(tokens), int(n)) for budget_id, nanos, tokens, _, n in holds}
+    held: dict[str, dict[HeldFor, Held]] = {}
+    for budget_id, nanos, tokens, _, n, model, provider in holds:
+        held.setdefault(budget_id, {})[(model, provider)] = (int(nanos), int(tokens), int(n))
     first_expiry = min(int(h[3]) for h in holds) if holds else None
     oldest: dict[str, dict[str, int]] = {b: {} for b in configs}
     for budget_id, key, nanos, tokens, calls, first in row[8]:  # rolling limits: their buckets inside the window
@@ -188,7 +194,7 @@ async def load(conn: asyncpg.Connection, scope: Scope, now: datetime, kept: Tree
     if scope.reservation_id:
         hold, closing = row[5], row[6]
         if hold:
-            found = Hold(hold[0], hold[1], hold[2], hold[3], from_us(hold[4]), from_us(hold[5]))
+            found = Hold(hold[0], hold[1], hold[2], hold[3], from_us(hold[4]), from_us(hold[5]), hold[6], hold[7])
             snapshot.reservation = ReservationState(scope.reservation_id, found)
         elif closing:
             snapshot.reservation = ReservationState(scope.reservation_id, None, closing[0], closing[1], closing[2])
@@ -220,13 +226,14 @@ _WRITE_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("text", "text", "bigint", "bigint", "bigint", "bigint"),
     ),
     "holds": (
-        "INSERT INTO holds SELECT * FROM unnest({0}, {1}, {2}, {3}, {4}, {5})",
-        ("text", "text", "bigint", "bigint", "bigint", "bigint"),
+        "INSERT INTO holds (reservation_id, budget_id, cost_nanos, tokens, created_at_us, expires_at_us, model, "
+        "provider) SELECT * FROM unnest({0}, {1}, {2}, {3}, {4}, {5}, {6}, {7})",
+        ("text", "text", "bigint", "bigint", "bigint", "bigint", "text", "text"),
     ),
     "hold_budgets": (
-        "INSERT INTO hold_budgets (budget_id, reservation_id, cost_nanos, tokens, expires_at_us) "
-        "SELECT * FROM unnest({0}, {1}, {2}, {3}, {4})",
-        ("text", "text", "bigint", "bigint", "bigint"),
+        "INSERT INTO hold_budgets (budget_id, reservation_id, cost_nanos, tokens, expires_at_us, model, provider) "
+        "SELECT * FROM unnest({0}, {1}, {2}, {3}, {4}, {5}, {6})",
+        ("text", "text", "bigint", "bigint", "bigint", "text", "text"),
     ),
     "gone_holds": ("DELETE FROM holds WHERE reservation_id = ANY({0})", ("text",)),
     "gone_hold_budgets": ("DELETE FROM hold_budgets WHERE reservation_id = ANY({0})", ("text",)),
@@ -340,11 +347,11 @@ def rows_of(
         "entries": [entry_to_row(e) for e in entries],
         "totals": sorted((b, str(p), k, *d) for (b, p, k), d in deltas.items()),
         "holds": [
-            (h.reservation_id, h.budget_id, h.cost_nanos, h.tokens, to_us(h.created_at), to_us(h.expires_at))
+            (h.reservation_id, h.budget_id, h.cost_nanos, h.tokens, to_us(h.created_at), to_us(h.expires_at), *h.of)
             for h in holds
         ],
         "hold_budgets": [
-            (b, h.reservation_id, h.cost_nanos, h.tokens, to_us(h.expires_at))
+            (b, h.reservation_id, h.cost_nanos, h.tokens, to_us(h.expires_at), *h.of)
             for h in holds
             for b in path_of(h.budget_id)
         ],
