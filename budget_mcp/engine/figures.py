@@ -205,6 +205,7 @@ def with_usage(
     return Snapshot(
         now=snapshot.now, budgets=budgets, reservation=snapshot.reservation,
         stored_result=snapshot.stored_result, alerts_raised=snapshot.alerts_raised,
+        rolling_alerts=snapshot.rolling_alerts,
     )  # fmt: skip
 
 

@@ -92,8 +92,34 @@ def charges(snapshot: Snapshot, entries: list[Entry]) -> tuple[PastCharges, Writ
                     window_sums[0] += cost
                     window_sums[1] += tokens
                     window_sums[2] += 1
-    moved = {b: snapshot.budgets[b].plus({p: (n, t, c) for p, (n, t, c) in current[b].items() if c}) for b in budgets}
-    after = Snapshot(snapshot.now, {**snapshot.budgets, **moved}, alerts_raised=snapshot.alerts_raised)
+    moved = {
+        b: snapshot.budgets[b].plus(
+            {**{p: (n, t, c) for p, (n, t, c) in current[b].items() if c}, **_in_rolling_windows(snapshot, b, entries)}
+        )
+        for b in budgets
+    }
+    after = Snapshot(
+        snapshot.now, {**snapshot.budgets, **moved}, alerts_raised=snapshot.alerts_raised,
+        rolling_alerts=snapshot.rolling_alerts,
+    )  # fmt: skip
     check_totals(after, tuple(budgets))
     alerts = crossed_alerts(snapshot, after, tuple(budgets), entries[-1].entry_id if entries else None)
     return PastCharges(len(entries), 0, tuple(alerts)), Writes(entries=list(entries), alerts=alerts)
+
+
+def _in_rolling_windows(snapshot: Snapshot, budget_id: str, entries: list[Entry]) -> dict[str, tuple[int, int, int]]:
+    """What the entries on `budget_id`'s subtree add to each of its rolling limits (those still inside it at
+    `now`), so their alerts are decided as a charge's are. Filtered limits raise none."""
+    found = {}
+    for limit in fig.state_of(snapshot, budget_id).config.limits:
+        if limit.rolling is None or limit.filtered:
+            continue
+        first, sums = limit.rolling.first_bucket(snapshot.now), [0, 0, 0]
+        for entry in entries:
+            if budget_id in path_of(entry.budget_id) and limit.rolling.bucket(entry.at) >= first:
+                sums[0] += entry.cost_nanos
+                sums[1] += entry.tokens.total
+                sums[2] += 1
+        if sums[2]:
+            found[limit.key] = (sums[0], sums[1], sums[2])
+    return found

@@ -617,8 +617,8 @@ def over_limit(snapshot: Snapshot, path: Path) -> bool:
 
 def crossed_alerts(before: Snapshot, after: Snapshot, path: Path, entry_id: str | None = None) -> list[AlertRecord]:
     """Thresholds this charge (the entry `entry_id`) crossed, once per threshold per window of each limit on the
-    path; for a rolling window, again only once no alert of that threshold is left inside the window (it is
-    stored under the bucket it was crossed in)."""
+    path; for a rolling window (an alert is stored under the bucket it was crossed in), again only when spend
+    comes up from below the threshold and no alert of it is left inside the window."""
     crossed = []
     for current in path:
         state = after.budgets[current]
@@ -632,15 +632,14 @@ def crossed_alerts(before: Snapshot, after: Snapshot, path: Path, entry_id: str 
                 key, first = limit.period.bucket(after.now), limit.period.first_bucket(after.now)
             old, new = before.budgets[current].used(limit.key), state.used(limit.key)
             for threshold in state.config.alert_at:
-                if (current, limit.period, key, str(threshold)) in after.alerts_raised:
-                    continue
-                if first is not None and any(
-                    (b, p, t) == (current, limit.period, str(threshold)) and start >= first
-                    for b, p, start, t in after.alerts_raised
-                ):
-                    continue
-                if _reaches(new.spent_nanos, old.spent_nanos, limit.limit_nanos, threshold) or _reaches(
-                    new.spent_tokens, old.spent_tokens, limit.limit_tokens, threshold
+                if first is None:
+                    if (current, limit.period, key, str(threshold)) in after.alerts_raised:
+                        continue
+                elif after.rolling_alerts.get((current, limit.key, str(threshold)), first - 1) >= first:
+                    continue  # its last alert is still inside the window
+                crossing = first is not None  # a rolling threshold alerts again only after spend fell below it
+                if _reaches(new.spent_nanos, old.spent_nanos, limit.limit_nanos, threshold, crossing) or _reaches(
+                    new.spent_tokens, old.spent_tokens, limit.limit_tokens, threshold, crossing
                 ):
                     crossed.append(
                         AlertRecord(
@@ -659,8 +658,11 @@ def crossed_alerts(before: Snapshot, after: Snapshot, path: Path, entry_id: str 
     return crossed
 
 
-def _reaches(new: int, old: int, limit: int | None, threshold: Decimal) -> bool:
-    return limit is not None and limit > 0 and new > old and new >= threshold * limit
+def _reaches(new: int, old: int, limit: int | None, threshold: Decimal, crossing: bool = False) -> bool:
+    """Whether spend grew to the threshold (`crossing`: from below it)."""
+    if limit is None or limit <= 0 or new <= old or new < threshold * limit:
+        return False
+    return not crossing or old < threshold * limit
 
 
 def open_hold(snapshot: Snapshot, reservation_id: str, budget_id: str | None) -> Hold:

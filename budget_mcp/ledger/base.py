@@ -9,13 +9,13 @@ snapshot it kept, if it stores the writes only when nothing changed since (Postg
 so `decide` may be called more than once for one write: it must only read its snapshot.
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind, HeldFor, Hold, Limit
-from budget_mcp.domain.windows import AnyPeriod, Period
+from budget_mcp.domain.windows import Period
 
 T = TypeVar("T")
 
@@ -144,7 +144,20 @@ class Snapshot:
     budgets: dict[str, BudgetState]
     reservation: ReservationState | None = None
     stored_result: StoredResult | None = None
-    alerts_raised: set[tuple[str, AnyPeriod, int, str]] = field(default_factory=set)
+    alerts_raised: set[tuple[str, Period, int, str]] = field(default_factory=set)  # calendar: current windows
+    # rolling limits: the bucket of the latest alert, by (budget, limit key, threshold)
+    rolling_alerts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+
+def latest_rolling_alerts(
+    into: dict[tuple[str, str, str], int], alerts: Iterable[tuple[str, str, int, str]]
+) -> dict[tuple[str, str, str], int]:
+    """`into` with each (budget, limit key, bucket, threshold) of `alerts` kept as the latest of its threshold."""
+    for budget_id, key, start, threshold in alerts:
+        found = (budget_id, key, threshold)
+        if into.get(found, start - 1) < start:
+            into[found] = start
+    return into
 
 
 @dataclass

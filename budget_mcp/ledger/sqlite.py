@@ -50,7 +50,7 @@ from budget_mcp.domain.records import (
     Hold,
     Limit,
 )
-from budget_mcp.domain.windows import AnyPeriod, Period, Rolling, window_key
+from budget_mcp.domain.windows import Period, Rolling, window_key
 from budget_mcp.errors import BudgetMcpError, LedgerError
 from budget_mcp.ledger.base import (
     START,
@@ -696,7 +696,8 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
              for b, c in configs.items() for lim in c.limits if lim.filtered and lim.rolling is None]  # fmt: skip
     usage: dict[str, dict[Period, WindowUsage]] = {b: {p: WindowUsage() for p in Period} for b in configs}
     filtered: dict[str, dict[str, WindowUsage]] = {b: {} for b in configs}
-    alerts_raised: set[tuple[str, AnyPeriod, int, str]] = set()
+    alerts_raised: set[tuple[str, Period, int, str]] = set()
+    rolling_alerts: dict[tuple[str, str, str], int] = {}
     if keys:
         keys_json = json.dumps(keys)
         for budget_id, period, _, spent, tokens, calls in conn.execute(
@@ -721,13 +722,13 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
                 filtered[budget_id][lim.key], found = rolling_usage(conn, budget_id, lim.key, lim.rolling, now)
                 if found is not None:
                     oldest[budget_id][lim.key] = found
-                if not lim.filtered:  # alerts raised inside the window (rules.crossed_alerts)
-                    for start, threshold in conn.execute(
-                        "SELECT window_start, threshold FROM alerts WHERE budget_id = ? AND period = ? "
-                        "AND window_start >= ?",
+                if not lim.filtered:  # the latest alert of each threshold still inside the window
+                    for threshold, latest in conn.execute(
+                        "SELECT threshold, MAX(window_start) FROM alerts WHERE budget_id = ? AND period = ? "
+                        "AND window_start >= ? GROUP BY threshold",
                         (budget_id, lim.key, lim.rolling.first_bucket(now)),
                     ):
-                        alerts_raised.add((budget_id, lim.rolling, start, threshold))
+                        rolling_alerts[(budget_id, lim.key, threshold)] = latest
 
     held: dict[str, dict[HeldFor, Held]] = {}
     first_expiry: int | None = None
@@ -742,7 +743,7 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
             first_expiry = expiry if first_expiry is None else min(first_expiry, expiry)
 
     budgets = budget_states(configs, usage, held, children, filtered, oldest)
-    snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised)
+    snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised, rolling_alerts=rolling_alerts)
     if scope.reservation_id:
         snapshot.reservation = _load_reservation(conn, scope.reservation_id)
     if scope.idempotency_key:

@@ -19,8 +19,8 @@ from typing import cast
 from budget_mcp.domain.accounting import TotalKey, filters, period_of, rolling_of
 from budget_mcp.domain.ids import path_of
 from budget_mcp.domain.records import HeldFor, Hold, Limit
-from budget_mcp.domain.windows import Period, window
-from budget_mcp.ledger.base import Held, ReservationState, Scope, Snapshot, Writes
+from budget_mcp.domain.windows import Period, Rolling, window
+from budget_mcp.ledger.base import Held, ReservationState, Scope, Snapshot, Writes, latest_rolling_alerts
 
 MAX_BUDGETS = 10_000  # a tree known in more detail than this is not kept
 _FAR = datetime.max.replace(tzinfo=UTC)
@@ -48,7 +48,7 @@ class TreeCache:
             if hold is None:
                 return None
             reservation = ReservationState(scope.reservation_id, hold)
-        return Snapshot(now, s.budgets, reservation, None, s.alerts_raised)
+        return Snapshot(now, s.budgets, reservation, None, s.alerts_raised, s.rolling_alerts)
 
     def timezone_of(self, budget_id: str) -> str:
         """The timezone of a budget of the snapshot (KeyError for one it does not hold)."""
@@ -94,6 +94,11 @@ def merged(
         return None
     complete.update(scope.budget_ids)
     raised = tree.snapshot.alerts_raised | loaded.alerts_raised if tree else loaded.alerts_raised
+    rolling = loaded.rolling_alerts
+    if tree:
+        rolling = latest_rolling_alerts(
+            dict(tree.snapshot.rolling_alerts), ((*k[:2], v, k[2]) for k, v in rolling.items())
+        )
     now = max(tree.snapshot.now, loaded.now) if tree else loaded.now
     holds = dict(tree.holds) if tree else {}
     hold = loaded.reservation.hold if loaded.reservation is not None else None
@@ -101,7 +106,7 @@ def merged(
         hold is not None and hold.expires_at > loaded.now
     ):  # an expired hold is in no held sum: settling it ends the tree
         holds[hold.reservation_id] = hold
-    snapshot = Snapshot(now, budgets, None, None, raised)
+    snapshot = Snapshot(now, budgets, None, None, raised, rolling)
     return TreeCache(version, snapshot, frozenset(complete), until, windows, holds)
 
 
@@ -148,12 +153,21 @@ def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]
                 budgets[budget_id] = budgets[budget_id].plus(
                     spent.get(budget_id, {}), held.get(budget_id), buckets.get(budget_id)
                 )
-    raised = tree.snapshot.alerts_raised
+    raised, latest = tree.snapshot.alerts_raised, tree.snapshot.rolling_alerts
     if writes.alerts:
+        known = [a for a in writes.alerts if a.budget_id in budgets]
         raised = raised | {
-            (a.budget_id, a.period, a.window_key, str(a.threshold)) for a in writes.alerts if a.budget_id in budgets
+            (a.budget_id, a.period, a.window_key, str(a.threshold)) for a in known if isinstance(a.period, Period)
         }
-    snapshot = Snapshot(max(at, tree.snapshot.now), budgets, None, None, raised)
+        latest = latest_rolling_alerts(
+            dict(latest),
+            (
+                (a.budget_id, a.period.value, a.window_key, str(a.threshold))
+                for a in known
+                if isinstance(a.period, Rolling)
+            ),
+        )
+    snapshot = Snapshot(max(at, tree.snapshot.now), budgets, None, None, raised, latest)
     return TreeCache(tree.version, snapshot, tree.complete, until, tree.windows, holds)
 
 

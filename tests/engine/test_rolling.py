@@ -9,7 +9,9 @@ import asyncpg
 import pytest
 
 from budget_mcp import BudgetEngine
+from budget_mcp.domain.records import Entry, EntryKind, TokenCounts
 from budget_mcp.domain.windows import Rolling
+from budget_mcp.ledger import Scope
 from budget_mcp.ledger.postgres.ledger import PRUNE_EVERY_WRITES
 from budget_mcp.ledger.sqlite import PRUNE_EVERY_BATCHES
 from tests.conftest import FakeClock
@@ -120,3 +122,45 @@ async def test_a_rolling_limit_alerts_once_while_its_alert_is_inside_the_window(
     report = await engine.report("acme")  # the alerts of the window now: the first one has left it
     assert [(a.period, a.threshold, a.spent_usd) for a in report.alerts] == [("5h", "0.5", "5.000000")]
     assert await engine.ledger.reconcile() == []
+
+
+async def test_a_rolling_alert_does_not_repeat_while_spend_stays_above_its_threshold(
+    engine: BudgetEngine, clock: FakeClock
+) -> None:
+    await engine.allocate("acme", limit_usd="10", period="5h", alert_at=["0.5"], enforcement="warn")
+    seen = []
+    for i in range(24):  # 0.60 every 30 minutes for 12 hours: from hour 4 the window holds 5.40 or more
+        seen += [(i, a.spent_usd) for a in (await engine.charge("acme", cost_usd="0.6")).alerts]
+        clock.advance(minutes=30)
+    assert seen == [(8, "5.400000")]
+    clock.advance(hours=5)  # all of it leaves the window; crossing again alerts again
+    assert [a.spent_usd for a in (await engine.charge("acme", cost_usd="6")).alerts] == ["6.000000"]
+
+
+async def test_a_fresh_load_knows_only_the_latest_rolling_alert_inside_the_window(
+    engine: BudgetEngine, other_engine: BudgetEngine, clock: FakeClock
+) -> None:
+    await engine.allocate("acme", limit_usd="1", period="1m", alert_at=["0.5"], enforcement="warn")
+    raised = 0
+    for _ in range(40):
+        raised += len((await engine.charge("acme", cost_usd="0.6")).alerts)
+        clock.advance(minutes=3)
+    assert raised == 40
+    snapshot = await other_engine.ledger.read(Scope(budget_ids=("acme",)), clock.now)
+    assert snapshot.rolling_alerts == {}  # the last one left the window two minutes ago
+    await engine.charge("acme", cost_usd="0.6")
+    snapshot = await other_engine.ledger.read(Scope(budget_ids=("acme",)), clock.now)
+    assert snapshot.rolling_alerts == {("acme", "1m", "0.5"): Rolling(1).bucket(clock.now)}
+
+
+async def test_an_imported_charge_inside_a_rolling_window_alerts_there(engine: BudgetEngine, clock: FakeClock) -> None:
+    await engine.allocate(
+        "acme", limit_usd="10", period="5h", alert_at=["0.5"], enforcement="warn",
+        extra_limits=[{"period": "daily", "limit_usd": "10"}],
+    )  # fmt: skip
+    past = clock.now - timedelta(minutes=10)
+    result = await engine.record_past_charges(
+        [Entry("chg_past1", EntryKind.CHARGE, "acme", past, 6 * 10**9, TokenCounts())]
+    )
+    assert sorted(a.period for a in result.alerts) == ["5h", "daily"]
+    assert (await engine.charge("acme", cost_usd="1")).alerts == []

@@ -13,7 +13,7 @@ import asyncpg
 from budget_mcp.domain.accounting import TotalKey, filters, period_of
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.records import HeldFor, Hold
-from budget_mcp.domain.windows import MAX_ROLLING_MINUTES, AnyPeriod, Period, window_keys
+from budget_mcp.domain.windows import Period, window_keys
 from budget_mcp.ledger.base import (
     Held,
     ReservationState,
@@ -82,8 +82,7 @@ SELECT tree.version, tree.previous, json_build_array(
                            AND t.window_start <= $3 ORDER BY t.window_start DESC LIMIT 1) AS t),
     (SELECT coalesce(json_agg(json_build_array(a.budget_id, a.period, a.window_start, a.threshold)), '[]')
        FROM alerts a WHERE a.budget_id IN (SELECT budget_id FROM every)
-       AND (a.window_start >= $4 OR a.window_start = 0
-            OR (a.period ~ '^[0-9]+[mhd]$' AND a.window_start >= $3 - {rolling_span}))),
+       AND (a.window_start >= $4 OR a.window_start = 0)),
     (SELECT coalesce(json_agg(json_build_array(budget_id, nanos, tokens, first_expiry, n, model, provider)), '[]')
        FROM (
        SELECT budget_id, model, provider, SUM(cost_nanos) AS nanos, SUM(tokens) AS tokens,
@@ -97,7 +96,8 @@ SELECT tree.version, tree.previous, json_build_array(
     (SELECT json_build_array(entry_id, kind, budget_id) FROM entries
        WHERE $6::text IS NOT NULL AND reservation_id = $6 AND kind <> 'hold' ORDER BY seq DESC LIMIT 1),
     (SELECT json_build_array(request_hash, result) FROM idempotency WHERE $7::text IS NOT NULL AND key = $7),
-    (SELECT coalesce(json_agg(json_build_array(every.budget_id, r.key, r.nanos, r.tokens, r.calls, r.oldest)), '[]')
+    (SELECT coalesce(json_agg(json_build_array(every.budget_id, r.key, r.nanos, r.tokens, r.calls, r.oldest,
+                                               r.alerts)), '[]')
        FROM every CROSS JOIN LATERAL (
            SELECT l->>'key' AS key, (l->>'span_s')::bigint AS span
            FROM json_array_elements(every.config::json->'limits') AS l WHERE l->>'span_s' IS NOT NULL
@@ -105,7 +105,12 @@ SELECT tree.version, tree.previous, json_build_array(
        CROSS JOIN LATERAL (
            SELECT p.key, coalesce(SUM(t.spent_nanos), 0) AS nanos, coalesce(SUM(t.spent_tokens), 0) AS tokens,
                   coalesce(SUM(t.calls), 0) AS calls,
-                  MIN(t.window_start) FILTER (WHERE t.spent_nanos <> 0 OR t.spent_tokens <> 0 OR t.calls <> 0) AS oldest
+                  MIN(t.window_start) FILTER (WHERE t.spent_nanos <> 0 OR t.spent_tokens <> 0 OR t.calls <> 0)
+                      AS oldest,
+                  (SELECT coalesce(json_agg(json_build_array(a.threshold, a.latest)), '[]') FROM (
+                       SELECT threshold, MAX(window_start) AS latest FROM alerts
+                       WHERE budget_id = every.budget_id AND period = p.key AND window_start > $9 - p.span
+                       GROUP BY threshold) AS a) AS alerts
            FROM totals t WHERE t.budget_id = every.budget_id AND t.period = p.key AND t.window_start > $9 - p.span
        ) AS r)
 )::text
@@ -113,8 +118,7 @@ FROM (VALUES (1)) AS one LEFT JOIN trees AS tree ON tree.root = $8
 """
 
 
-_ROLLING_SPAN = MAX_ROLLING_MINUTES * 60 + 3600  # seconds: a rolling alert older than this is outside its window
-_LOADS = {kind: _LOAD.format(scope=condition, rolling_span=_ROLLING_SPAN) for kind, condition in _SCOPES.items()}
+_LOADS = {kind: _LOAD.format(scope=condition) for kind, condition in _SCOPES.items()}
 
 
 _PERIODS = [p.value for p in Period]
@@ -174,23 +178,23 @@ async def load(conn: asyncpg.Connection, scope: Scope, now: datetime, kept: Tree
                 usage[budget_id][_PERIOD_OF[period]] = WindowUsage(spent, tokens, calls)
         elif current[budget_id].get(cast(Period, period_of(period))) == start:  # a filtered limit's own total
             filtered[budget_id][period] = WindowUsage(spent, tokens, calls)
-    alerts_raised: set[tuple[str, AnyPeriod, int, str]] = set()
-    for budget_id, period, start, threshold in alerts:
-        if period not in _PERIOD_OF:  # a rolling window's: raised in the window or before (rules.crossed_alerts)
-            alerts_raised.add((budget_id, period_of(period), start, threshold))
-        elif current[budget_id].get(period) == start:
-            alerts_raised.add((budget_id, _PERIOD_OF[period], start, threshold))
+    alerts_raised = {
+        (b, _PERIOD_OF[p], start, threshold) for b, p, start, threshold in alerts if current[b].get(p) == start
+    }
     held: dict[str, dict[HeldFor, Held]] = {}
     for budget_id, nanos, tokens, _, n, model, provider in holds:
         held.setdefault(budget_id, {})[(model, provider)] = (int(nanos), int(tokens), int(n))
     first_expiry = min(int(h[3]) for h in holds) if holds else None
     oldest: dict[str, dict[str, int]] = {b: {} for b in configs}
-    for budget_id, key, nanos, tokens, calls, first in row[8]:  # rolling limits: their buckets inside the window
+    rolling_alerts: dict[tuple[str, str, str], int] = {}
+    for budget_id, key, nanos, tokens, calls, first, raised in row[8]:  # rolling limits: buckets inside the window
         filtered[budget_id][key] = WindowUsage(int(nanos), int(tokens), int(calls))
         if first is not None:
             oldest[budget_id][key] = int(first)
+        for threshold, latest in raised:  # the latest alert of each threshold still inside it
+            rolling_alerts[(budget_id, key, threshold)] = int(latest)
     budgets = budget_states(configs, usage, held, children, filtered, oldest)
-    snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised)
+    snapshot = Snapshot(now=now, budgets=budgets, alerts_raised=alerts_raised, rolling_alerts=rolling_alerts)
     if scope.reservation_id:
         hold, closing = row[5], row[6]
         if hold:
