@@ -72,12 +72,16 @@ async def test_report_and_ledger_resources(clock: FakeClock, settings: Settings)
     assert older["before"] == newest[-1]["seq"] > older["entries"][0]["seq"]
 
 
+def hooked(settings: Settings, receiver: Loopback) -> Settings:
+    """`settings` with the alert webhook at `receiver`'s /hook, which answers 200."""
+    receiver.route("POST", "/hook", lambda _: Reply(200, b"{}"))
+    return settings.model_copy(update={"alert_webhook": f"{receiver.url}/hook"})
+
+
 async def test_crossed_thresholds_are_posted_to_the_webhook(
     settings: Settings, price_server: Loopback, clock: FakeClock
 ) -> None:
-    price_server.route("POST", "/hook", lambda _: Reply(200, b"{}"))
-    hooked = settings.model_copy(update={"alert_webhook": f"{price_server.url}/hook"})
-    async with Client(build_server(hooked, clock=clock)) as client:
+    async with Client(build_server(hooked(settings, price_server), clock=clock)) as client:
         await call(client, "allocate", budget_id="acme", limit_usd="10", period="monthly")
         charged = await call(client, "charge", budget_id="acme", cost_usd="9.2")  # 50%, 80% and 90% at once
         posts = await wait_for_requests(price_server, "/hook", 3)
@@ -101,9 +105,7 @@ async def test_crossed_thresholds_are_posted_to_the_webhook(
 async def test_a_rolling_window_alert_reaches_the_webhook_and_the_report(
     settings: Settings, price_server: Loopback, clock: FakeClock
 ) -> None:
-    price_server.route("POST", "/hook", lambda _: Reply(200, b"{}"))
-    hooked = settings.model_copy(update={"alert_webhook": f"{price_server.url}/hook"})
-    async with Client(build_server(hooked, clock=clock)) as client:
+    async with Client(build_server(hooked(settings, price_server), clock=clock)) as client:
         await call(client, "allocate", budget_id="acme", limit_usd="10", period="5h", alert_at=["0.8"])
         charged = await call(client, "charge", budget_id="acme", cost_usd="8.5")
         [post] = await wait_for_requests(price_server, "/hook", 1)
