@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run stdio test check bench bench-postgres bench-guard bench-import bench-api bench-events install
+.PHONY: run stdio test check bench bench-postgres bench-guard bench-import bench-api bench-events bench-mcp-floor install
 
 $(BIN)/budget-mcp: pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,6 +39,9 @@ bench-import: install  ## import of a 100,000-row hal0 file against a raw sqlite
 
 bench-api: install  ## POST /api/v1/charge against GET /health on one served budget-mcp; ARGS=--quick
 	$(BIN)/python benchmarks/api_bench.py $(ARGS)
+
+bench-mcp-floor: install  ## the MCP SDK client's own round trip (bare SDK server vs budget-mcp), the remote guard's floor
+	$(BIN)/python benchmarks/mcp_floor_bench.py $(ARGS)
 
 bench-events: install  ## event fan-out: lag from commit to receipt at 1 and 100 SSE listeners; ARGS=--quick
 	$(BIN)/python benchmarks/events_bench.py $(ARGS)
