@@ -110,16 +110,17 @@ def charges(snapshot: Snapshot, entries: list[Entry]) -> tuple[PastCharges, Writ
 def _in_rolling_windows(snapshot: Snapshot, budget_id: str, entries: list[Entry]) -> dict[str, tuple[int, int, int]]:
     """What the entries on `budget_id`'s subtree add to each of its rolling limits (those still inside it at
     `now`), so their alerts are decided as a charge's are. Filtered limits raise none."""
+    rolling = [(lim.key, lim.rolling) for lim in fig.state_of(snapshot, budget_id).config.limits if not lim.filtered]
+    limits = [(key, span) for key, span in rolling if span is not None]
+    below = [e for e in entries if budget_id in path_of(e.budget_id)] if limits else []
     found = {}
-    for limit in fig.state_of(snapshot, budget_id).config.limits:
-        if limit.rolling is None or limit.filtered:
-            continue
-        first, sums = limit.rolling.first_bucket(snapshot.now), [0, 0, 0]
-        for entry in entries:
-            if budget_id in path_of(entry.budget_id) and limit.rolling.bucket(entry.at) >= first:
+    for key, span in limits:
+        first, sums = span.first_bucket(snapshot.now), [0, 0, 0]
+        for entry in below:
+            if span.bucket(entry.at) >= first:
                 sums[0] += entry.cost_nanos
                 sums[1] += entry.tokens.total
                 sums[2] += 1
         if sums[2]:
-            found[limit.key] = (sums[0], sums[1], sums[2])
+            found[key] = (sums[0], sums[1], sums[2])
     return found

@@ -150,11 +150,10 @@ class Snapshot:
 
 
 def latest_rolling_alerts(
-    into: dict[tuple[str, str, str], int], alerts: Iterable[tuple[str, str, int, str]]
+    into: dict[tuple[str, str, str], int], alerts: Iterable[tuple[tuple[str, str, str], int]]
 ) -> dict[tuple[str, str, str], int]:
-    """`into` with each (budget, limit key, bucket, threshold) of `alerts` kept as the latest of its threshold."""
-    for budget_id, key, start, threshold in alerts:
-        found = (budget_id, key, threshold)
+    """`into` with each ((budget, limit key, threshold), bucket) of `alerts` kept if it is the latest."""
+    for found, start in alerts:
         if into.get(found, start - 1) < start:
             into[found] = start
     return into

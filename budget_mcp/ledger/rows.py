@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -110,9 +110,12 @@ def _pruned(key: TotalKey, now: datetime) -> bool:
     return isinstance(period, Rolling) and key[2] < period.first_bucket(now)
 
 
-def differences(expected: dict[TotalKey, list[int]], rows: Iterable[Sequence[Any]], now: datetime) -> list[str]:
+def differences(
+    expected: dict[TotalKey, list[int]], rows: Iterable[Sequence[Any]], now: datetime | None = None
+) -> list[str]:
     """Each running total (rows of budget, period, window, nanos, tokens, calls) that the entries disagree with;
-    rolling buckets that may have been pruned at `now` are not compared."""
+    rolling buckets that may have been pruned at `now` (default: the wall clock) are not compared."""
+    now = now or datetime.now(UTC)
     actual = {(b, p, k): [n, t, c] for b, p, k, n, t, c in rows}
     found = []
     for key in sorted(expected.keys() | actual.keys()):

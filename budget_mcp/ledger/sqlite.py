@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -370,8 +370,7 @@ class SqliteLedger:
 
     async def reconcile(self, now: datetime | None = None) -> list[str]:
         """Recompute every running total from the entry log and list each total that differs."""
-        at = now or datetime.now(UTC)
-        return await self._in_thread(self._reader, lambda conn: _reconcile(conn, at))
+        return await self._in_thread(self._reader, lambda conn: _reconcile(conn, now))
 
     async def known_entries(self, entry_ids: Sequence[str]) -> set[str]:
         """Those of `entry_ids` already in the entry log (one indexed lookup each)."""
@@ -883,6 +882,6 @@ def _rebuild_totals(conn: sqlite3.Connection) -> None:
     conn.executemany("INSERT INTO totals VALUES (?, ?, ?, ?, ?, ?)", rows)
 
 
-def _reconcile(conn: sqlite3.Connection, now: datetime) -> list[str]:
+def _reconcile(conn: sqlite3.Connection, now: datetime | None) -> list[str]:
     actual = conn.execute("SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals")
     return differences(_totals_from_entries(conn), actual, now)

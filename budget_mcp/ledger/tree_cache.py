@@ -96,9 +96,7 @@ def merged(
     raised = tree.snapshot.alerts_raised | loaded.alerts_raised if tree else loaded.alerts_raised
     rolling = loaded.rolling_alerts
     if tree:
-        rolling = latest_rolling_alerts(
-            dict(tree.snapshot.rolling_alerts), ((*k[:2], v, k[2]) for k, v in rolling.items())
-        )
+        rolling = latest_rolling_alerts(dict(tree.snapshot.rolling_alerts), rolling.items())
     now = max(tree.snapshot.now, loaded.now) if tree else loaded.now
     holds = dict(tree.holds) if tree else {}
     hold = loaded.reservation.hold if loaded.reservation is not None else None
@@ -162,7 +160,7 @@ def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]
         latest = latest_rolling_alerts(
             dict(latest),
             (
-                (a.budget_id, a.period.value, a.window_key, str(a.threshold))
+                ((a.budget_id, a.period.value, str(a.threshold)), a.window_key)
                 for a in known
                 if isinstance(a.period, Rolling)
             ),

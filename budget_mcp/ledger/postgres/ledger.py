@@ -31,7 +31,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
@@ -416,7 +416,7 @@ class PostgresLedger:
             actual = await conn.fetch(
                 "SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals"
             )
-        return differences(expected, [tuple(r) for r in actual], now or datetime.now(UTC))
+        return differences(expected, [tuple(r) for r in actual], now)
 
     async def known_entries(self, entry_ids: Sequence[str]) -> set[str]:
         """Those of `entry_ids` already in the entry log."""
