@@ -253,6 +253,39 @@ STEPS: list[str] = [
         SELECT h.model, h.provider FROM holds AS h WHERE h.reservation_id = hold_budgets.reservation_id
     );
     """,
+    # 6: the entry log without AUTOINCREMENT. Entries are never deleted (the triggers refuse it), so a plain rowid
+    # key (the largest seq + 1) never reuses a number either, and a commit no longer rewrites sqlite_sequence's page.
+    """
+    CREATE TABLE entries_v6 (
+        seq                INTEGER PRIMARY KEY,
+        entry_id           TEXT NOT NULL UNIQUE,
+        kind               TEXT NOT NULL,
+        budget_id          TEXT NOT NULL,
+        at_us              INTEGER NOT NULL,
+        cost_nanos         INTEGER NOT NULL,
+        input_tokens       INTEGER NOT NULL,
+        output_tokens      INTEGER NOT NULL,
+        cache_read_tokens  INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        reasoning_tokens   INTEGER NOT NULL,
+        model              TEXT,
+        provider           TEXT,
+        price_source       TEXT,
+        reservation_id     TEXT,
+        idempotency_key    TEXT,
+        metadata           TEXT
+    ) STRICT;
+    INSERT INTO entries_v6 SELECT * FROM entries ORDER BY seq;
+    DROP TABLE entries;
+    ALTER TABLE entries_v6 RENAME TO entries;
+    CREATE INDEX entries_budget ON entries(budget_id, seq);
+    CREATE INDEX entries_reservation ON entries(reservation_id) WHERE reservation_id IS NOT NULL;
+    CREATE INDEX entries_budget_time ON entries(budget_id, at_us);
+    CREATE TRIGGER entries_append_only_update BEFORE UPDATE ON entries
+        BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+    CREATE TRIGGER entries_append_only_delete BEFORE DELETE ON entries
+        BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+    """,
 ]
 
 REBUILDS_TOTALS = 3  # the step after which the SQLite ledger recomputes every running total from the entries

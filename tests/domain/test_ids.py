@@ -1,6 +1,9 @@
+import re
+import time
+
 import pytest
 
-from budget_mcp.domain.ids import parent_of, path_of, validate_budget_id, validate_reservation_id
+from budget_mcp.domain.ids import new_entry_id, parent_of, path_of, validate_budget_id, validate_reservation_id
 from budget_mcp.errors import InvalidInputError
 
 
@@ -37,3 +40,15 @@ def test_paths_and_parents() -> None:
 def test_malformed_reservation_ids_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="malformed"):
         validate_reservation_id("res_nothex")
+
+
+def test_entry_ids_made_later_sort_later_and_never_repeat() -> None:
+    made = []
+    for _ in range(200):
+        tick = time.time_ns() // 1000
+        made.append(new_entry_id("chg"))
+        while time.time_ns() // 1000 == tick:  # the next id in a later microsecond
+            pass
+    assert made == sorted(made)
+    assert all(re.fullmatch(r"chg_[0-9a-f]{24}", found) for found in made)
+    assert len({new_entry_id("chg") for _ in range(10_000)}) == 10_000

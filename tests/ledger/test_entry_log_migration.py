@@ -1,0 +1,70 @@
+"""A SQLite ledger from before schema step 6 (its entry log keyed with AUTOINCREMENT): opened by this version, the log
+is rebuilt on a plain rowid key with every entry, sequence number, index and append-only trigger kept, and new
+entries carry on from the last number."""
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
+from budget_mcp.ledger import sqlite as sqlite_ledger
+from budget_mcp.ledger.schema import STEPS
+from tests.conftest import FakeClock
+
+pytestmark = pytest.mark.anyio
+AT = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def entries_table(path: Path) -> tuple[int, str, set[str], list[str]]:
+    """user_version, the entries table's DDL, its index and trigger names, and the tables sqlite_sequence counts."""
+    conn = sqlite3.connect(path)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        ddl = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'entries'").fetchone()[0]
+        named = conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'entries' AND type != 'table'")
+        attached = {row[0] for row in named}
+        has_sequence = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
+        counted = [row[0] for row in conn.execute("SELECT name FROM sqlite_sequence")] if has_sequence else []
+        return version, ddl, attached, counted
+    finally:
+        conn.close()
+
+
+async def test_an_autoincrement_entry_log_is_rebuilt_with_its_entries_and_numbers(
+    ledger_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock(AT)
+    with monkeypatch.context() as patched:  # a ledger as the version before step 6 left it
+        patched.setattr(sqlite_ledger, "STEPS", STEPS[:5])
+        ledger = await open_ledger(ledger_path)
+        engine = BudgetEngine(ledger, PriceCatalog(), clock)
+        await engine.allocate("acme", limit_usd="10")
+        held = await engine.check("acme", estimated_cost_usd="2", reserve=True)
+        await engine.charge("acme", cost_usd="1.25", reservation_id=held.reservation_id)
+        await engine.charge("acme", cost_usd="0.50")
+        before = [(e.seq, e.entry_id, e.kind) for e in await ledger.entries("acme")]
+        await ledger.close()
+    version, ddl, attached, counted = entries_table(ledger_path)
+    assert (version, "AUTOINCREMENT" in ddl, counted) == (5, True, ["entries"])
+
+    ledger = await open_ledger(ledger_path)
+    try:
+        engine = BudgetEngine(ledger, PriceCatalog(), clock)
+        version, ddl, after_attached, counted = entries_table(ledger_path)
+        assert (version, "AUTOINCREMENT" in ddl, counted, after_attached) == (6, False, [], attached)
+        assert [(e.seq, e.entry_id, e.kind) for e in await ledger.entries("acme")] == before
+        charged = await engine.charge("acme", cost_usd="0.25")
+        newest = (await ledger.entries("acme", limit=1))[0]
+        assert (newest.entry_id, newest.seq) == (charged.charge_id, max(seq for seq, _, _ in before) + 1)
+        assert (await engine.status("acme")).spent_usd == "2.000000"
+        assert await ledger.reconcile() == []
+    finally:
+        await ledger.close()
+    conn = sqlite3.connect(ledger_path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM entries")
+    finally:
+        conn.close()
