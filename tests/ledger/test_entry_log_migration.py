@@ -44,7 +44,7 @@ async def test_an_autoincrement_entry_log_is_rebuilt_with_its_entries_and_number
         held = await engine.check("acme", estimated_cost_usd="2", reserve=True)
         await engine.charge("acme", cost_usd="1.25", reservation_id=held.reservation_id)
         await engine.charge("acme", cost_usd="0.50")
-        before = [(e.seq, e.entry_id, e.kind) for e in await ledger.entries("acme")]
+        before = [(e.seq or 0, e.entry_id, e.kind) for e in await ledger.entries("acme")]
         await ledger.close()
     version, ddl, attached, counted = entries_table(ledger_path)
     assert (version, "AUTOINCREMENT" in ddl, counted) == (5, True, ["entries"])
@@ -57,7 +57,7 @@ async def test_an_autoincrement_entry_log_is_rebuilt_with_its_entries_and_number
         assert [(e.seq, e.entry_id, e.kind) for e in await ledger.entries("acme")] == before
         charged = await engine.charge("acme", cost_usd="0.25")
         newest = (await ledger.entries("acme", limit=1))[0]
-        assert (newest.entry_id, newest.seq) == (charged.charge_id, max(seq for seq, _, _ in before) + 1)
+        assert (newest.entry_id, newest.seq) == (charged.charge_id, before[0][0] + 1)  # newest first
         assert (await engine.status("acme")).spent_usd == "2.000000"
         assert await ledger.reconcile() == []
     finally:
