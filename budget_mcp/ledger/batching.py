@@ -44,15 +44,13 @@ class GroupCommit(Generic[P]):
         self._gather = gather
         self._max_batch = max_batch
         self._queues: dict[Hashable, list[P]] = {}
-        self._idle = anyio.Event()
-        self._idle.set()
+        self._idle: asyncio.Event | None = None  # made only while someone waits for `drained`
 
     async def submit(self, key: Hashable, pending: P) -> Any:
         """Queue `pending` under `key`, store batches if nobody is, and return its outcome."""
         queue = self._queues.setdefault(key, [])
         queue.append(pending)
         if len(queue) == 1:
-            self._idle = anyio.Event() if self._idle.is_set() else self._idle
             with anyio.CancelScope(shield=True):
                 try:
                     if self._gather:
@@ -66,13 +64,17 @@ class GroupCommit(Generic[P]):
                         del queue[: len(batch)]  # more may have queued meanwhile: they go in the next batch
                 finally:
                     del self._queues[key]
-                    if not self._queues:
+                    if not self._queues and self._idle is not None:
                         self._idle.set()
+                        self._idle = None
         return await pending.future
 
     async def drained(self) -> None:
         """Return once no batch is being stored (for closing: queued writes finish first)."""
-        await self._idle.wait()
+        while self._queues:
+            if self._idle is None:
+                self._idle = asyncio.Event()
+            await self._idle.wait()
 
 
 def settle(batch: Sequence[Pending], outcomes: Sequence[tuple[bool, Any]]) -> None:

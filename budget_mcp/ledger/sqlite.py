@@ -125,6 +125,7 @@ class SqliteLedger:
         self._version: int | None = None
         self._busy_timeout_ms = BUSY_TIMEOUT_MS
         self._commit_seconds = 0.0  # running average of a lone charge's commit (a batch of one)
+        self._synchronous_full = True  # the writer's synchronous pragma: FULL, or NORMAL for a batch of holds only
 
     @classmethod
     async def open(cls, path: str | Path) -> "SqliteLedger":
@@ -213,8 +214,11 @@ class SqliteLedger:
         durable = any(pending.durable for pending in batch)
 
         def run(conn: sqlite3.Connection) -> tuple[list[tuple[bool, Any]], int, dict[str, TreeCache]]:
+            if durable != self._synchronous_full:  # a pragma that cannot change inside the transaction
+                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._synchronous_full = durable
             trees = dict(self._trees)  # this attempt's copy: kept only if its transaction commits
-            outcomes, version = _run_batch(conn, batch, prune=prune, durable=durable, trees=trees, known=self._version)
+            outcomes, version = _run_batch(conn, batch, prune=prune, trees=trees, known=self._version)
             return outcomes, version, trees
 
         async with self._writer_lock:
@@ -532,13 +536,11 @@ def _statements(script: str) -> Iterable[str]:
 
 
 def _run_batch(
-    conn: sqlite3.Connection, batch: list[_Pending], *, prune: bool, durable: bool, trees: dict[str, TreeCache],
-    known: int | None,
-) -> tuple[list[tuple[bool, Any]], int]:  # fmt: skip
+    conn: sqlite3.Connection, batch: list[_Pending], *, prune: bool, trees: dict[str, TreeCache], known: int | None
+) -> tuple[list[tuple[bool, Any]], int]:
     """Decide and store each write of `batch` in one transaction; `trees` (the kept snapshots, current at
     data_version `known`) is brought up to date. Returns each write's outcome and the data_version."""
     outcomes: list[tuple[bool, Any]] = []
-    conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
     conn.execute("BEGIN IMMEDIATE")
     alone = len(batch) == 1  # a failure then undoes the whole transaction: no savepoint needed
     try:
