@@ -96,6 +96,13 @@ INLINE_COMMIT_S = 0.002  # lone commits quicker than this on average run on the 
 PRUNE_EVERY_BATCHES = 256
 _BUCKET_US = 15 * 60 * 1_000_000
 HOLD_GRACE = timedelta(days=1)  # an expired hold can still be settled (and found) for this long
+# What a charge writes: its entry, and (spent nanos, tokens, calls) added to each running total it moves.
+INSERT_ENTRY = f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+ADD_TO_TOTAL = (
+    "INSERT INTO totals (budget_id, period, window_start, spent_nanos, spent_tokens, calls) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (budget_id, period, window_start) DO UPDATE SET spent_nanos = spent_nanos + excluded.spent_nanos, "
+    "spent_tokens = spent_tokens + excluded.spent_tokens, calls = calls + excluded.calls"
+)
 # Keys (budget_id, period, window_start) arrive as one JSON parameter; joining from json_each makes each key
 # one primary-key lookup. (A row-value IN (...) here only used the key's prefix: a scan of every past window.)
 _JOIN_KEYS = (
@@ -799,10 +806,7 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> dict
             ],
         )
     if writes.entries:
-        conn.executemany(
-            f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES ({', '.join('?' * 16)})",
-            [entry_to_row(entry) for entry in writes.entries],
-        )
+        conn.executemany(INSERT_ENTRY, [entry_to_row(entry) for entry in writes.entries])
         written = {c.budget_id: c for c in writes.budgets}
 
         def config_of(budget_id: str) -> BudgetConfig | None:
@@ -821,13 +825,7 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> dict
 
         deltas = total_deltas(writes.entries, timezone_of, filters_of)
         if deltas:
-            conn.executemany(
-                "INSERT INTO totals (budget_id, period, window_start, spent_nanos, spent_tokens, calls) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (budget_id, period, window_start) DO UPDATE SET "
-                "spent_nanos = spent_nanos + excluded.spent_nanos, spent_tokens = spent_tokens + excluded.spent_tokens,"
-                " calls = calls + excluded.calls",
-                [(b, str(p), k, *d) for (b, p, k), d in deltas.items()],
-            )
+            conn.executemany(ADD_TO_TOTAL, [(b, str(p), k, *d) for (b, p, k), d in deltas.items()])
     for hold in writes.holds_added:
         row = (hold.reservation_id, hold.budget_id, hold.cost_nanos, hold.tokens)
         conn.execute(
