@@ -10,7 +10,7 @@ from budget_mcp.domain.records import Decision, Enforcement, EntryKind
 
 
 class _Result(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)  # built at first use, not at import
 
 
 class LimitStatus(_Result):

@@ -43,7 +43,7 @@ from budget_mcp.server.http import MAX_REQUEST_BYTES
 from budget_mcp.server.openapi import RESOURCE_ROUTES, openapi_document
 from budget_mcp.server.scopes import API_PREFIX
 from budget_mcp.server.state import LiveState, current_state, using_state
-from budget_mcp.server.tools import budget_tools
+from budget_mcp.server.tools import TOOLS, budget_tools
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class HttpApi:
         self._require_token = require_token
         self._metadata_url = metadata_url
         self._security = TransportSecurityMiddleware(security) if security is not None else None
-        self._tools = sorted(tool.name for tool in budget_tools())
+        self._tools = sorted(tool.__name__ for tool in TOOLS)
         self._openapi: dict[str, Any] | None = None
 
     async def handle(self, request: Request) -> Response:

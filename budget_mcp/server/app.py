@@ -28,7 +28,7 @@ from budget_mcp.server.prompts import register_prompts
 from budget_mcp.server.resources import BudgetResourceList, register_resources
 from budget_mcp.server.state import AppState, CurrentState, LiveState, refresh_prices_periodically
 from budget_mcp.server.strict import PromptArguments
-from budget_mcp.server.tools import budget_tools
+from budget_mcp.server.tools import BudgetToolManager
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +124,9 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         subscriptions=bus,
-        tools=budget_tools(),
         **auth,
     )
+    server._tool_manager = BudgetToolManager()  # the SDK takes built tools only; ours are built on first use
     register_resources(server)
     register_prompts(server)
     server.middleware.extend(

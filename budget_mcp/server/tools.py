@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from mcp.server.elicitation import AcceptedElicitation
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.tools import Tool, ToolManager
 from mcp.types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -309,3 +309,28 @@ def budget_tools() -> list[Tool]:
         output = tool.fn_metadata.output_schema
         tool.fn_metadata.output_schema = output and compact_tool_schema(output, descriptions=False)
     return tools
+
+
+class BudgetToolManager(ToolManager):
+    """The SDK's tool manager holding the budget tools, built when a request first needs a tool, not at start:
+    their schemas take most of a server's own start-up time, and `initialize` does not need them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._built = False
+
+    def _build(self) -> None:
+        if not self._built:
+            self._built = True
+            for tool in budget_tools():
+                self._tools.setdefault(tool.name, tool)
+
+    def get_tool(self, name: str) -> Tool | None:
+        """The tool called `name`, building the tools first if no request has needed one yet."""
+        self._build()
+        return super().get_tool(name)
+
+    def list_tools(self) -> list[Tool]:
+        """Every tool, building them first if no request has needed one yet."""
+        self._build()
+        return super().list_tools()
