@@ -72,8 +72,9 @@ def new_reservation_id() -> str:
 
 
 def new_entry_id(prefix: str) -> str:
-    """A fresh entry id such as 'chg_…': 13 hex digits of the microsecond, then 11 random ones. Ids made later sort
-    later, so the ledger's entry-id index grows at its end instead of rewriting a random page of it per entry."""
+    """A fresh entry id such as 'chg_…': 13 hex digits of the microsecond, then 11 random ones. Ids sort roughly in
+    the order they were made (by the wall clock), so the ledger's entry-id index grows at its end instead of
+    rewriting a random page of it per entry; no result depends on that order (the log's order is its `seq`)."""
     return f"{prefix}_{time.time_ns() // 1000:013x}{secrets.randbits(44):011x}"
 
 

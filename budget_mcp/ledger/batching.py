@@ -70,7 +70,8 @@ class GroupCommit(Generic[P]):
         return await pending.future
 
     async def drained(self) -> None:
-        """Return once no batch is being stored (for closing: queued writes finish first)."""
+        """Return once no batch is being stored or queued (for closing: stop taking writes first, as under a steady
+        flow of them this waits on)."""
         while self._queues:
             if self._idle is None:
                 self._idle = asyncio.Event()

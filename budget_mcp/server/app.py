@@ -126,7 +126,13 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
         subscriptions=bus,
         **auth,
     )
-    server._tool_manager = BudgetToolManager()  # the SDK takes built tools only; ours are built on first use
+    # The SDK takes built tools only; ours are built at the first request that needs one, so a stdio server answers
+    # `initialize` sooner. Over HTTP they are built now: a build inside a request would pause every connection.
+    assert not server._tool_manager.list_tools(), "the SDK registered tools of its own"
+    tools = BudgetToolManager(warn_on_duplicate_tools=server.settings.warn_on_duplicate_tools)
+    if http:
+        tools.build()
+    server._tool_manager = tools
     register_resources(server)
     register_prompts(server)
     server.middleware.extend(

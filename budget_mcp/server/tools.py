@@ -315,22 +315,24 @@ class BudgetToolManager(ToolManager):
     """The SDK's tool manager holding the budget tools, built when a request first needs a tool, not at start:
     their schemas take most of a server's own start-up time, and `initialize` does not need them."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, warn_on_duplicate_tools: bool = True) -> None:
+        super().__init__(warn_on_duplicate_tools)
         self._built = False
 
-    def _build(self) -> None:
+    def build(self) -> None:
+        """Build the tools now, if no request has needed one yet (tools added meanwhile come after them)."""
         if not self._built:
-            self._built = True
-            for tool in budget_tools():
-                self._tools.setdefault(tool.name, tool)
+            added, self._tools = self._tools, {tool.name: tool for tool in budget_tools()}
+            for name, tool in added.items():
+                self._tools.setdefault(name, tool)
+            self._built = True  # only once built: a build that fails is tried again, never an empty list
 
     def get_tool(self, name: str) -> Tool | None:
         """The tool called `name`, building the tools first if no request has needed one yet."""
-        self._build()
+        self.build()
         return super().get_tool(name)
 
     def list_tools(self) -> list[Tool]:
         """Every tool, building them first if no request has needed one yet."""
-        self._build()
+        self.build()
         return super().list_tools()

@@ -17,17 +17,42 @@ pytestmark = pytest.mark.anyio
 AT = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
-def entries_table(path: Path) -> tuple[int, str, set[str], list[str]]:
-    """user_version, the entries table's DDL, its index and trigger names, and the tables sqlite_sequence counts."""
+def entries_table(path: Path) -> tuple[int, str, dict[str, str], list[str]]:
+    """user_version, the entries table's DDL, its indexes' and triggers' DDL by name, and the tables sqlite_sequence
+    counts."""
     conn = sqlite3.connect(path)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         ddl = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'entries'").fetchone()[0]
-        named = conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'entries' AND type != 'table'")
-        attached = {row[0] for row in named}
+        named = conn.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name = 'entries' AND type != 'table'")
+        attached: dict[str, str] = dict(named.fetchall())
         has_sequence = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
         counted = [row[0] for row in conn.execute("SELECT name FROM sqlite_sequence")] if has_sequence else []
         return version, ddl, attached, counted
+    finally:
+        conn.close()
+
+
+def raw_entries(path: Path) -> list[tuple[int, str, str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT seq, entry_id, kind FROM entries ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+
+
+def insert_at(path: Path, seq: int) -> None:
+    """A copy of the allocation entry at sequence number `seq` (a gap below it, as a rolled-back insert leaves)."""
+    conn = sqlite3.connect(path)
+    try:
+        info = conn.execute("PRAGMA table_info(entries)")
+        columns = ", ".join(c[1] for c in info if c[1] not in {"seq", "entry_id"})
+        conn.execute(
+            f"INSERT INTO entries (seq, entry_id, {columns}) SELECT ?, 'alc_gap', {columns} FROM entries "
+            "WHERE kind = 'allocate'",
+            (seq,),
+        )
+        conn.commit()
     finally:
         conn.close()
 
@@ -44,20 +69,22 @@ async def test_an_autoincrement_entry_log_is_rebuilt_with_its_entries_and_number
         held = await engine.check("acme", estimated_cost_usd="2", reserve=True)
         await engine.charge("acme", cost_usd="1.25", reservation_id=held.reservation_id)
         await engine.charge("acme", cost_usd="0.50")
-        before = [(e.seq or 0, e.entry_id, e.kind) for e in await ledger.entries("acme")]
         await ledger.close()
+    insert_at(ledger_path, 100)
+    before = raw_entries(ledger_path)
     version, ddl, attached, counted = entries_table(ledger_path)
-    assert (version, "AUTOINCREMENT" in ddl, counted) == (5, True, ["entries"])
+    assert (version, "AUTOINCREMENT" in ddl, counted, before[-1][0]) == (5, True, ["entries"], 100)
 
     ledger = await open_ledger(ledger_path)
     try:
         engine = BudgetEngine(ledger, PriceCatalog(), clock)
         version, ddl, after_attached, counted = entries_table(ledger_path)
-        assert (version, "AUTOINCREMENT" in ddl, counted, after_attached) == (6, False, [], attached)
-        assert [(e.seq, e.entry_id, e.kind) for e in await ledger.entries("acme")] == before
+        assert (version, "AUTOINCREMENT" in ddl, counted) == (6, False, [])
+        assert after_attached == attached and len(attached) == 6  # the ids' unique index, 3 more, 2 triggers: same DDL
+        assert raw_entries(ledger_path) == before
         charged = await engine.charge("acme", cost_usd="0.25")
         newest = (await ledger.entries("acme", limit=1))[0]
-        assert (newest.entry_id, newest.seq) == (charged.charge_id, before[0][0] + 1)  # newest first
+        assert (newest.entry_id, newest.seq) == (charged.charge_id, 101)  # newest first, after the largest
         assert (await engine.status("acme")).spent_usd == "2.000000"
         assert await ledger.reconcile() == []
     finally:
@@ -66,5 +93,7 @@ async def test_an_autoincrement_entry_log_is_rebuilt_with_its_entries_and_number
     try:
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             conn.execute("DELETE FROM entries")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE entries SET cost_nanos = 0")
     finally:
         conn.close()
