@@ -526,6 +526,8 @@ def _prepare_writer(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("PRAGMA foreign_keys = ON")
+    if version < len(STEPS):  # a step may have rewritten every table: copy it into the file, empty the WAL
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
 
 def _prepare_reader(conn: sqlite3.Connection) -> None:

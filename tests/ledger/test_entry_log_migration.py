@@ -75,8 +75,12 @@ async def test_an_autoincrement_entry_log_is_rebuilt_with_its_entries_and_number
     version, ddl, attached, counted = entries_table(ledger_path)
     assert (version, "AUTOINCREMENT" in ddl, counted, before[-1][0]) == (5, True, ["entries"], 100)
 
+    keeper = sqlite3.connect(ledger_path)  # another process's connection: the WAL is not removed at close
+    keeper.execute("SELECT count(*) FROM entries").fetchone()
     ledger = await open_ledger(ledger_path)
     try:
+        wal = ledger_path.with_name(ledger_path.name + "-wal")
+        assert wal.stat().st_size == 0  # the rebuilt log was checkpointed into the file, the WAL emptied
         engine = BudgetEngine(ledger, PriceCatalog(), clock)
         version, ddl, after_attached, counted = entries_table(ledger_path)
         assert (version, "AUTOINCREMENT" in ddl, counted) == (6, False, [])
@@ -89,6 +93,7 @@ async def test_an_autoincrement_entry_log_is_rebuilt_with_its_entries_and_number
         assert await ledger.reconcile() == []
     finally:
         await ledger.close()
+        keeper.close()
     conn = sqlite3.connect(ledger_path)
     try:
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
