@@ -10,13 +10,14 @@ gated per route before this runs (`resource_server.ScopeGate`).
 
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from mcp import MCPError
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedResourceError, UnexpectedToolError
+from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
@@ -43,7 +44,6 @@ from budget_mcp.server.http import MAX_REQUEST_BYTES
 from budget_mcp.server.openapi import RESOURCE_ROUTES, openapi_document
 from budget_mcp.server.scopes import API_PREFIX
 from budget_mcp.server.state import LiveState, current_state, using_state
-from budget_mcp.server.tools import TOOLS, budget_tools
 
 logger = logging.getLogger(__name__)
 
@@ -133,15 +133,16 @@ class HttpApi:
     """The /api/v1 routes of one server: `handle` answers every request under the prefix."""
 
     def __init__(
-        self, server: MCPServer[Any], live: LiveState, *, require_token: bool, metadata_url: str | None,
-        security: TransportSecuritySettings | None,
+        self, server: MCPServer[Any], live: LiveState, tools: Sequence[Tool], *, require_token: bool,
+        metadata_url: str | None, security: TransportSecuritySettings | None,
     ) -> None:  # fmt: skip
         self._server = server
+        self._tool_list = list(tools)  # the server's own, built: the OpenAPI document describes these
         self._live = live
         self._require_token = require_token
         self._metadata_url = metadata_url
         self._security = TransportSecurityMiddleware(security) if security is not None else None
-        self._tools = sorted(tool.__name__ for tool in TOOLS)
+        self._tools = sorted(tool.name for tool in tools)
         self._openapi: dict[str, Any] | None = None
 
     async def handle(self, request: Request) -> Response:
@@ -229,7 +230,7 @@ class HttpApi:
             return await self._events(request)
         if path == "openapi.json":
             if self._openapi is None:
-                self._openapi = openapi_document(budget_tools())
+                self._openapi = openapi_document(self._tool_list)
             return JSONResponse(self._openapi)
         kind, _, budget_id = path.partition("/")
         if path in {"budgets", "prices"}:

@@ -151,7 +151,7 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
         from budget_mcp.server.websocket import EventSocket
 
         api = HttpApi(
-            server, live, require_token=bool(tokens), metadata_url=metadata_url,
+            server, live, tools.list_tools(), require_token=bool(tokens), metadata_url=metadata_url,
             security=loopback_security(settings.host),
         )  # fmt: skip
         methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
