@@ -1,8 +1,9 @@
 """The HTTP API under /api/v1: every tool as `POST /api/v1/{tool}`, every resource as a GET, errors as problem+json.
 
-Each request runs through the MCP server itself (`MCPServer.call_tool`, `read_resource`) with the lifespan's state
-current, so the argument checks (`strict.py`), the grants (`access.py`), the engine's rules and the error texts are
-the tools' own; only the envelope differs, and the cause of a tool error picks its HTTP status (`STATUSES`). There
+Each request runs the server's own tools (`Tool.run`, as `MCPServer.call_tool` does, without re-checking the result
+the tool built from its own model) and resources (`read_resource`) with the lifespan's state current, so the argument
+checks (`strict.py`), the grants (`access.py`), the engine's rules and the error texts are the tools' own; only the
+envelope differs, and the cause of a tool error picks its HTTP status (`STATUSES`). There
 is nobody to ask here: a check over an `ask` limit is denied, saying approval could not be asked. Tokens are those
 of /mcp (the SDK's bearer middleware runs app-wide, so the caller's grant is known the same way); OAuth scopes are
 gated per route before this runs (`resource_server.ScopeGate`).
@@ -15,7 +16,7 @@ from typing import Any
 
 from mcp import MCPError
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedResourceError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
@@ -143,6 +144,8 @@ class HttpApi:
         self._metadata_url = metadata_url
         self._security = TransportSecurityMiddleware(security) if security is not None else None
         self._tools = sorted(tool.name for tool in tools)
+        self._tools_by_name = {tool.name: tool for tool in tools}
+        self._context: Context[Any, Any] = Context(mcp_server=server)  # no request: nobody to ask
         self._openapi: dict[str, Any] | None = None
 
     async def handle(self, request: Request) -> Response:
@@ -211,7 +214,7 @@ class HttpApi:
                 )  # fmt: skip
             arguments["idempotency_key"] = key
         try:
-            answer = await self._server.call_tool(name, arguments)
+            answer = await self._tools_by_name[name].run(arguments, self._context)
         except (ToolError, ResourceError) as exc:
             if isinstance(exc, UnexpectedToolError | UnexpectedResourceError):
                 logger.error("tool %s failed unexpectedly", name, exc_info=exc.__cause__ or exc)

@@ -9,7 +9,6 @@ import anyio
 from mcp.server.auth.routes import build_resource_metadata_url
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
-from mcp.server.subscriptions import InMemorySubscriptionBus
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -23,7 +22,7 @@ from budget_mcp.pricing import PriceCatalog
 from budget_mcp.server.access import ScopedSubscriptions, TokenTable
 from budget_mcp.server.events import EventHub
 from budget_mcp.server.legacy import LegacySubscribers, LegacySubscriptions
-from budget_mcp.server.notify import Announcer, close_expired_periodically, watch_other_processes
+from budget_mcp.server.notify import Announcer, ListenedBus, close_expired_periodically, watch_other_processes
 from budget_mcp.server.prompts import register_prompts
 from budget_mcp.server.resources import BudgetResourceList, register_resources
 from budget_mcp.server.state import AppState, CurrentState, LiveState, refresh_prices_periodically
@@ -45,7 +44,7 @@ def build_server(settings: Settings, *, clock: Clock = utc_now) -> MCPServer[App
 
     `clock` is what "now" is for the engine and for OAuth token lifetimes (tests pass one they move by hand).
     """
-    bus = InMemorySubscriptionBus()
+    bus = ListenedBus()
     http = settings.transport != "stdio"
     oauth = None
     if http and settings.oauth_issuer:

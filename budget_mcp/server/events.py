@@ -238,8 +238,10 @@ class EventHub:
         self._wake = anyio.Event()
 
     def wake(self) -> None:
-        """Look for new entries now (a write was made, or a notice heard); never waits."""
-        self._wake.set()
+        """Look for new entries now (a write was made, or a notice heard); never waits. With nobody listening
+        there is nothing to look for (the first to join wakes the hub)."""
+        if self._live:
+            self._wake.set()
 
     async def subscribe(self, view: View, after: int | None) -> Subscription:
         """A subscription from entry `after` (sequence number; None: from now on). Close it when done."""

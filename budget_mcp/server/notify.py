@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable, Iterable
 
 import anyio
-from mcp.server.subscriptions import SubscriptionBus
-from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
+from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated, ServerEvent
 
 from budget_mcp.domain.ids import path_of
 from budget_mcp.engine import BudgetEngine
@@ -34,10 +34,34 @@ def budget_uris(budget_id: str) -> list[str]:
     ]
 
 
+class ListenedBus(InMemorySubscriptionBus):
+    """The SDK's in-process bus, counting its listeners: a change nobody listens for is not published (each
+    publish ends with a pass through the event loop, five of them for every charge)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listeners = 0
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        """Register `listener`; the callable returned unsubscribes it (once, however often it is called)."""
+        unsubscribe = super().subscribe(listener)
+        self.listeners += 1
+        subscribed = True
+
+        def once() -> None:
+            nonlocal subscribed
+            if subscribed:
+                subscribed = False
+                self.listeners -= 1
+                unsubscribe()
+
+        return once
+
+
 class Announcer:
     """Collects what changed and sends it from `run`, in the server's task group."""
 
-    def __init__(self, bus: SubscriptionBus, legacy: LegacySubscribers, budget_ids: Iterable[str]) -> None:
+    def __init__(self, bus: ListenedBus, legacy: LegacySubscribers, budget_ids: Iterable[str]) -> None:
         self.bus = bus
         self.legacy = legacy
         self._known = set(budget_ids)  # the resource list names every budget: a new one changes it
@@ -72,10 +96,11 @@ class Announcer:
             uris, self._uris = sorted(self._uris), set()
             list_changed, self._list_changed = self._list_changed, False
             try:
-                for uri in uris:
-                    await self.bus.publish(ResourceUpdated(uri=uri))
-                if list_changed:
-                    await self.bus.publish(ResourcesListChanged())
+                if self.bus.listeners:
+                    for uri in uris:
+                        await self.bus.publish(ResourceUpdated(uri=uri))
+                    if list_changed:
+                        await self.bus.publish(ResourcesListChanged())
                 self.legacy.updated(uris)
                 if list_changed:
                     self.legacy.list_changed()

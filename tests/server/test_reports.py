@@ -6,9 +6,11 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client, MCPError
+from mcp.shared.subscriptions import ResourceUpdated
 
 from budget_mcp.config import Settings
 from budget_mcp.server import build_server
+from budget_mcp.server.notify import ListenedBus
 from tests.conftest import FakeClock
 from tests.loopback import Loopback, Reply, Request
 
@@ -76,6 +78,40 @@ def hooked(settings: Settings, receiver: Loopback) -> Settings:
     """`settings` with the alert webhook at `receiver`'s /hook, which answers 200."""
     receiver.route("POST", "/hook", lambda _: Reply(200, b"{}"))
     return settings.model_copy(update={"alert_webhook": f"{receiver.url}/hook"})
+
+
+async def test_a_listener_hears_changes_after_others_came_and_went(clock: FakeClock, settings: Settings) -> None:
+    """Changes are published only while someone listens: listeners that leave (however the SDK closes their
+    streams) must not silence those still listening, nor those who come later."""
+    reports = ["budget://reports/acme"]
+    async with Client(build_server(settings, clock=clock)) as client:
+        await call(client, "allocate", budget_id="acme", limit_usd="10")
+        async with client.listen(resource_subscriptions=reports) as staying:
+            for _ in range(2):
+                async with client.listen(resource_subscriptions=reports):
+                    pass
+            await call(client, "charge", budget_id="acme", cost_usd="0.1")
+            with anyio.fail_after(5):
+                heard = await anext(aiter(staying))
+        await call(client, "charge", budget_id="acme", cost_usd="0.1")  # nobody listens
+        async with client.listen(resource_subscriptions=reports) as later:
+            await call(client, "charge", budget_id="acme", cost_usd="0.1")
+            with anyio.fail_after(5):
+                heard_later = await anext(aiter(later))
+    assert "budget://reports/acme" in str(heard) and "budget://reports/acme" in str(heard_later)
+
+
+async def test_unsubscribing_twice_leaves_the_other_listeners_counted() -> None:
+    """The bus's unsubscribe is idempotent (the SDK's contract): calling it again must not uncount someone else."""
+    bus = ListenedBus()
+    heard: list[object] = []
+    leave = bus.subscribe(heard.append)
+    bus.subscribe(heard.append)
+    leave()
+    leave()
+    assert bus.listeners == 1
+    await bus.publish(ResourceUpdated(uri="budget://budgets"))
+    assert len(heard) == 1
 
 
 async def test_crossed_thresholds_are_posted_to_the_webhook(
