@@ -13,7 +13,7 @@ from importlib.metadata import version
 import anyio
 import httpx2
 
-from budget_mcp.domain.records import DeliveryAttempt
+from budget_mcp.domain.records import DeliveryAttempt, limit_key
 from budget_mcp.domain.results import AlertInfo
 from budget_mcp.domain.windows import Period, parse_period, window
 from budget_mcp.engine import BudgetEngine
@@ -107,6 +107,8 @@ class AlertWebhook:
             "limit_usd": alert.limit_usd,
             "spent_tokens": alert.spent_tokens,
             "limit_tokens": alert.limit_tokens,
+            "models": alert.models,
+            "providers": alert.providers,
             "window_start": alert.window_start.isoformat(),
             "window_end": window_end.isoformat() if window_end else None,
             "projected_spend_usd": projected,
@@ -114,14 +116,17 @@ class AlertWebhook:
         }
 
     async def _record(self, alert: AlertInfo, attempt: int, status: int | None, error: str | None) -> None:
+        period = parse_period(alert.period)
+        filtered = alert.models or alert.providers
         record = DeliveryAttempt(
             budget_id=alert.budget_id,
-            period=parse_period(alert.period),
+            period=period,
             window_key=int(alert.window_start.timestamp()),
             threshold=Decimal(alert.threshold),
             attempt=attempt,
             at=self.engine.clock(),
             status=status,
             error=error,
+            filtered_key=limit_key(period, alert.models, alert.providers) if filtered else None,
         )
         await self.engine.record_delivery(record)

@@ -5,6 +5,7 @@ The vocabularies (enforcement, decisions, entry kinds) are `StrEnum`s holding th
 
 import functools
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -68,6 +69,14 @@ class Approval:
     question: str | None = None  # as the person saw it
 
 
+def limit_key(period: AnyPeriod, models: Sequence[str] = (), providers: Sequence[str] = ()) -> str:
+    """A limit's key: its period's name ("daily", "5h"), or with models or providers its own ("daily~1f2e...")."""
+    if not models and not providers:
+        return period.value
+    names = "\x1f".join(sorted(models)) + "\x1e" + "\x1f".join(sorted(providers))
+    return f"{period.value}~{hashlib.sha256(names.encode()).hexdigest()[:16]}"
+
+
 @dataclass(frozen=True)
 class Limit:
     """One limit of a budget: USD, tokens and/or calls (charges) per window of `period` (calendar or rolling).
@@ -100,10 +109,7 @@ class Limit:
     @functools.cached_property
     def key(self) -> str:
         """The running totals it reads: its period's, or for a filtered limit its own ("daily~1f2e...")."""
-        if not self.filtered:
-            return self.period.value
-        names = "\x1f".join(sorted(self.models)) + "\x1e" + "\x1f".join(sorted(self.providers))
-        return f"{self.period.value}~{hashlib.sha256(names.encode()).hexdigest()[:16]}"
+        return limit_key(self.period, self.models, self.providers)
 
     def counts(self, model: str | None, provider: str | None) -> bool:
         """Whether a charge for this model and provider counts against it (an unnamed one counts only unfiltered)."""
@@ -230,11 +236,19 @@ class AlertRecord:
     limit_tokens: int | None
     spent_tokens: int
     entry_id: str | None = None  # the entry whose write crossed it (None for alerts stored before schema 4)
+    filtered_key: str | None = None  # a filtered limit's key ("daily~1f2e..."): its alerts are apart from the period's
+    models: tuple[str, ...] = ()  # that limit's models and providers (empty when stored and the limit is gone)
+    providers: tuple[str, ...] = ()
+
+    @property
+    def limit_key(self) -> str:
+        """The limit it is of, as stored: its period's name, or a filtered limit's key."""
+        return self.filtered_key or self.period.value
 
 
 @dataclass(frozen=True)
 class DeliveryAttempt:
-    """One attempt to deliver an alert (budget, period, window, threshold) to the webhook: HTTP status or error."""
+    """One attempt to deliver an alert (budget, limit, window, threshold) to the webhook: HTTP status or error."""
 
     budget_id: str
     period: AnyPeriod
@@ -244,6 +258,11 @@ class DeliveryAttempt:
     at: datetime
     status: int | None
     error: str | None
+    filtered_key: str | None = None  # as AlertRecord's
+
+    @property
+    def limit_key(self) -> str:
+        return self.filtered_key or self.period.value
 
     @property
     def delivered(self) -> bool:
@@ -251,6 +270,6 @@ class DeliveryAttempt:
 
     def is_for(self, alert: AlertRecord) -> bool:
         """Whether this attempt delivered (or tried to deliver) `alert`."""
-        return (self.budget_id, self.period, self.window_key, self.threshold) == (
-            alert.budget_id, alert.period, alert.window_key, alert.threshold,
+        return (self.budget_id, self.limit_key, self.window_key, self.threshold) == (
+            alert.budget_id, alert.limit_key, alert.window_key, alert.threshold,
         )  # fmt: skip

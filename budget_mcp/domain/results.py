@@ -112,6 +112,8 @@ class AlertInfo(_Result):
     spent_tokens: int
     limit_tokens: int | None
     window_start: datetime
+    models: list[str] = []  # a filtered limit's: only spend on these counts toward it (empty: all)
+    providers: list[str] = []
 
 
 class ChargeResult(_Result):

@@ -48,7 +48,7 @@ from budget_mcp.domain.windows import parse_period, window, zone
 from budget_mcp.engine import figures as fig
 from budget_mcp.engine import past, recommend, rules
 from budget_mcp.engine.recommend import Requirements
-from budget_mcp.engine.reports import build_report, ledger_entry
+from budget_mcp.engine.reports import build_report, ledger_entry, with_filters
 from budget_mcp.errors import InvalidInputError, UnknownModelError
 from budget_mcp.ledger import Ledger, LogPage, Position, Scope, Snapshot, SpendRow, Writes
 from budget_mcp.pricing import Capability, PriceCatalog, PricedCost, Tier, canonical_provider
@@ -117,6 +117,9 @@ class BudgetEngine:
             start, end = window(parse_period(status.period), status.timezone, at.astimezone(UTC))
         rows = await self.ledger.spend(budget_id, start, end)
         alerts = await self.ledger.alerts(budget_id, since=start)
+        of_filtered = {a.budget_id for a in alerts if a.filtered_key}  # their limits' models and providers
+        statuses = {b: status if b == budget_id else await self.status(b) for b in of_filtered}
+        alerts = [with_filters(a, statuses) for a in alerts]
         deliveries = await self.ledger.deliveries(budget_id, since=start)
         approvals = await self.ledger.entries(
             budget_id, limit=MAX_LEDGER_ENTRIES, since=start, kind=EntryKind.APPROVAL

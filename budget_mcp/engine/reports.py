@@ -5,14 +5,15 @@ total is the ledger's running total of the window (a test holds both to the unit
 """
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from budget_mcp.domain.ids import is_within
 from budget_mcp.domain.money import format_usd, to_nanos
-from budget_mcp.domain.records import AlertRecord, DeliveryAttempt, Entry
+from budget_mcp.domain.records import AlertRecord, DeliveryAttempt, Entry, limit_key
 from budget_mcp.domain.results import (
     AlertInfo,
     AlertRaised,
@@ -29,7 +30,7 @@ from budget_mcp.domain.results import (
     SpendFigures,
     SpendReport,
 )
-from budget_mcp.domain.windows import Period, zone
+from budget_mcp.domain.windows import Period, parse_period, zone
 from budget_mcp.ledger import SpendRow
 
 S = TypeVar("S", bound=SpendFigures)
@@ -191,6 +192,18 @@ def _raised(alert: AlertRecord, deliveries: Iterable[DeliveryAttempt]) -> AlertR
     return AlertRaised(**alert_info(alert).model_dump(), at=alert.at, webhook=webhook)
 
 
+def with_filters(alert: AlertRecord, statuses: Mapping[str, BudgetStatus]) -> AlertRecord:
+    """A stored alert of a filtered limit, with that limit's models and providers as its budget has them now
+    (the ledger stores only the limit's key; a limit removed since leaves them empty)."""
+    status = statuses.get(alert.budget_id)
+    if alert.filtered_key is None or alert.models or alert.providers or status is None:
+        return alert
+    for limit in status.limits:
+        if limit_key(parse_period(limit.period), limit.models, limit.providers) == alert.filtered_key:
+            return replace(alert, models=tuple(limit.models), providers=tuple(limit.providers))
+    return alert
+
+
 def alert_info(alert: AlertRecord) -> AlertInfo:
     """An alert record as results and reports show it."""
     return AlertInfo(
@@ -202,4 +215,6 @@ def alert_info(alert: AlertRecord) -> AlertInfo:
         spent_tokens=alert.spent_tokens,
         limit_tokens=alert.limit_tokens,
         window_start=datetime.fromtimestamp(alert.window_key, UTC),
+        models=list(alert.models),
+        providers=list(alert.providers),
     )

@@ -622,9 +622,7 @@ def crossed_alerts(before: Snapshot, after: Snapshot, path: Path, entry_id: str 
     crossed = []
     for current in path:
         state = after.budgets[current]
-        for limit in state.config.limits:
-            if limit.filtered:
-                continue  # alerts are kept per budget, period and window: the whole spend's
+        for limit in state.config.limits:  # a filtered limit's alerts are its own, under its key
             first = None  # a rolling window's oldest bucket still inside it
             if isinstance(limit.period, Period):
                 key = window_key(limit.period, state.config.timezone, after.now)
@@ -633,7 +631,7 @@ def crossed_alerts(before: Snapshot, after: Snapshot, path: Path, entry_id: str 
             old, new = before.budgets[current].used(limit.key), state.used(limit.key)
             for threshold in state.config.alert_at:
                 if first is None:
-                    if (current, limit.period, key, str(threshold)) in after.alerts_raised:
+                    if (current, limit.key, key, str(threshold)) in after.alerts_raised:
                         continue
                 elif after.rolling_alerts.get((current, limit.key, str(threshold)), first - 1) >= first:
                     continue  # its last alert is still inside the window
@@ -653,6 +651,9 @@ def crossed_alerts(before: Snapshot, after: Snapshot, path: Path, entry_id: str 
                             limit.limit_tokens,
                             new.spent_tokens,
                             entry_id,
+                            limit.key if limit.filtered else None,
+                            limit.models,
+                            limit.providers,
                         )  # fmt: skip
                     )
     return crossed

@@ -144,7 +144,8 @@ class Snapshot:
     budgets: dict[str, BudgetState]
     reservation: ReservationState | None = None
     stored_result: StoredResult | None = None
-    alerts_raised: set[tuple[str, Period, int, str]] = field(default_factory=set)  # calendar: current windows
+    # calendar limits: (budget, limit key, window, threshold) of the current windows' alerts
+    alerts_raised: set[tuple[str, str, int, str]] = field(default_factory=set)
     # rolling limits: the bucket of the latest alert, by (budget, limit key, threshold)
     rolling_alerts: dict[tuple[str, str, str], int] = field(default_factory=dict)
 

@@ -12,13 +12,14 @@ from budget_mcp.domain.records import (
     SPEND_KINDS,
     AlertRecord,
     BudgetConfig,
+    DeliveryAttempt,
     Entry,
     EntryKind,
     HeldFor,
     Limit,
     TokenCounts,
 )
-from budget_mcp.domain.windows import Period, Rolling
+from budget_mcp.domain.windows import AnyPeriod, Period, Rolling
 from budget_mcp.ledger.base import BudgetState, Held, LoggedEntry, LogPage, Position, SpendRow, WindowUsage
 from budget_mcp.ledger.codec import from_us, limit_from_json, to_us
 
@@ -130,7 +131,7 @@ def differences(
 def alert_to_row(a: AlertRecord) -> tuple[Any, ...]:
     """An alert as the alerts table stores it (schema 4 added the entry that crossed it, last)."""
     return (
-        a.budget_id, a.period.value, a.window_key, str(a.threshold), to_us(a.at),
+        a.budget_id, a.limit_key, a.window_key, str(a.threshold), to_us(a.at),
         a.spent_nanos, a.limit_nanos, a.spent_tokens, a.limit_tokens, a.entry_id,
     )  # fmt: skip
 
@@ -143,7 +144,25 @@ ALERT_COLUMNS = (
 def alert_from_row(r: Sequence[Any]) -> AlertRecord:
     """An alert from a row of ALERT_COLUMNS (or of its first nine)."""
     entry_id = r[9] if len(r) > 9 else None
-    return AlertRecord(r[0], period_of(r[1]), r[2], Decimal(r[3]), from_us(r[4]), r[5], r[6], r[7], r[8], entry_id)
+    period, key = stored_limit(r[1])
+    return AlertRecord(r[0], period, r[2], Decimal(r[3]), from_us(r[4]), r[5], r[6], r[7], r[8], entry_id, key)
+
+
+def stored_limit(text: str) -> tuple[AnyPeriod, str | None]:
+    """The period and filtered-limit key of a stored alert's or delivery's limit ("daily", or "daily~1f2e...")."""
+    period, tilde, _ = text.partition("~")
+    return period_of(period), text if tilde else None
+
+
+def delivery_to_row(a: DeliveryAttempt) -> tuple[Any, ...]:
+    """A webhook delivery attempt as the alert_deliveries table stores it."""
+    return a.budget_id, a.limit_key, a.window_key, str(a.threshold), a.attempt, to_us(a.at), a.status, a.error
+
+
+def delivery_from_row(r: Sequence[Any]) -> DeliveryAttempt:
+    """A delivery attempt from its row (budget, limit, window, threshold, attempt, at, status, error)."""
+    period, key = stored_limit(r[1])
+    return DeliveryAttempt(r[0], period, r[2], Decimal(r[3]), r[4], from_us(r[5]), r[6], r[7], key)
 
 
 def entry_to_row(entry: Entry) -> tuple[Any, ...]:

@@ -30,13 +30,12 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from budget_mcp.domain.accounting import TotalKey, filters, period_of
+from budget_mcp.domain.accounting import TotalKey, filters
 from budget_mcp.domain.ids import parent_of, path_of
 from budget_mcp.domain.money import MAX_TOTAL
 from budget_mcp.domain.records import (
@@ -76,6 +75,8 @@ from budget_mcp.ledger.rows import (
     alert_from_row,
     alert_to_row,
     budget_states,
+    delivery_from_row,
+    delivery_to_row,
     differences,
     entry_from_row,
     entry_to_row,
@@ -347,8 +348,7 @@ class SqliteLedger:
 
     async def record_delivery(self, attempt: DeliveryAttempt) -> None:
         """Store one webhook delivery attempt (its own small transaction, apart from the charge batches)."""
-        a = attempt
-        row = (a.budget_id, a.period.value, a.window_key, str(a.threshold), a.attempt, to_us(a.at), a.status, a.error)
+        row = delivery_to_row(attempt)
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
@@ -372,10 +372,7 @@ class SqliteLedger:
                 " WHERE (budget_id = ? OR (budget_id > ? AND budget_id < ?)) AND at_us >= ? ORDER BY at_us, attempt",
                 (budget_id, budget_id + "/", budget_id + "0", since_us),
             ).fetchall()
-            return [
-                DeliveryAttempt(r[0], period_of(r[1]), r[2], Decimal(r[3]), r[4], from_us(r[5]), r[6], r[7])
-                for r in rows
-            ]
+            return [delivery_from_row(r) for r in rows]
 
         return await self._in_thread(self._reader, run)
 
@@ -706,7 +703,7 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
              for b, c in configs.items() for lim in c.limits if lim.filtered and lim.rolling is None]  # fmt: skip
     usage: dict[str, dict[Period, WindowUsage]] = {b: {p: WindowUsage() for p in Period} for b in configs}
     filtered: dict[str, dict[str, WindowUsage]] = {b: {} for b in configs}
-    alerts_raised: set[tuple[str, Period, int, str]] = set()
+    alerts_raised: set[tuple[str, str, int, str]] = set()
     rolling_alerts: dict[tuple[str, str, str], int] = {}
     if keys:
         keys_json = json.dumps(keys)
@@ -723,7 +720,7 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
             "SELECT t.budget_id, t.period, t.window_start, t.threshold FROM " + _JOIN_KEYS.format(table="alerts"),
             (keys_json,),
         ):
-            alerts_raised.add((budget_id, Period(period), start, threshold))
+            alerts_raised.add((budget_id, period, start, threshold))
 
     oldest: dict[str, dict[str, int]] = {b: {} for b in configs}
     for budget_id, config in configs.items():
@@ -732,13 +729,12 @@ def _load(conn: sqlite3.Connection, scope: Scope, now: datetime) -> tuple[Snapsh
                 filtered[budget_id][lim.key], found = rolling_usage(conn, budget_id, lim.key, lim.rolling, now)
                 if found is not None:
                     oldest[budget_id][lim.key] = found
-                if not lim.filtered:  # the latest alert of each threshold still inside the window
-                    for threshold, latest in conn.execute(
-                        "SELECT threshold, MAX(window_start) FROM alerts WHERE budget_id = ? AND period = ? "
-                        "AND window_start >= ? GROUP BY threshold",
-                        (budget_id, lim.key, lim.rolling.first_bucket(now)),
-                    ):
-                        rolling_alerts[(budget_id, lim.key, threshold)] = latest
+                for threshold, latest in conn.execute(  # the latest alert of each threshold still inside the window
+                    "SELECT threshold, MAX(window_start) FROM alerts WHERE budget_id = ? AND period = ? "
+                    "AND window_start >= ? GROUP BY threshold",
+                    (budget_id, lim.key, lim.rolling.first_bucket(now)),
+                ):
+                    rolling_alerts[(budget_id, lim.key, threshold)] = latest
 
     held: dict[str, dict[HeldFor, Held]] = {}
     first_expiry: int | None = None

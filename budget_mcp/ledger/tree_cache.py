@@ -155,12 +155,12 @@ def advance(tree: TreeCache, writes: Writes, deltas: Mapping[TotalKey, list[int]
     if writes.alerts:
         known = [a for a in writes.alerts if a.budget_id in budgets]
         raised = raised | {
-            (a.budget_id, a.period, a.window_key, str(a.threshold)) for a in known if isinstance(a.period, Period)
+            (a.budget_id, a.limit_key, a.window_key, str(a.threshold)) for a in known if isinstance(a.period, Period)
         }
         latest = latest_rolling_alerts(
             dict(latest),
             (
-                ((a.budget_id, a.period.value, str(a.threshold)), a.window_key)
+                ((a.budget_id, a.limit_key, str(a.threshold)), a.window_key)
                 for a in known
                 if isinstance(a.period, Rolling)
             ),

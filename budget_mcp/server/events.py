@@ -26,7 +26,7 @@ from budget_mcp.domain.ids import is_within, path_of, validate_budget_id
 from budget_mcp.domain.records import EntryKind
 from budget_mcp.domain.results import AlertInfo, BudgetStatus, LedgerEntry
 from budget_mcp.engine import BudgetEngine
-from budget_mcp.engine.reports import alert_info, ledger_entry
+from budget_mcp.engine.reports import alert_info, ledger_entry, with_filters
 from budget_mcp.errors import InvalidInputError
 from budget_mcp.ledger import LoggedEntry, LogPage, Position
 from budget_mcp.server.access import Grant
@@ -140,7 +140,7 @@ class _Page:
     def _alert(self, logged: LoggedEntry, n: int) -> str:
         key = ("alert", logged.seq, n)
         if key not in self._json:
-            self._json[key] = alert_info(logged.alerts[n]).model_dump_json()
+            self._json[key] = alert_info(with_filters(logged.alerts[n], self.statuses)).model_dump_json()
         return self._json[key]
 
     def _status(self, budget_id: str) -> str:

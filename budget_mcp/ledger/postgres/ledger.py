@@ -32,12 +32,11 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 import asyncpg
 
-from budget_mcp.domain.accounting import TotalKey, period_of
+from budget_mcp.domain.accounting import TotalKey
 from budget_mcp.domain.records import MAX_SEQ, AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind
 from budget_mcp.errors import LedgerError
 from budget_mcp.ledger.base import (
@@ -51,7 +50,7 @@ from budget_mcp.ledger.base import (
     Writes,
 )
 from budget_mcp.ledger.batching import GroupCommit, Pending, settle
-from budget_mcp.ledger.codec import from_us, redact_url, to_us
+from budget_mcp.ledger.codec import redact_url, to_us
 from budget_mcp.ledger.postgres.connections import Lender, Translated
 from budget_mcp.ledger.postgres.schema import TABLES, migrate
 from budget_mcp.ledger.postgres.statements import (
@@ -72,6 +71,8 @@ from budget_mcp.ledger.rows import (
     Replay,
     add_deltas,
     alert_from_row,
+    delivery_from_row,
+    delivery_to_row,
     differences,
     entry_from_row,
     log_page,
@@ -379,11 +380,10 @@ class PostgresLedger:
 
     async def record_delivery(self, attempt: DeliveryAttempt) -> None:
         """Store one webhook delivery attempt."""
-        a = attempt
         await self._execute(
             "INSERT INTO alert_deliveries VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-            a.budget_id, a.period.value, a.window_key, str(a.threshold), a.attempt, to_us(a.at), a.status, a.error,
-        )  # fmt: skip
+            *delivery_to_row(attempt),
+        )
 
     async def deliveries(self, budget_id: str, *, since: datetime | None = None) -> list[DeliveryAttempt]:
         """Webhook delivery attempts of the alerts of `budget_id` and its descendants, oldest first."""
@@ -392,9 +392,7 @@ class PostgresLedger:
             " WHERE (budget_id = $1 OR (budget_id > $3 AND budget_id < $4)) AND at_us >= $2 ORDER BY at_us, attempt",
             budget_id, to_us(since) if since else -_FAR, budget_id + "/", budget_id + "0",
         )  # fmt: skip
-        return [
-            DeliveryAttempt(r[0], period_of(r[1]), r[2], Decimal(r[3]), r[4], from_us(r[5]), r[6], r[7]) for r in rows
-        ]
+        return [delivery_from_row(tuple(r)) for r in rows]
 
     async def reconcile(self, now: datetime | None = None) -> list[str]:
         """Recompute every running total from the entry log and list each total that differs."""

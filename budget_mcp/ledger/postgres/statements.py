@@ -178,8 +178,8 @@ async def load(conn: asyncpg.Connection, scope: Scope, now: datetime, kept: Tree
                 usage[budget_id][_PERIOD_OF[period]] = WindowUsage(spent, tokens, calls)
         elif current[budget_id].get(cast(Period, period_of(period))) == start:  # a filtered limit's own total
             filtered[budget_id][period] = WindowUsage(spent, tokens, calls)
-    alerts_raised = {
-        (b, _PERIOD_OF[p], start, threshold) for b, p, start, threshold in alerts if current[b].get(p) == start
+    alerts_raised = {  # a filtered limit's ("daily~1f2e...") in its period's current window too
+        (b, p, start, threshold) for b, p, start, threshold in alerts if current[b].get(p.partition("~")[0]) == start
     }
     held: dict[str, dict[HeldFor, Held]] = {}
     for budget_id, nanos, tokens, _, n, model, provider in holds:
