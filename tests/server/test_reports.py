@@ -138,6 +138,25 @@ async def test_crossed_thresholds_are_posted_to_the_webhook(
     assert [a["webhook"] for a in report["alerts"]] == ["delivered"] * 3
 
 
+async def test_a_provider_cap_s_alert_is_posted_and_its_delivery_shown_apart_from_the_period_s(
+    settings: Settings, price_server: Loopback, clock: FakeClock
+) -> None:
+    cap = {"period": "monthly", "limit_usd": "1", "providers": ["openai"]}
+    async with Client(build_server(hooked(settings, price_server), clock=clock)) as client:
+        await call(client, "allocate", budget_id="acme", limit_usd="4", period="monthly", extra_limits=[cap],
+                   alert_at=["0.5"])  # fmt: skip
+        await call(client, "charge", budget_id="acme", model="gpt-4o", provider="openai", cost_usd="0.6")
+        posts = await wait_for_requests(price_server, "/hook", 1)
+        with anyio.fail_after(5):  # the period's own 50% (of $4) has not been crossed, so no delivery is its
+            while json.loads(await read(client, "budget://reports/acme"))["alerts"][0]["webhook"] != "delivered":
+                await anyio.sleep(0.01)
+        await call(client, "charge", budget_id="acme", model="claude-sonnet-4-5", provider="anthropic", cost_usd="2")
+        report = json.loads(await read(client, "budget://reports/acme"))
+    assert (posts[0].json()["providers"], posts[0].json()["limit_usd"]) == (["openai"], "1.000000")
+    shown = sorted((a["providers"], a["limit_usd"], a["webhook"]) for a in report["alerts"])
+    assert shown[0][:2] == ([], "4.000000") and shown[1] == (["openai"], "1.000000", "delivered")
+
+
 async def test_a_rolling_window_alert_reaches_the_webhook_and_the_report(
     settings: Settings, price_server: Loopback, clock: FakeClock
 ) -> None:
