@@ -147,7 +147,7 @@ def alert_lines(report: SpendReport) -> list[str]:
         webhook = f"; webhook {a.webhook}" if a.webhook else ""
         share = f"{Decimal(a.threshold) * 100:.0f}%"
         lines.append(
-            f"{a.at:%Y-%m-%d %H:%M} UTC: {a.budget_id} reached {share} of its {a.period} limit "
+            f"{a.at:%Y-%m-%d %H:%M} UTC: {a.budget_id} reached {share} of its {a.limit_name()} "
             f"({exact_usd(a.spent_usd)} of {limit}){webhook}"
         )
     return lines

@@ -146,7 +146,7 @@ def charge(
     if found.over_limit:
         line += "\n[red]over the limit[/]: further checks on a blocking budget are denied"
     for alert in found.alerts:
-        line += f"\n[yellow]alert[/] {alert.budget_id} crossed {alert.threshold} of its {alert.period} limit"
+        line += f"\n[yellow]alert[/] {alert.budget_id} crossed {alert.threshold} of its {alert.limit_name()}"
     show(found, as_json, line)
 
 

@@ -115,6 +115,11 @@ class AlertInfo(_Result):
     models: list[str] = []  # a filtered limit's: only spend on these counts toward it (empty: all)
     providers: list[str] = []
 
+    def limit_name(self) -> str:
+        """'daily limit', or 'daily limit (anthropic only)' for a limit on some models or providers."""
+        only = ", ".join([*self.models, *self.providers])
+        return f"{self.period} limit ({only} only)" if only else f"{self.period} limit"
+
 
 class ChargeResult(_Result):
     """The answer of charge."""

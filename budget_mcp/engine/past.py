@@ -94,7 +94,7 @@ def charges(snapshot: Snapshot, entries: list[Entry]) -> tuple[PastCharges, Writ
                     window_sums[2] += 1
     moved = {
         b: snapshot.budgets[b].plus(
-            {**{p: (n, t, c) for p, (n, t, c) in current[b].items() if c}, **_in_rolling_windows(snapshot, b, entries)}
+            {**{p: (n, t, c) for p, (n, t, c) in current[b].items() if c}, **_in_own_windows(snapshot, b, entries)}
         )
         for b in budgets
     }
@@ -107,20 +107,24 @@ def charges(snapshot: Snapshot, entries: list[Entry]) -> tuple[PastCharges, Writ
     return PastCharges(len(entries), 0, tuple(alerts)), Writes(entries=list(entries), alerts=alerts)
 
 
-def _in_rolling_windows(snapshot: Snapshot, budget_id: str, entries: list[Entry]) -> dict[str, tuple[int, int, int]]:
-    """What the entries on `budget_id`'s subtree add to each of its rolling limits (those still inside it at
-    `now`), so their alerts are decided as a charge's are. Filtered limits raise none."""
-    rolling = [(lim.key, lim.rolling) for lim in fig.state_of(snapshot, budget_id).config.limits if not lim.filtered]
-    limits = [(key, span) for key, span in rolling if span is not None]
+def _in_own_windows(snapshot: Snapshot, budget_id: str, entries: list[Entry]) -> dict[str, tuple[int, int, int]]:
+    """What the entries on `budget_id`'s subtree add to each of its limits with totals of their own (rolling, or on
+    some models or providers) in the window current at `now`, so their alerts are decided as a charge's are."""
+    state = fig.state_of(snapshot, budget_id)
+    limits = [lim for lim in state.config.limits if lim.keeps_own]
     below = [e for e in entries if budget_id in path_of(e.budget_id)] if limits else []
     found = {}
-    for key, span in limits:
-        first, sums = span.first_bucket(snapshot.now), [0, 0, 0]
+    for lim in limits:
+        span = lim.rolling
+        first = span.first_bucket(snapshot.now) if span else 0
+        start = window(lim.period, state.config.timezone, snapshot.now)[0]
+        sums = [0, 0, 0]
         for entry in below:
-            if span.bucket(entry.at) >= first:
+            inside = span.bucket(entry.at) >= first if span else entry.at >= start
+            if inside and lim.counts(entry.model, entry.provider):
                 sums[0] += entry.cost_nanos
                 sums[1] += entry.tokens.total
                 sums[2] += 1
         if sums[2]:
-            found[key] = (sums[0], sums[1], sums[2])
+            found[lim.key] = (sums[0], sums[1], sums[2])
     return found

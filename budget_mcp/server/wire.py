@@ -87,7 +87,7 @@ def charge_summary(charge: ChargeResult) -> str:
         text += "; OVER LIMIT: further checks on a blocking budget will be denied"
     if charge.alerts:
         text += "; alerts: " + ", ".join(
-            f"{a.budget_id} reached {Decimal(a.threshold) * 100:.0f}%" for a in charge.alerts
+            f"{a.budget_id} reached {Decimal(a.threshold) * 100:.0f}% of its {a.limit_name()}" for a in charge.alerts
         )
     return text
 

@@ -3,9 +3,12 @@
 On both backends, with a second server on the same ledger (which knows the alerts raised only from the store).
 """
 
+from datetime import timedelta
+
 import pytest
 
 from budget_mcp import BudgetEngine
+from budget_mcp.domain.records import Entry, EntryKind, TokenCounts
 from budget_mcp.domain.results import AlertInfo
 from tests.conftest import FakeClock
 
@@ -77,3 +80,24 @@ async def test_a_rolling_cap_whose_last_alert_is_inside_the_window_does_not_aler
     assert (
         await other_engine.charge("acme", model="claude-sonnet-4-5", provider="anthropic", cost_usd="0.5")
     ).alerts == []
+
+
+async def test_imported_charges_for_a_capped_provider_alert_as_live_ones_do(
+    engine: BudgetEngine, clock: FakeClock
+) -> None:
+    caps = [{"period": "daily", "limit_usd": "1", "providers": ["anthropic"]},
+            {"period": "5h", "limit_usd": "1", "providers": ["anthropic"]}]  # fmt: skip
+    await engine.allocate("acme", limit_usd="100", period="monthly", extra_limits=caps, alert_at=["0.5"])
+    earlier = clock.now - timedelta(minutes=10)
+    imported = await engine.record_past_charges(
+        [
+            Entry("chg_past1", EntryKind.CHARGE, "acme", earlier, 8 * 10**8, TokenCounts(), provider="anthropic"),
+            Entry("chg_past2", EntryKind.CHARGE, "acme", earlier, 9 * 10**8, TokenCounts(), provider="openai"),
+        ]
+    )
+    assert sorted((a.period, a.providers) for a in imported.alerts) == [
+        ("5h", ("anthropic",)),
+        ("daily", ("anthropic",)),
+    ]
+    again = await engine.charge("acme", model="claude-sonnet-4-5", provider="anthropic", cost_usd="0.1")
+    assert again.alerts == []

@@ -150,11 +150,16 @@ async def test_a_provider_cap_s_alert_is_posted_and_its_delivery_shown_apart_fro
         with anyio.fail_after(5):  # the period's own 50% (of $4) has not been crossed, so no delivery is its
             while json.loads(await read(client, "budget://reports/acme"))["alerts"][0]["webhook"] != "delivered":
                 await anyio.sleep(0.01)
-        await call(client, "charge", budget_id="acme", model="claude-sonnet-4-5", provider="anthropic", cost_usd="2")
+        charged = await client.call_tool(
+            "charge", {"budget_id": "acme", "model": "claude-sonnet-4-5", "provider": "anthropic", "cost_usd": "2"}
+        )
         report = json.loads(await read(client, "budget://reports/acme"))
+        markdown = await read(client, "budget://reports/acme.md")
     assert (posts[0].json()["providers"], posts[0].json()["limit_usd"]) == (["openai"], "1.000000")
     shown = sorted((a["providers"], a["limit_usd"], a["webhook"]) for a in report["alerts"])
     assert shown[0][:2] == ([], "4.000000") and shown[1] == (["openai"], "1.000000", "delivered")
+    assert "acme reached 50% of its monthly limit" in str(charged.content)  # the period's own, this time
+    assert "reached 50% of its monthly limit (openai only) ($0.60 of $1.00)" in markdown
 
 
 async def test_a_rolling_window_alert_reaches_the_webhook_and_the_report(

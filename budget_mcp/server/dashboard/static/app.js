@@ -243,7 +243,7 @@
     const alerts = (report.alerts || []).slice(-10).reverse();
     if (!alerts.length) return [el("li", { class: "muted" }, "No alerts in this window.")];
     return alerts.map((a) => el("li", {},
-      `${when(a.at)}: ${a.budget_id} (${a.period}) crossed ${Math.round(number(a.threshold) * 100)}%: spent ${usd(a.spent_usd)} of ${usd(a.limit_usd)}`));
+      `${when(a.at)}: ${a.budget_id} (${[a.period, ...(a.models || []), ...(a.providers || [])].join(", ")}) crossed ${Math.round(number(a.threshold) * 100)}%: spent ${usd(a.spent_usd)} of ${usd(a.limit_usd)}`));
   }
 
   function ledgerRows(listing) {
