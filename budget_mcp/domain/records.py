@@ -237,7 +237,7 @@ class AlertRecord:
     spent_tokens: int
     entry_id: str | None = None  # the entry whose write crossed it (None for alerts stored before schema 4)
     filtered_key: str | None = None  # a filtered limit's key ("daily~1f2e..."): its alerts are apart from the period's
-    models: tuple[str, ...] = ()  # that limit's models and providers (empty when stored and the limit is gone)
+    models: tuple[str, ...] = ()  # that limit's models and providers (stored with it since schema 7 / 5 on Postgres)
     providers: tuple[str, ...] = ()
 
     @property

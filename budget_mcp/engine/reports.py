@@ -193,8 +193,9 @@ def _raised(alert: AlertRecord, deliveries: Iterable[DeliveryAttempt]) -> AlertR
 
 
 def with_filters(alert: AlertRecord, statuses: Mapping[str, BudgetStatus]) -> AlertRecord:
-    """A stored alert of a filtered limit, with that limit's models and providers as its budget has them now
-    (the ledger stores only the limit's key; a limit removed since leaves them empty)."""
+    """A stored alert of a filtered limit, with that limit's models and providers as its budget has them now, if
+    the ledger has only the limit's key (alerts stored before the schema kept them; a limit removed since leaves
+    them empty)."""
     status = statuses.get(alert.budget_id)
     if alert.filtered_key is None or alert.models or alert.providers or status is None:
         return alert

@@ -129,23 +129,36 @@ def differences(
 
 
 def alert_to_row(a: AlertRecord) -> tuple[Any, ...]:
-    """An alert as the alerts table stores it (schema 4 added the entry that crossed it, last)."""
+    """An alert as the alerts table stores it (in column order: schema steps added the entry that crossed it,
+    then a filtered limit's models and providers, as JSON arrays or NULL)."""
     return (
         a.budget_id, a.limit_key, a.window_key, str(a.threshold), to_us(a.at),
         a.spent_nanos, a.limit_nanos, a.spent_tokens, a.limit_tokens, a.entry_id,
+        _names_json(a.models), _names_json(a.providers),
     )  # fmt: skip
 
 
 ALERT_COLUMNS = (
-    "budget_id, period, window_start, threshold, at_us, spent_nanos, limit_nanos, limit_tokens, spent_tokens, entry_id"
+    "budget_id, period, window_start, threshold, at_us, spent_nanos, limit_nanos, limit_tokens, spent_tokens, "
+    "entry_id, models, providers"
 )
 
 
 def alert_from_row(r: Sequence[Any]) -> AlertRecord:
-    """An alert from a row of ALERT_COLUMNS (or of its first nine)."""
-    entry_id = r[9] if len(r) > 9 else None
+    """An alert from a row of ALERT_COLUMNS."""
     period, key = stored_limit(r[1])
-    return AlertRecord(r[0], period, r[2], Decimal(r[3]), from_us(r[4]), r[5], r[6], r[7], r[8], entry_id, key)
+    return AlertRecord(
+        r[0], period, r[2], Decimal(r[3]), from_us(r[4]), r[5], r[6], r[7], r[8], r[9], key,
+        _names(r[10]), _names(r[11]),
+    )  # fmt: skip
+
+
+def _names_json(names: tuple[str, ...]) -> str | None:
+    return json.dumps(list(names)) if names else None
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(json.loads(text)) if text else ()
 
 
 def stored_limit(text: str) -> tuple[AnyPeriod, str | None]:

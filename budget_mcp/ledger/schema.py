@@ -286,6 +286,12 @@ STEPS: list[str] = [
     CREATE TRIGGER entries_append_only_delete BEFORE DELETE ON entries
         BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
     """,
+    # 7: the models and providers of a filtered limit's alert (JSON arrays; NULL for a period's own limit), so
+    # reports name them after the limit is gone. Alerts stored before this take them from the budget's limits.
+    """
+    ALTER TABLE alerts ADD COLUMN models TEXT;
+    ALTER TABLE alerts ADD COLUMN providers TEXT;
+    """,
 ]
 
 REBUILDS_TOTALS = 3  # the step after which the SQLite ledger recomputes every running total from the entries

@@ -320,9 +320,8 @@ class SqliteLedger:
 
         def run(conn: sqlite3.Connection) -> list[AlertRecord]:
             rows = conn.execute(
-                "SELECT budget_id, period, window_start, threshold, at_us, spent_nanos, limit_nanos, limit_tokens,"
-                " spent_tokens FROM alerts WHERE (budget_id = ? OR (budget_id > ? AND budget_id < ?)) AND at_us >= ?"
-                " ORDER BY at_us, budget_id, threshold",
+                f"SELECT {ALERT_COLUMNS} FROM alerts WHERE (budget_id = ? OR (budget_id > ? AND budget_id < ?)) "
+                "AND at_us >= ? ORDER BY at_us, budget_id, threshold",
                 (budget_id, budget_id + "/", budget_id + "0", since_us),
             ).fetchall()
             return [alert_from_row(r) for r in rows]
@@ -844,7 +843,7 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> dict
         conn.execute("DELETE FROM hold_budgets WHERE reservation_id = ?", (reservation_id,))
     if writes.alerts:
         conn.executemany(
-            f"INSERT OR IGNORE INTO alerts VALUES ({', '.join('?' * 10)})", [alert_to_row(a) for a in writes.alerts]
+            f"INSERT OR IGNORE INTO alerts VALUES ({', '.join('?' * 12)})", [alert_to_row(a) for a in writes.alerts]
         )
     if writes.stored_result:
         key, stored = writes.stored_result

@@ -101,3 +101,16 @@ async def test_imported_charges_for_a_capped_provider_alert_as_live_ones_do(
     ]
     again = await engine.charge("acme", model="claude-sonnet-4-5", provider="anthropic", cost_usd="0.1")
     assert again.alerts == []
+
+
+async def test_an_alert_names_its_limit_after_the_limit_is_removed(
+    engine: BudgetEngine, other_engine: BudgetEngine
+) -> None:
+    await engine.allocate("acme", limit_usd="10", period="daily", extra_limits=[ANTHROPIC_DAILY], alert_at=["0.5"])
+    await engine.charge("acme", model="claude-sonnet-4-5", provider="anthropic", cost_usd="0.6")
+    await engine.allocate("acme", extra_limits=[])  # the cap is gone; its alert stays in the report
+    assert [lim.providers for lim in (await other_engine.status("acme")).limits] == [[]]
+    report = await other_engine.report("acme")
+    assert [(a.period, a.threshold, a.providers, a.limit_usd) for a in report.alerts] == [
+        ("daily", "0.5", ["anthropic"], "1.000000")
+    ]

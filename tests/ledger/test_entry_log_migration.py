@@ -83,7 +83,7 @@ async def test_an_autoincrement_entry_log_is_rebuilt_with_its_entries_and_number
         assert wal.stat().st_size == 0  # the rebuilt log was checkpointed into the file, the WAL emptied
         engine = BudgetEngine(ledger, PriceCatalog(), clock)
         version, ddl, after_attached, counted = entries_table(ledger_path)
-        assert (version, "AUTOINCREMENT" in ddl, counted) == (6, False, [])
+        assert (version, "AUTOINCREMENT" in ddl, counted) == (len(STEPS), False, [])
         assert after_attached == attached and len(attached) == 6  # the ids' unique index, 3 more, 2 triggers: same DDL
         assert raw_entries(ledger_path) == before
         charged = await engine.charge("acme", cost_usd="0.25")

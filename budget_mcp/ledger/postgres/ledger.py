@@ -359,9 +359,8 @@ class PostgresLedger:
     async def alerts(self, budget_id: str, *, since: datetime | None = None) -> list[AlertRecord]:
         """Alerts recorded for `budget_id` and its descendants, oldest first."""
         rows = await self._fetch(
-            "SELECT budget_id, period, window_start, threshold, at_us, spent_nanos, limit_nanos, limit_tokens,"
-            " spent_tokens FROM alerts WHERE (budget_id = $1 OR (budget_id > $3 AND budget_id < $4)) AND at_us >= $2"
-            " ORDER BY at_us, budget_id, threshold",
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE (budget_id = $1 OR (budget_id > $3 AND budget_id < $4)) "
+            "AND at_us >= $2 ORDER BY at_us, budget_id, threshold",
             budget_id, to_us(since) if since else -_FAR, budget_id + "/", budget_id + "0",
         )  # fmt: skip
         return [alert_from_row(tuple(row)) for row in rows]

@@ -129,6 +129,10 @@ STEPS: list[str] = [
     UPDATE hold_budgets SET model = h.model, provider = h.provider FROM holds AS h
         WHERE h.reservation_id = hold_budgets.reservation_id;
     """,
+    # 5: the models and providers of a filtered limit's alert, as SQLite's step 7.
+    """
+    ALTER TABLE alerts ADD COLUMN models TEXT, ADD COLUMN providers TEXT;
+    """,
 ]
 
 

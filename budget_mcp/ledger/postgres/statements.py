@@ -242,9 +242,9 @@ _WRITE_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "gone_holds": ("DELETE FROM holds WHERE reservation_id = ANY({0})", ("text",)),
     "gone_hold_budgets": ("DELETE FROM hold_budgets WHERE reservation_id = ANY({0})", ("text",)),
     "alerts": (
-        "INSERT INTO alerts SELECT * FROM unnest({0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}) "
+        "INSERT INTO alerts SELECT * FROM unnest({0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}) "
         "ON CONFLICT DO NOTHING",
-        ("text", "text", "bigint", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "text"),
+        ("text", "text", "bigint", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "text", "text", "text"),
     ),
     "idempotency": ("INSERT INTO idempotency SELECT * FROM unnest({0}, {1}, {2})", ("text", "text", "text")),
 }
