@@ -9,7 +9,7 @@ import click
 
 from budget_mcp.cli.common import db_option, settings
 from budget_mcp.errors import BudgetMcpError
-from budget_mcp.ledger import redact_url
+from budget_mcp.ledger import open_ledger, redact_url
 
 
 @click.command()
@@ -57,7 +57,8 @@ def serve(
 
     try:
         server = build_server(config)
-    except BudgetMcpError as exc:  # a tokens or budgets file that cannot be read: one line, no traceback
+        anyio.run(_open_once, config.ledger_location)
+    except BudgetMcpError as exc:  # a tokens or budgets file or a ledger that cannot be read: one line, no traceback
         raise click.ClickException(str(exc)) from exc
     if config.transport == "stdio":
         serve_stdio(server)
@@ -71,3 +72,9 @@ def serve(
     if config.hermes_url:
         click.echo(f"budget-mcp: registering with Hermes at {config.hermes_url} in the background", err=True)
     anyio.run(serve_http, config, server)
+
+
+async def _open_once(location: str | Path) -> None:
+    """Open the ledger (creating or upgrading it) and close it: what stops it from opening is said before serving."""
+    ledger = await open_ledger(location)
+    await ledger.close()

@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from budget_mcp.domain.records import AlertRecord, BudgetConfig, DeliveryAttempt, Entry, EntryKind, HeldFor, Hold, Limit
 from budget_mcp.domain.windows import Period
+from budget_mcp.errors import LedgerError
 
 T = TypeVar("T")
 
@@ -302,3 +303,11 @@ class Ledger(Protocol):
     async def close(self) -> None:
         """Close connections; pending writes finish first."""
         ...
+
+
+def newer_schema(where: str, version: int, known: int) -> LedgerError:
+    """The error for a ledger a newer budget-mcp upgraded: this version would write rows its tables no longer fit."""
+    return LedgerError(
+        f"the ledger at {where} is at schema step {version}, newer than this budget-mcp knows ({known}); "
+        "upgrade budget-mcp on every server and tool that opens it"
+    )

@@ -64,6 +64,7 @@ from budget_mcp.ledger.base import (
     StoredResult,
     WindowUsage,
     Writes,
+    newer_schema,
 )
 from budget_mcp.ledger.batching import GroupCommit, Pending, settle
 from budget_mcp.ledger.codec import config_from_row, config_to_json, from_us, to_us
@@ -148,8 +149,12 @@ class SqliteLedger:
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"cannot open the ledger at {path}: {exc}; check the path and its permissions") from exc
         ledger = cls(path, writer, reader)
-        await ledger._on_writer(_prepare_writer)
-        await ledger._in_thread(reader, _prepare_reader)
+        try:
+            await ledger._on_writer(_prepare_writer)
+            await ledger._in_thread(reader, _prepare_reader)
+        except BaseException:
+            await ledger.close()
+            raise
         return ledger
 
     async def close(self) -> None:
@@ -511,6 +516,8 @@ def _prepare_writer(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(STEPS):
+            raise newer_schema(conn.execute("PRAGMA database_list").fetchone()[2], version, len(STEPS))
         for number, step in enumerate(STEPS[version:], start=version + 1):
             for statement in _statements(step):
                 conn.execute(statement)

@@ -2,6 +2,9 @@
 
 import asyncpg
 
+from budget_mcp.ledger.base import newer_schema
+from budget_mcp.ledger.codec import redact_url
+
 MIGRATION_LOCK = 7_301_847_555_117_057_792  # any constant: serialises schema upgrades of servers starting at once
 
 
@@ -149,6 +152,8 @@ async def migrate(dsn: str) -> int:
         try:
             await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
+            if version > len(STEPS):
+                raise newer_schema(redact_url(dsn), version, len(STEPS))
             for number, step in enumerate(STEPS[version:], start=version + 1):
                 async with conn.transaction():
                     await conn.execute(step)
