@@ -56,7 +56,7 @@ def _line(status: BudgetStatus) -> str:
     elif status.spent_tokens:
         left += f"; {status.spent_tokens:,} tokens"
     if status.limit_calls is not None:
-        left += f"; {status.calls:,} of {status.limit_calls:,} calls, {status.available_calls:,} available"
+        left += f"; {status.calls:,} of {status.limit_calls:,} calls"
     closed = " [dim](closed)[/]" if status.closed else ""
     spent = human_amount(status.spent_usd)
     return f"[bold]{status.budget_id}[/]{closed}: {spent} spent of {limit} ({status.period}){left}"

@@ -31,9 +31,6 @@ class LimitStatus(_Result):
     available_tokens: int | None
     limit_calls: int | None = None
     calls: int = 0  # charges in the window; with what is held and allocated, never above limit_calls for a check
-    held_calls: int = 0  # live holds: each holds the call it was made for
-    allocated_calls: int = 0  # open children's unused call limits of this period
-    available_calls: int | None = Field(None, description="limit_calls - calls - held - allocated; null without one")
     models: list[str] = []  # only charges for these count (empty: all)
     providers: list[str] = []
 

@@ -259,9 +259,6 @@ def _limit_status(fig: Figures) -> LimitStatus:
         available_tokens=fig.available_tokens,
         limit_calls=fig.limit.limit_calls,
         calls=fig.spent_calls,
-        held_calls=fig.held_calls,
-        allocated_calls=fig.allocated_calls,
-        available_calls=fig.available_calls,
         models=list(fig.limit.models),
         providers=list(fig.limit.providers),
     )

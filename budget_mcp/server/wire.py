@@ -93,11 +93,7 @@ def charge_summary(charge: ChargeResult) -> str:
 
 
 def status_summary(status: BudgetStatus) -> str:
-    calls = (
-        f"; {status.calls} of {status.limit_calls} calls, {status.available_calls} available"
-        if status.limit_calls is not None
-        else ""
-    )
+    calls = f"; {status.calls} of {status.limit_calls} calls" if status.limit_calls is not None else ""
     if status.limit_usd is None and status.limit_tokens is None:
         tracking = "" if calls else ", no limit: tracking only"
         return f"{status.budget_id}: spent {money(status.spent_usd)} ({status.period}{tracking}){calls}"

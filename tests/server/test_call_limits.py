@@ -51,7 +51,7 @@ async def test_the_primary_call_limit_shows_in_the_status_summary_and_the_report
         await call(client, "charge", budget_id="acme", cost_usd="0.5")
         report = json.loads(await read(client, "budget://reports/acme"))
         markdown = await read(client, "budget://reports/acme.md")
-    assert created.content[0].text.endswith("; 0 of 5 calls, 5 available")  # type: ignore[union-attr]
+    assert created.content[0].text.endswith("; 0 of 5 calls")  # type: ignore[union-attr]
     assert (report["totals"]["calls"], report["totals"]["limit_calls"]) == (1, 5)
     assert "| Calls | 1 of 5 |" in markdown
 

@@ -164,7 +164,7 @@
       figure("available_usd", "available", usd(limit.available_usd)),
       figure("resets_at", "resets at", when(limit.resets_at)));
     if (limit.limit_tokens !== null) figures.append(figure("tokens", "tokens", `${limit.spent_tokens} of ${limit.limit_tokens}`));
-    if (limit.limit_calls !== null && limit.limit_calls !== undefined) figures.append(figure("calls", "calls", `${limit.calls} of ${limit.limit_calls}, ${limit.available_calls} available`));
+    if (limit.limit_calls !== null && limit.limit_calls !== undefined) figures.append(figure("calls", "calls", `${limit.calls} of ${limit.limit_calls}`));
     return el("div", { class: "limit", "data-period": limit.period },
       el("div", { class: "period" }, limit.period), bar(limit), figures);
   }
