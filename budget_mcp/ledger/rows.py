@@ -138,6 +138,10 @@ def alert_to_row(a: AlertRecord) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+STORED_ALERT_COLUMNS = (  # alert_to_row's order, named: a column a later step adds cannot break this insert
+    "budget_id, period, window_start, threshold, at_us, spent_nanos, limit_nanos, spent_tokens, limit_tokens, "
+    "entry_id, models, providers"
+)
 ALERT_COLUMNS = (
     "budget_id, period, window_start, threshold, at_us, spent_nanos, limit_nanos, limit_tokens, spent_tokens, "
     "entry_id, models, providers"

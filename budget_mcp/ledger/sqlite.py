@@ -70,6 +70,7 @@ from budget_mcp.ledger.batching import GroupCommit, Pending, settle
 from budget_mcp.ledger.codec import config_from_row, config_to_json, from_us, to_us
 from budget_mcp.ledger.rows import (
     ALERT_COLUMNS,
+    STORED_ALERT_COLUMNS,
     ENTRY_COLUMNS,
     REPLAYED_KINDS,
     Replay,
@@ -850,7 +851,8 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> dict
         conn.execute("DELETE FROM hold_budgets WHERE reservation_id = ?", (reservation_id,))
     if writes.alerts:
         conn.executemany(
-            f"INSERT OR IGNORE INTO alerts VALUES ({', '.join('?' * 12)})", [alert_to_row(a) for a in writes.alerts]
+            f"INSERT OR IGNORE INTO alerts ({STORED_ALERT_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+            [alert_to_row(a) for a in writes.alerts],
         )
     if writes.stored_result:
         key, stored = writes.stored_result
