@@ -70,9 +70,9 @@ from budget_mcp.ledger.batching import GroupCommit, Pending, settle
 from budget_mcp.ledger.codec import config_from_row, config_to_json, from_us, to_us
 from budget_mcp.ledger.rows import (
     ALERT_COLUMNS,
-    STORED_ALERT_COLUMNS,
     ENTRY_COLUMNS,
     REPLAYED_KINDS,
+    STORED_ALERT_COLUMNS,
     Replay,
     alert_from_row,
     alert_to_row,
