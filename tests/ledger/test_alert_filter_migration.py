@@ -2,23 +2,19 @@
 providers with each of its alerts: once opened by this version, an old alert of a provider cap still counts as
 raised and reads with its provider, and a new one is stored with it."""
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from budget_mcp import BudgetEngine, PriceCatalog, open_ledger
 from budget_mcp.domain.records import BudgetConfig, Limit, limit_key
 from budget_mcp.domain.windows import Period
-from budget_mcp.ledger import postgres
-from budget_mcp.ledger import schema as sqlite_schema
 from budget_mcp.ledger.codec import config_to_json, to_us
 from tests.conftest import FakeClock
-from tests.ledger.conftest import fresh_database
+from tests.ledger.conftest import fresh_database, postgres_ledger_at, sqlite_ledger_at
 
 pytestmark = pytest.mark.anyio
 AT = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -42,38 +38,13 @@ def old_rows() -> list[tuple[str, str, list[tuple[Any, ...]]]]:
     ]  # fmt: skip
 
 
-def old_sqlite_ledger(path: Path) -> str:
-    conn = sqlite3.connect(path, isolation_level=None)
-    for step in sqlite_schema.STEPS[:6]:
-        conn.executescript(step)
-    conn.execute("PRAGMA user_version = 6")
-    for table, columns, rows in old_rows():
-        conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(rows[0]))})", rows)
-    conn.close()
-    return str(path)
-
-
-async def old_postgres_ledger(dsn: str) -> str:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for number, step in enumerate(postgres.STEPS[:4], start=1):
-            await conn.execute(step)
-            await conn.execute("INSERT INTO schema_version VALUES ($1)", number)
-        for table, columns, rows in old_rows():
-            marks = ", ".join(f"${n + 1}" for n in range(len(rows[0])))
-            await conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
-    finally:
-        await conn.close()
-    return dsn
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 async def old_ledger(request: pytest.FixtureRequest, ledger_path: Path) -> str:
     """Where a ledger at the previous schema step lives, for each backend."""
     if request.param == "sqlite":
-        return old_sqlite_ledger(ledger_path)
-    return await old_postgres_ledger(await fresh_database(request.getfixturevalue("postgres_dsn")))
+        return sqlite_ledger_at(ledger_path, 6, old_rows())
+    dsn = await fresh_database(request.getfixturevalue("postgres_dsn"))
+    return await postgres_ledger_at(dsn, 4, old_rows())
 
 
 async def test_an_older_ledgers_cap_alert_keeps_counting_and_a_new_one_keeps_its_provider(old_ledger: str) -> None:
