@@ -25,11 +25,12 @@ def newer_sqlite_ledger(path: Path) -> None:
     conn.close()
 
 
-def sqlite_state(path: Path) -> tuple[int, list[str]]:
+def sqlite_state(path: Path) -> tuple[int, list[str], str]:
     conn = sqlite3.connect(path)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        return version, [row[0] for row in conn.execute("SELECT name FROM sqlite_master ORDER BY 1")]
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master ORDER BY 1")]
+        return version, tables, conn.execute("PRAGMA journal_mode").fetchone()[0]
     finally:
         conn.close()
 
@@ -41,7 +42,7 @@ async def test_a_sqlite_ledger_of_a_newer_schema_is_refused_and_left_alone(ledge
         await open_ledger(ledger_path)
     assert f"schema step {NEWER}, newer than this budget-mcp knows ({NEWER - 1})" in str(refused.value)
     assert "upgrade budget-mcp" in str(refused.value)
-    assert sqlite_state(ledger_path) == (NEWER, ["from_the_future"])
+    assert sqlite_state(ledger_path) == (NEWER, ["from_the_future"], "delete")  # not even switched to WAL
 
 
 @pytest.mark.parametrize("command", [["budgets", "list"], ["serve"], ["serve", "--transport", "http"]])
