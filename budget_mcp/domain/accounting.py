@@ -20,7 +20,8 @@ def spend_windows(
     Totals are kept for every period, not just the ones a budget limits today, so a limit
     added later starts from the true spend of its current window. A filtered limit's total is kept
     only while the limit is in place (`filters_of` gives a budget's limits with own totals at the entry), and so is
-    a rolling limit's, one per bucket (`Rolling.bucket`).
+    a rolling limit's, one per bucket (`Rolling.bucket`); the ledger fills both in from the entries when the limit
+    is set (`ledger.rows.filled_totals`).
     """
     if entry.kind not in SPEND_KINDS:
         return

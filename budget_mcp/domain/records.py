@@ -83,7 +83,8 @@ class Limit:
 
     With `models` and/or `providers` (lowercase), only charges for those count against it, on running totals of
     its own (`key`), and only checks that may be for those are decided by it. A rolling limit also keeps running
-    totals of its own (per bucket, `key` "5h" or "5h~1f2e..."), from when it was set.
+    totals of its own (per bucket, `key` "5h" or "5h~1f2e..."). Set on a budget that has spent already, either
+    starts from the matching spend already in its window.
     """
 
     period: AnyPeriod

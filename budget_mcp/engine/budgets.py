@@ -44,7 +44,7 @@ from budget_mcp.domain.results import (
     ReleaseResult,
     SpendReport,
 )
-from budget_mcp.domain.windows import parse_period, window, zone
+from budget_mcp.domain.windows import Rolling, parse_period, window, zone
 from budget_mcp.engine import figures as fig
 from budget_mcp.engine import past, recommend, rules
 from budget_mcp.engine.recommend import Requirements
@@ -617,6 +617,10 @@ class BudgetEngine:
             now,
             rules.expiring(lambda s: rules.allocation(s, request, owner, guard, declared)),
         )
+        if isinstance(request.period, Rolling) or any(lim.keeps_own for lim in request.extra_limits or ()):
+            # A limit with running totals of its own starts from the spend already in its window, which the
+            # ledger filled in as it stored the budget: the status decided before the write could not hold it.
+            status = AllocationStatus(**dict(await self.status(budget_id)), expires_at=status.expires_at)
         warnings = self._unknown_providers(request.extra_limits or ())
         return status.model_copy(update={"warnings": warnings}) if warnings else status
 

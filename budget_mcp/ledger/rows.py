@@ -1,5 +1,6 @@
 """Rows shared by the storage backends: entries and alerts to and from rows, running-total deltas, reconcile."""
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -8,6 +9,7 @@ from typing import Any
 
 from budget_mcp.domain.accounting import FiltersOf, TotalKey, filters, period_of, spend_windows
 from budget_mcp.domain.ids import path_of
+from budget_mcp.domain.money import MAX_TOTAL
 from budget_mcp.domain.records import (
     SPEND_KINDS,
     AlertRecord,
@@ -19,7 +21,7 @@ from budget_mcp.domain.records import (
     Limit,
     TokenCounts,
 )
-from budget_mcp.domain.windows import AnyPeriod, Period, Rolling
+from budget_mcp.domain.windows import AnyPeriod, Period, Rolling, window
 from budget_mcp.ledger.base import BudgetState, Held, LoggedEntry, LogPage, Position, SpendRow, WindowUsage
 from budget_mcp.ledger.codec import from_us, limit_from_json, to_us
 
@@ -60,23 +62,83 @@ def total_deltas(
 
 
 class Replay:
-    """Running totals recomputed from the entry log in order (spend, and the allocations that set limits), for
-    reconcile: a filtered limit counts the matching spend made while it was in place, as the writes did."""
+    """Running totals recomputed from the entry log in order, for reconcile, as the writes keep them: a limit
+    with totals of its own counts the matching spend made while it is in place, and, from when it was last put
+    in place (`allocations`, every allocate entry in log order), the spend already in its window then."""
 
-    def __init__(self, timezone_of: Callable[[str], str]) -> None:
+    def __init__(self, timezone_of: Callable[[str], str], allocations: Iterable[Entry]) -> None:
         self.timezone_of = timezone_of
-        self.filters: dict[str, tuple[Limit, ...]] = {}
         self.totals: dict[TotalKey, list[int]] = {}
+        in_place: dict[str, dict[str, tuple[Limit, str, int]]] = {}  # budget -> key -> (limit, entry, start)
+        for entry in allocations:
+            limits = filters([limit_from_json(x) for x in entry.metadata.get("limits", ())])
+            before = in_place.get(entry.budget_id, {})
+            start = {lim.key: counting_start_us(lim, timezone_of(entry.budget_id), entry.at) for lim in limits}
+            in_place[entry.budget_id] = {
+                lim.key: before[lim.key] if lim.key in before else (lim, entry.entry_id, start[lim.key])
+                for lim in limits
+            }
+        self._limits = {b: list(kept.values()) for b, kept in in_place.items()}
+        self._starting = {entry_id for kept in in_place.values() for _, entry_id, _ in kept.values()}
+        self._started: set[str] = set()
 
     def add(self, entries: Iterable[Entry]) -> None:
         for entry in entries:
             if entry.kind is EntryKind.ALLOCATE:
-                self.filters[entry.budget_id] = filters([limit_from_json(x) for x in entry.metadata.get("limits", ())])
+                if entry.entry_id in self._starting:
+                    self._started.add(entry.entry_id)
             else:
-                add_deltas(self.totals, total_deltas([entry], self.timezone_of, lambda b: self.filters.get(b, ())))
+                at_us = to_us(entry.at)
+                add_deltas(
+                    self.totals, total_deltas([entry], self.timezone_of, functools.partial(self._counting, at_us=at_us))
+                )
+
+    def _counting(self, budget_id: str, at_us: int) -> tuple[Limit, ...]:
+        """The limits (as they are now) of `budget_id` that an entry at `at_us`, at this point of the log, moves."""
+        return tuple(
+            lim
+            for lim, entry_id, start in self._limits.get(budget_id, ())
+            if entry_id in self._started or at_us >= start
+        )
+
+
+def _only(budget_id: str, limits: tuple[Limit, ...], of: str) -> tuple[Limit, ...]:
+    return limits if of == budget_id else ()
+
+
+def own_limit_changes(old: BudgetConfig | None, new: BudgetConfig) -> tuple[tuple[Limit, ...], tuple[str, ...]]:
+    """The limits with totals of their own that `new` puts in place, and the keys of those `old` had that it
+    drops: the running totals a config write must fill from the entries, and those it must delete."""
+    before = {lim.key for lim in filters(old.limits)} if old is not None else set()
+    after = filters(new.limits)
+    return tuple(lim for lim in after if lim.key not in before), tuple(sorted(before - {lim.key for lim in after}))
+
+
+def counting_start_us(limit: Limit, timezone: str, at: datetime) -> int:
+    """The first instant whose spend a limit put in place at `at` counts: the start of its window then (for a
+    rolling one, of the oldest bucket it counts)."""
+    return to_us(window(limit.period, timezone, at)[0])
+
+
+def filled_totals(
+    budget_id: str, limits: Sequence[Limit], timezone: str, at: datetime, entries: Iterable[Entry]
+) -> list[tuple[Any, ...]]:
+    """Rows of the running totals of `limits`, put in place on `budget_id` at `at`, from the spend `entries` of
+    its subtree already in their windows (a sum beyond the ledger's range is kept at its bound)."""
+    starts = [(lim, counting_start_us(lim, timezone, at)) for lim in limits]
+    keys = {lim.key for lim in limits}
+    sums: dict[TotalKey, list[int]] = {}
+    for entry in entries:
+        at_us = to_us(entry.at)
+        counting = tuple(lim for lim, start in starts if at_us >= start)
+        if counting:
+            deltas = total_deltas([entry], lambda _: timezone, functools.partial(_only, budget_id, counting))
+            add_deltas(sums, {k: d for k, d in deltas.items() if k[0] == budget_id and k[1] in keys})
+    return [(b, str(p), k, *(max(-MAX_TOTAL, min(MAX_TOTAL, n)) for n in d)) for (b, p, k), d in sums.items()]
 
 
 REPLAYED_KINDS = "('charge', 'adjust', 'allocate')"
+SPEND_KIND_TEXT = "('charge', 'adjust')"
 
 
 def add_deltas(into: dict[TotalKey, list[int]], deltas: dict[TotalKey, list[int]]) -> None:

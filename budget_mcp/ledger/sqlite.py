@@ -72,17 +72,21 @@ from budget_mcp.ledger.rows import (
     ALERT_COLUMNS,
     ENTRY_COLUMNS,
     REPLAYED_KINDS,
+    SPEND_KIND_TEXT,
     STORED_ALERT_COLUMNS,
     Replay,
     alert_from_row,
     alert_to_row,
     budget_states,
+    counting_start_us,
     delivery_from_row,
     delivery_to_row,
     differences,
     entry_from_row,
     entry_to_row,
+    filled_totals,
     log_page,
+    own_limit_changes,
     path_configs,
     spend_row,
     stale_buckets,
@@ -511,14 +515,13 @@ def data_version(conn: sqlite3.Connection) -> int:
 
 def _prepare_writer(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    _refuse_newer(conn)  # before the journal mode is set: a ledger this code cannot read is left as it was
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = OFF")  # steps rebuild tables that others reference; it cannot change in BEGIN
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(STEPS):
-            raise newer_schema(conn.execute("PRAGMA database_list").fetchone()[2], version, len(STEPS))
+        version = _refuse_newer(conn)  # again: a newer server may have migrated it since
         for number, step in enumerate(STEPS[version:], start=version + 1):
             for statement in _statements(step):
                 conn.execute(statement)
@@ -532,6 +535,14 @@ def _prepare_writer(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys = ON")
     if version < len(STEPS):  # a step may have rewritten every table: copy it into the file, empty the WAL
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+
+def _refuse_newer(conn: sqlite3.Connection) -> int:
+    """The ledger's schema version; a LedgerError if it is newer than this code knows."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(STEPS):
+        raise newer_schema(conn.execute("PRAGMA database_list").fetchone()[2], version, len(STEPS))
+    return version
 
 
 def _prepare_reader(conn: sqlite3.Connection) -> None:
@@ -800,6 +811,7 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> dict
     """Store `writes` (decided on `snapshot`); returns the running-total deltas its entries made."""
     now_us = to_us(snapshot.now)
     deltas: dict[TotalKey, list[int]] = {}
+    changes = [(c, own_limit_changes(_config_before(conn, c.budget_id, snapshot), c)) for c in writes.budgets]
     if writes.budgets:
         conn.executemany(
             "INSERT INTO budgets (budget_id, parent_id, config, closed, created_at_us, updated_at_us) "
@@ -857,7 +869,39 @@ def _store(conn: sqlite3.Connection, writes: Writes, snapshot: Snapshot) -> dict
     if writes.stored_result:
         key, stored = writes.stored_result
         conn.execute("INSERT INTO idempotency VALUES (?, ?, ?)", (key, stored.request_hash, stored.result_json))
+    for config, (added, removed) in changes:
+        if added or removed:
+            _refill_totals(conn, config, added, removed, snapshot.now)
     return deltas
+
+
+def _config_before(conn: sqlite3.Connection, budget_id: str, snapshot: Snapshot) -> BudgetConfig | None:
+    state = snapshot.budgets.get(budget_id)
+    return state.config if state else _config(conn, budget_id)
+
+
+def _refill_totals(
+    conn: sqlite3.Connection, config: BudgetConfig, added: Sequence[Limit], removed: Sequence[str], now: datetime
+) -> None:
+    """Delete the running totals of the limits with totals of their own that `config` drops, and fill those of
+    the ones it puts in place from the spend of its subtree already in their windows."""
+    budget_id = config.budget_id
+    conn.executemany("DELETE FROM totals WHERE budget_id = ? AND period = ?", [(budget_id, key) for key in removed])
+    if not added:
+        return
+    conn.executemany("DELETE FROM totals WHERE budget_id = ? AND period = ?", [(budget_id, lim.key) for lim in added])
+    since_us = min(counting_start_us(lim, config.timezone, now) for lim in added)
+    found: list[tuple[Any, ...]] = []
+    for (member,) in conn.execute(
+        "SELECT budget_id FROM budgets WHERE budget_id = ? OR (budget_id > ? AND budget_id < ?)",
+        (budget_id, budget_id + "/", budget_id + "0"),
+    ).fetchall():
+        found += conn.execute(
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE budget_id = ? AND at_us >= ? AND kind IN {SPEND_KIND_TEXT}",
+            (member, since_us),
+        ).fetchall()
+    rows = filled_totals(budget_id, added, config.timezone, now, map(entry_from_row, found))
+    conn.executemany("INSERT INTO totals VALUES (?, ?, ?, ?, ?, ?)", rows)
 
 
 def _config(conn: sqlite3.Connection, budget_id: str) -> BudgetConfig | None:
@@ -867,7 +911,8 @@ def _config(conn: sqlite3.Connection, budget_id: str) -> BudgetConfig | None:
 
 def _totals_from_entries(conn: sqlite3.Connection) -> dict[TotalKey, list[int]]:
     timezones = {b: json.loads(cfg)["timezone"] for b, cfg in conn.execute("SELECT budget_id, config FROM budgets")}
-    replay = Replay(lambda b: timezones.get(b, "UTC"))
+    allocations = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind = 'allocate' ORDER BY seq")
+    replay = Replay(lambda b: timezones.get(b, "UTC"), map(entry_from_row, allocations))
     cursor = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind IN {REPLAYED_KINDS} ORDER BY seq")
     while rows := cursor.fetchmany(10_000):
         replay.add(map(entry_from_row, rows))

@@ -102,21 +102,45 @@ async def test_a_bad_filter_is_refused_and_writes_nothing(
     assert await engine.ledger.budget_ids() == []
 
 
-async def test_a_filtered_limit_counts_from_when_it_is_set_and_reconcile_agrees_across_changes(
-    engine: BudgetEngine, other_engine: BudgetEngine
+async def test_a_filtered_limit_set_later_counts_the_matching_spend_already_in_its_window(
+    engine: BudgetEngine, other_engine: BudgetEngine, clock: FakeClock
 ) -> None:
-    await engine.allocate("acme", limit_usd="100")
-    await engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="1")  # before the cap: not in it
-    await engine.allocate("acme", extra_limits=[OPENAI_DAILY])
-    await other_engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="2")
-    await engine.allocate("acme", extra_limits=[])  # lifted: charges stop counting in it
-    await engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="4")
-    await other_engine.allocate("acme", extra_limits=[OPENAI_DAILY])  # set again: the same total goes on
+    await engine.allocate("acme", limit_usd="100", period="monthly")
+    await engine.allocate("acme/bot", limit_usd="50", period="monthly")
+    await engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="8")  # yesterday: another window
+    clock.advance(days=1)
+    await engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="1")
+    await other_engine.charge("acme/bot", model="gpt-4o", provider="openai", cost_usd="2")  # a child's counts too
+    await engine.charge("acme", model="claude-sonnet-4-5", provider="anthropic", cost_usd="16")  # not for openai
+    allocated = await engine.allocate("acme", extra_limits=[OPENAI_DAILY])
+    assert next(lim for lim in allocated.limits if lim.providers).spent_usd == "3.000000"
+    denied = await other_engine.check("acme", estimated_cost_usd="2.5", provider="openai")
+    assert (denied.allowed, denied.decided_period) == (False, "daily")
+    await engine.allocate("acme", extra_limits=[])  # lifted: its totals go
+    await engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="0.25")
+    await other_engine.allocate("acme", extra_limits=[OPENAI_DAILY])  # set again: today's spend, the gap included
     await engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="0.5")
     capped = next(lim for lim in (await other_engine.status("acme")).limits if lim.providers)
-    assert capped.spent_usd == "2.500000"
+    assert capped.spent_usd == "3.750000"
     assert await engine.ledger.reconcile() == []
     assert await other_engine.ledger.reconcile() == []
+
+
+async def test_a_rolling_limit_set_later_counts_the_spend_of_its_last_hours(
+    engine: BudgetEngine, other_engine: BudgetEngine, clock: FakeClock
+) -> None:
+    await engine.allocate("acme", limit_usd="100", period="monthly")
+    await engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="4")  # 6 h before: outside 5 h
+    clock.advance(hours=2)
+    await engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="1")
+    clock.advance(hours=4)
+    allocated = await engine.allocate("acme", extra_limits=[{"period": "5h", "limit_usd": "10"}])
+    assert next(lim for lim in allocated.limits if lim.period == "5h").spent_usd == "1.000000"
+    clock.advance(hours=1, minutes=1)  # the 1-dollar charge has left the window
+    await other_engine.charge("acme", model="gpt-4o", provider="openai", cost_usd="2")
+    rolling = next(lim for lim in (await engine.status("acme")).limits if lim.period == "5h")
+    assert rolling.spent_usd == "2.000000"
+    assert await engine.ledger.reconcile() == []
 
 
 OPENAI_CAP = {"period": "daily", "limit_usd": "1", "providers": ["openai"]}

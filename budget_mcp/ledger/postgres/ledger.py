@@ -398,7 +398,8 @@ class PostgresLedger:
         async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             configs = await conn.fetch("SELECT budget_id, config FROM budgets")
             timezones = {r[0]: json.loads(r[1])["timezone"] for r in configs}
-            replay = Replay(lambda b: timezones.get(b, "UTC"))
+            allocations = await conn.fetch(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind = 'allocate' ORDER BY seq")
+            replay = Replay(lambda b: timezones.get(b, "UTC"), (entry_from_row(tuple(r)) for r in allocations))
             cursor = conn.cursor(
                 f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind IN {REPLAYED_KINDS} ORDER BY seq", prefetch=10_000
             )

@@ -4,6 +4,7 @@ writes (version-guarded, then notifying), the locks a write takes, and the rows 
 import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -12,7 +13,7 @@ import asyncpg
 
 from budget_mcp.domain.accounting import TotalKey, filters, period_of
 from budget_mcp.domain.ids import parent_of, path_of
-from budget_mcp.domain.records import HeldFor, Hold
+from budget_mcp.domain.records import BudgetConfig, HeldFor, Hold, Limit
 from budget_mcp.domain.windows import Period, window_keys
 from budget_mcp.ledger.base import (
     Held,
@@ -26,9 +27,14 @@ from budget_mcp.ledger.base import (
 from budget_mcp.ledger.codec import config_from_row, config_to_json, from_us, to_us
 from budget_mcp.ledger.rows import (
     ENTRY_COLUMNS,
+    SPEND_KIND_TEXT,
     alert_to_row,
     budget_states,
+    counting_start_us,
+    entry_from_row,
     entry_to_row,
+    filled_totals,
+    own_limit_changes,
     total_deltas,
 )
 from budget_mcp.ledger.tree_cache import TreeCache, cacheable
@@ -376,14 +382,17 @@ async def store(conn: asyncpg.Connection, writes: Writes, snapshot: Snapshot) ->
     if writes == Writes():
         return
     configs = {b: s.config for b, s in snapshot.budgets.items()}
-    configs.update({c.budget_id: c for c in writes.budgets})
-    missing = {b for e in writes.entries for b in path_of(e.budget_id)} - configs.keys()
+    before = {c.budget_id: configs.get(c.budget_id) for c in writes.budgets}
+    missing = (before.keys() - configs.keys()) | {b for e in writes.entries for b in path_of(e.budget_id)}
+    missing -= configs.keys()
     if missing:
         for budget_id, config, closed, created_at_us in await conn.fetch(
             "SELECT budget_id, config, closed, created_at_us FROM budgets WHERE budget_id = ANY($1::text[])",
             sorted(missing),
         ):
             configs[budget_id] = config_from_row(budget_id, config, closed, created_at_us)
+    changes = [(c, own_limit_changes(configs.get(c.budget_id), c)) for c in writes.budgets]
+    configs.update({c.budget_id: c for c in writes.budgets})
     deltas = total_deltas(
         writes.entries,
         lambda b: configs[b].timezone if b in configs else "UTC",
@@ -391,3 +400,29 @@ async def store(conn: asyncpg.Connection, writes: Writes, snapshot: Snapshot) ->
     )
     statement, args = write_statement(rows_of([writes], deltas, to_us(snapshot.now)), notice([writes]))
     await conn.execute(statement, *args)
+    for config, (added, removed) in changes:
+        if added or removed:
+            await _refill_totals(conn, config, added, removed, snapshot.now)
+
+
+async def _refill_totals(
+    conn: asyncpg.Connection, config: BudgetConfig, added: Sequence[Limit], removed: Sequence[str], now: datetime
+) -> None:
+    """Delete the running totals of the limits with totals of their own that `config` drops, and fill those of
+    the ones it puts in place from the spend of its subtree already in their windows."""
+    budget_id = config.budget_id
+    await conn.execute(
+        "DELETE FROM totals WHERE budget_id = $1 AND period = ANY($2::text[])",
+        budget_id,
+        [*removed, *(lim.key for lim in added)],
+    )
+    if not added:
+        return
+    found = await conn.fetch(
+        f"SELECT {ENTRY_COLUMNS} FROM entries WHERE {_SCOPES['subtree']} AND at_us >= $2 AND kind IN {SPEND_KIND_TEXT}",
+        [budget_id],
+        min(counting_start_us(lim, config.timezone, now) for lim in added),
+    )
+    rows = filled_totals(budget_id, added, config.timezone, now, (entry_from_row(tuple(r)) for r in found))
+    if rows:
+        await conn.executemany("INSERT INTO totals VALUES ($1, $2, $3, $4, $5, $6)", rows)
