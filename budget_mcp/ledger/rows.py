@@ -2,6 +2,7 @@
 
 import functools
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +26,7 @@ from budget_mcp.domain.windows import AnyPeriod, Period, Rolling, window
 from budget_mcp.ledger.base import BudgetState, Held, LoggedEntry, LogPage, Position, SpendRow, WindowUsage
 from budget_mcp.ledger.codec import from_us, limit_from_json, to_us
 
+logger = logging.getLogger(__name__)
 _MINUTE_US = 60 * 1_000_000
 BUCKETS_KEPT_EXTRA_SECONDS = 86_400  # rolling buckets outlive their window by a day, for a clock stepped back
 ENTRY_COLUMNS = (
@@ -125,16 +127,28 @@ def filled_totals(
 ) -> list[tuple[Any, ...]]:
     """Rows of the running totals of `limits`, put in place on `budget_id` at `at`, from the spend `entries` of
     its subtree already in their windows (a sum beyond the ledger's range is kept at its bound)."""
-    starts = [(lim, counting_start_us(lim, timezone, at)) for lim in limits]
-    keys = {lim.key for lim in limits}
+    timed = [(to_us(entry.at), entry) for entry in entries]
     sums: dict[TotalKey, list[int]] = {}
-    for entry in entries:
-        at_us = to_us(entry.at)
-        counting = tuple(lim for lim, start in starts if at_us >= start)
-        if counting:
-            deltas = total_deltas([entry], lambda _: timezone, functools.partial(_only, budget_id, counting))
-            add_deltas(sums, {k: d for k, d in deltas.items() if k[0] == budget_id and k[1] in keys})
-    return [(b, str(p), k, *(max(-MAX_TOTAL, min(MAX_TOTAL, n)) for n in d)) for (b, p, k), d in sums.items()]
+    for lim in limits:  # one pass per limit, so entries of one minute find their totals once (`total_deltas`)
+        start = counting_start_us(lim, timezone, at)
+        inside = [entry for at_us, entry in timed if at_us >= start]
+        deltas = total_deltas(inside, lambda _: timezone, functools.partial(_only, budget_id, (lim,)))
+        sums.update({k: d for k, d in deltas.items() if k[0] == budget_id and k[1] == lim.key})
+    return bounded_rows(sums)
+
+
+def bounded_rows(totals: Mapping[TotalKey, list[int]]) -> list[tuple[Any, ...]]:
+    """Rows (budget, period, window, nanos, tokens, calls) of these running totals; a sum beyond the ledger's
+    range is kept at its bound, and logged."""
+    rows = []
+    for (budget_id, period, start), sums in totals.items():
+        if any(abs(n) > MAX_TOTAL for n in sums):
+            logger.warning(
+                "budget %s holds %s spend beyond the ledger's range (entries sum to %s nano-USD, %s tokens); "
+                "kept at the bound: correct it with `budget-mcp adjust`", budget_id, period, *sums[:2],
+            )  # fmt: skip
+        rows.append((budget_id, str(period), start, *(max(-MAX_TOTAL, min(MAX_TOTAL, n)) for n in sums)))
+    return rows
 
 
 REPLAYED_KINDS = "('charge', 'adjust', 'allocate')"

@@ -292,6 +292,12 @@ STEPS: list[str] = [
     ALTER TABLE alerts ADD COLUMN models TEXT;
     ALTER TABLE alerts ADD COLUMN providers TEXT;
     """,
+    # 8: no table changes: the running totals are recomputed (`REBUILDS_TOTALS`), as a filtered or rolling limit
+    # set on a budget that had spent now starts from the matching spend of its window, and a limit's totals go
+    # with it. An older budget-mcp, which would keep them its own way, then refuses the ledger.
+    """
+    -- nothing to run: the rebuild is in Python
+    """,
 ]
 
-REBUILDS_TOTALS = 3  # the step after which the SQLite ledger recomputes every running total from the entries
+REBUILDS_TOTALS = (3, 8)  # the steps after which the SQLite ledger recomputes every running total from the entries

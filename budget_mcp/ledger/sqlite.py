@@ -23,7 +23,6 @@ Locking and durability:
 
 import asyncio
 import json
-import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,7 +36,6 @@ import aiosqlite
 
 from budget_mcp.domain.accounting import TotalKey, filters
 from budget_mcp.domain.ids import parent_of, path_of
-from budget_mcp.domain.money import MAX_TOTAL
 from budget_mcp.domain.records import (
     MAX_SEQ,
     AlertRecord,
@@ -77,6 +75,7 @@ from budget_mcp.ledger.rows import (
     Replay,
     alert_from_row,
     alert_to_row,
+    bounded_rows,
     budget_states,
     counting_start_us,
     delivery_from_row,
@@ -94,8 +93,6 @@ from budget_mcp.ledger.rows import (
 )
 from budget_mcp.ledger.schema import REBUILDS_TOTALS, STEPS
 from budget_mcp.ledger.tree_cache import TreeCache, advance, cacheable, merged, roots_written
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
@@ -525,7 +522,7 @@ def _prepare_writer(conn: sqlite3.Connection) -> None:
         for number, step in enumerate(STEPS[version:], start=version + 1):
             for statement in _statements(step):
                 conn.execute(statement)
-            if number == REBUILDS_TOTALS:
+            if number in REBUILDS_TOTALS:
                 _rebuild_totals(conn)
             conn.execute(f"PRAGMA user_version = {number}")
         conn.execute("COMMIT")
@@ -921,14 +918,7 @@ def _totals_from_entries(conn: sqlite3.Connection) -> dict[TotalKey, list[int]]:
 
 def _rebuild_totals(conn: sqlite3.Connection) -> None:
     """Every running total recomputed from the entries (a sum beyond the ledger's range is kept at its bound)."""
-    rows = []
-    for (budget_id, period, start), sums in _totals_from_entries(conn).items():
-        if any(abs(n) > MAX_TOTAL for n in sums):
-            logger.warning(
-                "budget %s holds %s spend beyond the ledger's range (entries sum to %s nano-USD, %s tokens); "
-                "kept at the bound: correct it with `budget-mcp adjust`", budget_id, period, *sums[:2],
-            )  # fmt: skip
-        rows.append((budget_id, str(period), start, *(max(-MAX_TOTAL, min(MAX_TOTAL, n)) for n in sums)))
+    rows = bounded_rows(_totals_from_entries(conn))
     conn.execute("DELETE FROM totals")
     conn.executemany("INSERT INTO totals VALUES (?, ?, ?, ?, ?, ?)", rows)
 

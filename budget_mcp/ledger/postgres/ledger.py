@@ -60,6 +60,7 @@ from budget_mcp.ledger.postgres.statements import (
     load,
     locks_of,
     notice,
+    replayed_totals,
     rows_of,
     store,
     write_statement,
@@ -67,8 +68,6 @@ from budget_mcp.ledger.postgres.statements import (
 from budget_mcp.ledger.rows import (
     ALERT_COLUMNS,
     ENTRY_COLUMNS,
-    REPLAYED_KINDS,
-    Replay,
     add_deltas,
     alert_from_row,
     delivery_from_row,
@@ -396,21 +395,7 @@ class PostgresLedger:
     async def reconcile(self, now: datetime | None = None) -> list[str]:
         """Recompute every running total from the entry log and list each total that differs."""
         async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            configs = await conn.fetch("SELECT budget_id, config FROM budgets")
-            timezones = {r[0]: json.loads(r[1])["timezone"] for r in configs}
-            allocations = await conn.fetch(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind = 'allocate' ORDER BY seq")
-            replay = Replay(lambda b: timezones.get(b, "UTC"), (entry_from_row(tuple(r)) for r in allocations))
-            cursor = conn.cursor(
-                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind IN {REPLAYED_KINDS} ORDER BY seq", prefetch=10_000
-            )
-            batch: list[Entry] = []
-            async for row in cursor:
-                batch.append(entry_from_row(tuple(row)))
-                if len(batch) == 10_000:
-                    replay.add(batch)
-                    batch = []
-            replay.add(batch)
-            expected = replay.totals
+            expected = await replayed_totals(conn)
             actual = await conn.fetch(
                 "SELECT budget_id, period, window_start, spent_nanos, spent_tokens, calls FROM totals"
             )

@@ -4,6 +4,7 @@ import asyncpg
 
 from budget_mcp.ledger.base import newer_schema
 from budget_mcp.ledger.codec import redact_url
+from budget_mcp.ledger.postgres.statements import rebuild_totals
 
 MIGRATION_LOCK = 7_301_847_555_117_057_792  # any constant: serialises schema upgrades of servers starting at once
 
@@ -136,7 +137,13 @@ STEPS: list[str] = [
     """
     ALTER TABLE alerts ADD COLUMN models TEXT, ADD COLUMN providers TEXT;
     """,
+    # 6: as SQLite's step 8, every running total recomputed from the entries (`REBUILDS_TOTALS`): a filtered or
+    # rolling limit now starts from the matching spend of its window, and an older budget-mcp refuses the ledger.
+    """
+    LOCK TABLE totals IN EXCLUSIVE MODE;
+    """,
 ]
+REBUILDS_TOTALS = (6,)  # the steps after which the running totals are recomputed from the entries
 
 
 TABLES = (
@@ -157,6 +164,8 @@ async def migrate(dsn: str) -> int:
             for number, step in enumerate(STEPS[version:], start=version + 1):
                 async with conn.transaction():
                     await conn.execute(step)
+                    if number in REBUILDS_TOTALS:
+                        await rebuild_totals(conn)
                     await conn.execute("INSERT INTO schema_version VALUES ($1)", number)
             return len(STEPS)
         finally:

@@ -13,7 +13,7 @@ import asyncpg
 
 from budget_mcp.domain.accounting import TotalKey, filters, period_of
 from budget_mcp.domain.ids import parent_of, path_of
-from budget_mcp.domain.records import BudgetConfig, HeldFor, Hold, Limit
+from budget_mcp.domain.records import BudgetConfig, Entry, HeldFor, Hold, Limit
 from budget_mcp.domain.windows import Period, window_keys
 from budget_mcp.ledger.base import (
     Held,
@@ -27,8 +27,11 @@ from budget_mcp.ledger.base import (
 from budget_mcp.ledger.codec import config_from_row, config_to_json, from_us, to_us
 from budget_mcp.ledger.rows import (
     ENTRY_COLUMNS,
+    REPLAYED_KINDS,
     SPEND_KIND_TEXT,
+    Replay,
     alert_to_row,
+    bounded_rows,
     budget_states,
     counting_start_us,
     entry_from_row,
@@ -419,10 +422,36 @@ async def _refill_totals(
     if not added:
         return
     found = await conn.fetch(
-        f"SELECT {ENTRY_COLUMNS} FROM entries WHERE {_SCOPES['subtree']} AND at_us >= $2 AND kind IN {SPEND_KIND_TEXT}",
+        f"SELECT {ENTRY_COLUMNS} FROM entries WHERE ({_SCOPES['subtree']}) AND at_us >= $2 "
+        f"AND kind IN {SPEND_KIND_TEXT}",
         [budget_id],
         min(counting_start_us(lim, config.timezone, now) for lim in added),
     )
     rows = filled_totals(budget_id, added, config.timezone, now, (entry_from_row(tuple(r)) for r in found))
     if rows:
         await conn.executemany("INSERT INTO totals VALUES ($1, $2, $3, $4, $5, $6)", rows)
+
+
+async def replayed_totals(conn: asyncpg.Connection) -> dict[TotalKey, list[int]]:
+    """Every running total recomputed from the entry log (`rows.Replay`), in the transaction `conn` is in."""
+    timezones = {r[0]: json.loads(r[1])["timezone"] for r in await conn.fetch("SELECT budget_id, config FROM budgets")}
+    allocations = await conn.fetch(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind = 'allocate' ORDER BY seq")
+    replay = Replay(lambda b: timezones.get(b, "UTC"), (entry_from_row(tuple(r)) for r in allocations))
+    cursor = conn.cursor(
+        f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind IN {REPLAYED_KINDS} ORDER BY seq", prefetch=10_000
+    )
+    batch: list[Entry] = []
+    async for row in cursor:
+        batch.append(entry_from_row(tuple(row)))
+        if len(batch) == 10_000:
+            replay.add(batch)
+            batch = []
+    replay.add(batch)
+    return replay.totals
+
+
+async def rebuild_totals(conn: asyncpg.Connection) -> None:
+    """Replace every running total with the one the entry log gives (a schema step's repair)."""
+    rows = bounded_rows(await replayed_totals(conn))
+    await conn.execute("DELETE FROM totals")
+    await conn.executemany("INSERT INTO totals VALUES ($1, $2, $3, $4, $5, $6)", rows)
