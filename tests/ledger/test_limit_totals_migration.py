@@ -34,9 +34,10 @@ def charge(n: int, at: datetime, provider: str, nanos: int) -> Entry:
 
 def old_rows() -> list[tuple[str, str, list[tuple[Any, ...]]]]:
     """$1 of openai before its cap was set, $2 after; an anthropic cap set and lifted: as the old version kept it."""
-    config = BudgetConfig("acme", Period.MONTHLY, (MONTHLY, OPENAI), created_at=AT - timedelta(hours=3))
+    created = AT - timedelta(hours=3)
+    config = BudgetConfig("acme", Period.MONTHLY, (MONTHLY, OPENAI), created_at=created)
     entries = [
-        allocation(1, AT - timedelta(hours=3), MONTHLY, ANTHROPIC),
+        allocation(1, created, MONTHLY, ANTHROPIC),
         charge(2, AT - timedelta(hours=2), "anthropic", 7 * 10**8),
         charge(3, AT - timedelta(hours=2), "openai", 10**9),
         allocation(4, AT - timedelta(hours=1), MONTHLY, OPENAI),
@@ -44,7 +45,7 @@ def old_rows() -> list[tuple[str, str, list[tuple[Any, ...]]]]:
     ]
     return [
         ("budgets", "budget_id, parent_id, config, closed, created_at_us, updated_at_us",
-         [("acme", None, config_to_json(config), False, to_us(config.created_at), to_us(AT))]),
+         [("acme", None, config_to_json(config), False, to_us(created), to_us(AT))]),
         ("entries", ENTRY_COLUMNS, [entry_to_row(e) for e in entries]),
         ("totals", "budget_id, period, window_start, spent_nanos, spent_tokens, calls",
          [("acme", limit_key(Period.DAILY, (), ("openai",)), DAY_START, 2 * 10**9, 0, 1),
